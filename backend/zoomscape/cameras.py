@@ -1,0 +1,164 @@
+"""The one place that converts between Blender's camera convention and OpenCV's.
+
+Wire (Blender): world Z-up, metres; ``matrix_world`` is camera-to-world with the camera looking
+down −Z and +Y up. Intrinsics are pixels (fx, fy, cx, cy, width, height).
+
+Inside the backend (OpenCV): camera x right, y down, z forward. Pixel coordinates are continuous:
+pixel (row i, column j) covers [j, j+1) × [i, i+1), so its centre is (j + 0.5, i + 0.5) and the
+image spans u ∈ [0, W), v ∈ [0, H). Depth is z-depth along the camera axis, never ray length.
+
+This module depends on numpy only, so the extension's tests can load it next to bpy to check the
+whole chain (Blender camera → wire → pixels) against Blender's own ``world_to_camera_view``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Blender camera axes (x right, y up, z back) → OpenCV camera axes (x right, y down, z forward).
+BLENDER_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A pinhole camera in OpenCV convention.
+
+    K: [3, 3] intrinsics in pixels; c2w: [4, 4] camera-to-world (OpenCV axes), float64.
+    """
+
+    name: str
+    K: np.ndarray
+    c2w: np.ndarray
+    width: int
+    height: int
+
+    @property
+    def w2c(self) -> np.ndarray:
+        """World-to-camera [4, 4] (the rigid inverse of c2w)."""
+        return rigid_inverse(self.c2w)
+
+    @property
+    def center(self) -> np.ndarray:
+        """Camera centre in world coordinates: [3]."""
+        return self.c2w[:3, 3].copy()
+
+    @property
+    def matrix_world(self) -> np.ndarray:
+        """Blender ``matrix_world`` (camera looks down −Z, +Y up): [4, 4]."""
+        return self.c2w @ BLENDER_TO_OPENCV
+
+    def scaled(self, width: int, height: int) -> "Camera":
+        """The same camera rendered at another resolution (same field of view)."""
+        sx, sy = width / self.width, height / self.height
+        K = self.K.copy()
+        K[0] *= sx
+        K[1] *= sy
+        return Camera(self.name, K, self.c2w.copy(), int(width), int(height))
+
+    def to_wire(self) -> dict:
+        """The request's camera dict (Blender convention)."""
+        return {
+            "name": self.name,
+            "matrix_world": self.matrix_world.tolist(),
+            "fx": float(self.K[0, 0]), "fy": float(self.K[1, 1]),
+            "cx": float(self.K[0, 2]), "cy": float(self.K[1, 2]),
+            "width": self.width, "height": self.height,
+        }
+
+
+def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """K: [3, 3] from pixel focal lengths and principal point."""
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64)
+
+
+def rigid_inverse(T: np.ndarray) -> np.ndarray:
+    """Inverse of a rigid [4, 4] transform without a general matrix inverse."""
+    R, t = T[:3, :3], T[:3, 3]
+    out = np.eye(4)
+    out[:3, :3] = R.T
+    out[:3, 3] = -R.T @ t
+    return out
+
+
+def from_wire(cam) -> Camera:
+    """Camera from a request camera (a dict or an object with the same attributes).
+
+    c2w_cv = matrix_world · diag(1, −1, −1, 1): flip the camera's y and z axes.
+    """
+    get = cam.get if isinstance(cam, dict) else (lambda k: getattr(cam, k))
+    M = np.asarray(get("matrix_world"), dtype=np.float64).reshape(4, 4)
+    K = intrinsics_matrix(get("fx"), get("fy"), get("cx"), get("cy"))
+    return Camera(str(get("name")), K, M @ BLENDER_TO_OPENCV, int(get("width")), int(get("height")))
+
+
+def blender_intrinsics(lens: float, sensor_width: float, sensor_height: float, sensor_fit: str,
+                       shift_x: float, shift_y: float, res_x: int, res_y: int,
+                       pixel_aspect_x: float = 1.0, pixel_aspect_y: float = 1.0) -> dict:
+    """Pixel intrinsics of a Blender perspective camera.
+
+    sensor_fit AUTO fits the sensor width to the larger of the two image dimensions (in pixel-aspect
+    corrected units); HORIZONTAL fits sensor_width to the width; VERTICAL fits sensor_height to the
+    height. Shifts are fractions of the larger (fitted) image dimension. Returns {fx, fy, cx, cy,
+    width, height} in the continuous pixel convention of this module (v grows downwards).
+    """
+    aspect = pixel_aspect_y / pixel_aspect_x
+    fit = sensor_fit.upper()
+    if fit == "AUTO":
+        fit = "HORIZONTAL" if pixel_aspect_x * res_x >= pixel_aspect_y * res_y else "VERTICAL"
+        sensor = sensor_width
+    else:
+        sensor = sensor_width if fit == "HORIZONTAL" else sensor_height
+    view_px = res_x if fit == "HORIZONTAL" else aspect * res_y
+    fx = lens / sensor * view_px
+    fy = fx / aspect
+    cx = res_x / 2.0 - shift_x * view_px
+    cy = res_y / 2.0 + shift_y * view_px / aspect
+    return {"fx": fx, "fy": fy, "cx": cx, "cy": cy, "width": int(res_x), "height": int(res_y)}
+
+
+def world_to_pixels(cam: Camera, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Project world points.
+
+    points: [N, 3] world → (uv: [N, 2] continuous pixels, z: [N] z-depth; z ≤ 0 is behind).
+    """
+    w2c = cam.w2c
+    Xc = points @ w2c[:3, :3].T + w2c[:3, 3]
+    z = Xc[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uv = (Xc[:, :2] / z[:, None]) * np.diag(cam.K)[:2] + cam.K[:2, 2]
+    return uv, z
+
+
+def pixel_rays(cam: Camera, uv: np.ndarray) -> np.ndarray:
+    """Camera-space directions with z = 1 for pixel positions uv: [N, 2] → [N, 3]."""
+    x = (uv[:, 0] - cam.K[0, 2]) / cam.K[0, 0]
+    y = (uv[:, 1] - cam.K[1, 2]) / cam.K[1, 1]
+    return np.stack([x, y, np.ones_like(x)], axis=1)
+
+
+def pixels_to_world(cam: Camera, uv: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Unproject pixels uv: [N, 2] at z-depths z: [N] to world points [N, 3]."""
+    Xc = pixel_rays(cam, uv) * z[:, None]
+    return Xc @ cam.c2w[:3, :3].T + cam.c2w[:3, 3]
+
+
+def pixel_grid(width: int, height: int) -> np.ndarray:
+    """Pixel centres of an H×W image in row-major order: [H*W, 2] (u, v)."""
+    u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    return np.stack([u.ravel(), v.ravel()], axis=1)
+
+
+def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """Blender matrix_world [4, 4] of a camera at eye looking at target, with world up as up."""
+    eye, target, up = (np.asarray(a, dtype=np.float64) for a in (eye, target, up))
+    back = eye - target
+    back /= np.linalg.norm(back)
+    right = np.cross(up, back)
+    if np.linalg.norm(right) < 1e-9:
+        right = np.cross((0.0, 1.0, 0.0), back)
+    right /= np.linalg.norm(right)
+    cam_up = np.cross(back, right)
+    M = np.eye(4)
+    M[:3, 0], M[:3, 1], M[:3, 2], M[:3, 3] = right, cam_up, back, eye
+    return M
