@@ -1,0 +1,151 @@
+"""Results → Blender objects: a point cloud becomes a mesh of loose vertices with a colour and a
+radius attribute (bulk ``foreach_set``), shown as points by a geometry nodes modifier
+(Mesh to Points → Set Material) with an emission material that reads the colour attribute, so it
+renders the same in Cycles and EEVEE.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import bpy
+
+from .ply_io import PointCloud
+
+COLLECTION = "Zoomscape"
+COLOR_ATTR = "zs_color"
+RADIUS_ATTR = "zs_radius"
+GROUP_NAME = "Zoomscape Points"
+MATERIAL_NAME = "Zoomscape Points"
+JOB_KEY = "zoomscape_job"
+RADIUS_SCALE = 0.6  # footprint (metres per pixel) → sphere radius with a little overlap
+
+
+def srgb_to_linear_lut() -> np.ndarray:
+    """[256] float32: uchar sRGB → linear (the IEC 61966-2-1 curve)."""
+    c = np.arange(256, dtype=np.float64) / 255.0
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return lin.astype(np.float32)
+
+
+def linear_rgba(rgb: np.ndarray) -> np.ndarray:
+    """rgb: [N, 3] uint8 sRGB → [N, 4] float32 linear RGBA (alpha 1)."""
+    rgba = np.ones((rgb.shape[0], 4), dtype=np.float32)
+    rgba[:, :3] = srgb_to_linear_lut()[rgb]
+    return rgba
+
+
+def ensure_collection(scene) -> "bpy.types.Collection":
+    """The scene's "Zoomscape" collection (created and linked when missing)."""
+    coll = bpy.data.collections.get(COLLECTION)
+    if coll is None:
+        coll = bpy.data.collections.new(COLLECTION)
+    if coll.name not in scene.collection.children:
+        scene.collection.children.link(coll)
+    return coll
+
+
+def remove_job_objects(job_id: str, kinds=("points",)) -> int:
+    """Delete the objects (and their meshes) made earlier for job_id → how many."""
+    doomed = [o for o in bpy.data.objects
+              if o.get(JOB_KEY) == job_id and o.get("zoomscape_kind") in kinds]
+    for obj in doomed:
+        data = obj.data
+        bpy.data.objects.remove(obj, do_unlink=True)
+        if data is not None and data.users == 0:
+            if isinstance(data, bpy.types.Mesh):
+                bpy.data.meshes.remove(data)
+            elif isinstance(data, bpy.types.Camera):
+                bpy.data.cameras.remove(data)
+    return len(doomed)
+
+
+def points_mesh(name: str, cloud: PointCloud) -> "bpy.types.Mesh":
+    """A mesh of len(cloud) loose vertices with COLOR_ATTR (FLOAT_COLOR) and RADIUS_ATTR (FLOAT)."""
+    mesh = bpy.data.meshes.new(name)
+    n = len(cloud)
+    mesh.vertices.add(n)
+    mesh.vertices.foreach_set("co", np.ascontiguousarray(cloud.xyz, dtype=np.float32).ravel())
+    # Create each attribute, then look it up by name: holding a Python reference to one attribute
+    # across attributes.new() can crash Blender (the attribute array is reallocated).
+    mesh.attributes.new(COLOR_ATTR, "FLOAT_COLOR", "POINT")
+    mesh.attributes.new(RADIUS_ATTR, "FLOAT", "POINT")
+    mesh.attributes[COLOR_ATTR].data.foreach_set("color", linear_rgba(cloud.rgb).ravel())
+    radius = cloud.radius if cloud.radius is not None else default_radius(cloud.xyz)
+    mesh.attributes[RADIUS_ATTR].data.foreach_set(
+        "value", np.ascontiguousarray(radius * RADIUS_SCALE, dtype=np.float32))
+    mesh.update()
+    return mesh
+
+
+def default_radius(xyz: np.ndarray) -> np.ndarray:
+    """[N] radius for files without one: bounding-box diagonal / (2·√N), about the spacing of
+    N points spread over a surface."""
+    if len(xyz) == 0:
+        return np.zeros(0, dtype=np.float32)
+    extent = float(np.linalg.norm(xyz.max(0) - xyz.min(0)))
+    return np.full(len(xyz), extent / (2.0 * np.sqrt(len(xyz))) + 1e-6, dtype=np.float32)
+
+
+def points_material() -> "bpy.types.Material":
+    """Emission material whose colour is the COLOR_ATTR attribute (shared by all point objects)."""
+    mat = bpy.data.materials.get(MATERIAL_NAME)
+    if mat is not None:
+        return mat
+    mat = bpy.data.materials.new(MATERIAL_NAME)
+    if mat.node_tree is None:  # 4.x: materials start without nodes; 5.x always has them
+        mat.use_nodes = True
+    nt = mat.node_tree
+    nt.nodes.clear()
+    attr = nt.nodes.new("ShaderNodeAttribute")
+    attr.attribute_type = "GEOMETRY"
+    attr.attribute_name = COLOR_ATTR
+    emit = nt.nodes.new("ShaderNodeEmission")
+    emit.inputs["Strength"].default_value = 1.0
+    out = nt.nodes.new("ShaderNodeOutputMaterial")
+    nt.links.new(attr.outputs["Color"], emit.inputs["Color"])
+    nt.links.new(emit.outputs["Emission"], out.inputs["Surface"])
+    attr.location, emit.location, out.location = (-400, 0), (-150, 0), (100, 0)
+    return mat
+
+
+def points_node_group(material) -> "bpy.types.GeometryNodeTree":
+    """Geometry nodes: Mesh to Points (radius = RADIUS_ATTR) → Set Material(material)."""
+    group = bpy.data.node_groups.get(GROUP_NAME)
+    if group is not None:
+        return group
+    group = bpy.data.node_groups.new(GROUP_NAME, "GeometryNodeTree")
+    group.interface.new_socket(name="Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    group.interface.new_socket(name="Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    nodes, links = group.nodes, group.links
+    gin = nodes.new("NodeGroupInput")
+    gout = nodes.new("NodeGroupOutput")
+    radius = nodes.new("GeometryNodeInputNamedAttribute")
+    radius.data_type = "FLOAT"
+    radius.inputs["Name"].default_value = RADIUS_ATTR
+    to_points = nodes.new("GeometryNodeMeshToPoints")
+    to_points.mode = "VERTICES"
+    set_mat = nodes.new("GeometryNodeSetMaterial")
+    set_mat.inputs["Material"].default_value = material
+    links.new(gin.outputs[0], to_points.inputs["Mesh"])
+    links.new(radius.outputs["Attribute"], to_points.inputs["Radius"])
+    links.new(to_points.outputs["Points"], set_mat.inputs["Geometry"])
+    links.new(set_mat.outputs["Geometry"], gout.inputs[0])
+    for node, x in ((gin, -600), (radius, -400), (to_points, -150), (set_mat, 100), (gout, 300)):
+        node.location = (x, 0)
+    return group
+
+
+def import_points(scene, cloud: PointCloud, name: str, job_id: str = "") -> "bpy.types.Object":
+    """A point object for cloud in the Zoomscape collection; replaces this job's earlier import."""
+    if job_id:
+        remove_job_objects(job_id)
+    mesh = points_mesh(name, cloud)
+    obj = bpy.data.objects.new(name, mesh)
+    obj[JOB_KEY] = job_id
+    obj["zoomscape_kind"] = "points"
+    mat = points_material()
+    mesh.materials.append(mat)
+    mod = obj.modifiers.new("Zoomscape Points", "NODES")
+    mod.node_group = points_node_group(mat)
+    ensure_collection(scene).objects.link(obj)
+    return obj

@@ -1,0 +1,120 @@
+"""View3D ▸ Sidebar ▸ Zoomscape: connection, prompts, zoom settings, Generate and job progress."""
+from __future__ import annotations
+
+import bpy
+
+from . import runner
+
+
+class ZOOMSCAPE_UL_backends(bpy.types.UIList):
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        layout.label(text=item.name, icon="LOCKED" if item.auth else "WORLD")
+        layout.label(text=f"{item.host}:{item.port} · {item.engine} · {item.device}")
+
+
+class ZOOMSCAPE_UL_levels(bpy.types.UIList):
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        row = layout.row(align=True)
+        row.label(text=f"{index + 1}")
+        row.prop(item, "prompt", text="", emboss=False)
+
+
+class ZOOMSCAPE_PT_panel(bpy.types.Panel):
+    bl_idname = "ZOOMSCAPE_PT_panel"
+    bl_label = "Zoomscape"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Zoomscape"
+
+    def draw(self, context):
+        layout = self.layout
+        props = context.scene.zoomscape
+
+        box = layout.box()
+        box.label(text="Backend", icon="NETWORK_DRIVE")
+        box.template_list("ZOOMSCAPE_UL_backends", "", props, "backends", props, "backends_index", rows=2)
+        row = box.row(align=True)
+        row.operator("zoomscape.discover", icon="VIEWZOOM")
+        row.operator("zoomscape.connect", icon="LINKED")
+        row = box.row(align=True)
+        row.prop(props, "host")
+        row.prop(props, "port", text="")
+        box.prop(props, "token")
+        box.label(text=props.server_info if props.connected else "Not connected",
+                  icon="CHECKMARK" if props.connected else "UNLINKED")
+
+        box = layout.box()
+        box.label(text="Prompts", icon="TEXT")
+        box.prop(props, "scene_prompt")
+        row = box.row()
+        row.template_list("ZOOMSCAPE_UL_levels", "", props, "levels", props, "levels_index", rows=3)
+        col = row.column(align=True)
+        col.operator("zoomscape.level_add", icon="ADD", text="")
+        col.operator("zoomscape.level_remove", icon="REMOVE", text="")
+        col.separator()
+        col.operator("zoomscape.level_move", icon="TRIA_UP", text="").direction = "UP"
+        col.operator("zoomscape.level_move", icon="TRIA_DOWN", text="").direction = "DOWN"
+
+        box = layout.box()
+        box.label(text="Zoom", icon="CAMERA_DATA")
+        box.prop(props, "camera_source")
+        if props.camera_source == "COLLECTION":
+            box.prop(props, "camera_collection")
+        box.prop(props, "zoom_camera")
+        box.prop(props, "zoom_target")
+        box.prop(props, "zoom_factor")
+        row = box.row(align=True)
+        row.prop(props, "zoom_mode", expand=True)
+        box.prop(props, "frames_per_level")
+        row = box.row(align=True)
+        row.prop(props, "seed")
+        row.prop(props, "engine", text="")
+        box.prop(props, "output_dir")
+
+        running = runner.is_running(context.scene)
+        row = layout.row(align=True)
+        row.scale_y = 1.4
+        sub = row.row(align=True)
+        sub.enabled = not running
+        sub.operator("zoomscape.generate", icon="PLAY")
+        if running:
+            row.operator("zoomscape.cancel", icon="CANCEL")
+        if running or props.job_state:
+            layout.progress(factor=props.progress, type="BAR",
+                            text=f"{props.job_state}: {props.stage}" if props.stage else props.job_state)
+        if props.error:
+            col = layout.column(align=True)
+            col.alert = True
+            for i, line in enumerate(wrap(props.error, 48)):
+                col.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
+        if props.job_id:
+            layout.label(text=f"Job {props.job_id}")
+        row = layout.row(align=True)
+        row.enabled = bool(props.job_id) and not running
+        row.operator("zoomscape.import_results", icon="IMPORT")
+        row.operator("zoomscape.build_zoom_path", icon="ANIM")
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """Split text into lines of at most about width characters (on spaces)."""
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return lines + ([line] if line else [])
+
+
+classes = (ZOOMSCAPE_UL_backends, ZOOMSCAPE_UL_levels, ZOOMSCAPE_PT_panel)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister():
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,100 @@
+"""The extension's settings and job state: ``Scene.zoomscape`` (saved in the .blend)."""
+from __future__ import annotations
+
+import bpy
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty,
+                       IntProperty, PointerProperty, StringProperty)
+
+
+class ZOOMSCAPE_PG_backend(bpy.types.PropertyGroup):
+    """A backend found by zeroconf (name is the service instance name)."""
+
+    host: StringProperty(name="Host")
+    port: IntProperty(name="Port", min=1, max=65535)
+    engine: StringProperty(name="Engine")
+    device: StringProperty(name="Device")
+    version: StringProperty(name="Version")
+    auth: BoolProperty(name="Token required")
+
+
+class ZOOMSCAPE_PG_level(bpy.types.PropertyGroup):
+    """One zoom level: what the image shows after zooming in once more."""
+
+    prompt: StringProperty(name="Prompt", description="What this zoom level shows")
+
+
+def _backend_selected(self, context):
+    """Selecting a discovered backend fills the manual host and port."""
+    if 0 <= self.backends_index < len(self.backends):
+        b = self.backends[self.backends_index]
+        self.host, self.port = b.host, b.port
+
+
+def _is_camera(self, obj):
+    return obj.type == "CAMERA"
+
+
+class ZOOMSCAPE_PG_settings(bpy.types.PropertyGroup):
+    """Scene.zoomscape: connection, prompts, zoom settings and the state of the last job."""
+
+    # Connection
+    host: StringProperty(name="Host", default="127.0.0.1")
+    port: IntProperty(name="Port", default=8765, min=1, max=65535)
+    token: StringProperty(name="Token", subtype="PASSWORD",
+                          description="Printed by 'zoomscape serve --lan'; empty on this machine")
+    backends: CollectionProperty(type=ZOOMSCAPE_PG_backend)
+    backends_index: IntProperty(default=-1, update=_backend_selected)
+    connected: BoolProperty(name="Connected")
+    server_info: StringProperty(name="Server")
+
+    # Prompts
+    scene_prompt: StringProperty(name="Scene", description="What the whole scene shows")
+    levels: CollectionProperty(type=ZOOMSCAPE_PG_level)
+    levels_index: IntProperty(default=0)
+
+    # Generation
+    zoom_factor: FloatProperty(name="Zoom factor", default=4.0, min=1.5, max=8.0,
+                               description="How much each level zooms in")
+    camera_source: EnumProperty(name="Cameras", items=[
+        ("SELECTED", "Selected", "The selected camera objects"),
+        ("COLLECTION", "Collection", "The cameras in a collection")], default="SELECTED")
+    camera_collection: PointerProperty(name="Collection", type=bpy.types.Collection)
+    zoom_camera: PointerProperty(name="Zoom camera", type=bpy.types.Object, poll=_is_camera,
+                                 description="The camera the zoom starts from (default: scene camera)")
+    zoom_target: PointerProperty(name="Zoom target", type=bpy.types.Object,
+                                 description="Where to zoom (e.g. an Empty); empty = the surface "
+                                             "at the zoom camera's image centre")
+    seed: IntProperty(name="Seed", default=0, min=0)
+    engine: EnumProperty(name="Engine", items=[
+        ("procedural", "Procedural", "Offline analytic world, no GPU or weights"),
+        ("diffusers", "Diffusers", "Stable Diffusion and a depth model (GPU)")], default="procedural")
+    frames_per_level: IntProperty(name="Frames per level", default=24, min=1, max=10000)
+    zoom_mode: EnumProperty(name="Zoom", items=[
+        ("DOLLY", "Dolly", "Move the camera toward the target"),
+        ("LENS", "Lens", "Keep the camera still and lengthen the lens")], default="DOLLY")
+    output_dir: StringProperty(name="Output", subtype="DIR_PATH",
+                               description="Where results are saved (empty: next to the .blend, "
+                                           "or a temporary folder when it is unsaved)")
+
+    # Job state (saved so results can be re-imported after a restart)
+    job_id: StringProperty(name="Job")
+    job_state: StringProperty(name="State")
+    progress: FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
+    stage: StringProperty(name="Stage")
+    error: StringProperty(name="Error")
+    last_output_dir: StringProperty(name="Results", subtype="DIR_PATH")
+
+
+classes = (ZOOMSCAPE_PG_backend, ZOOMSCAPE_PG_level, ZOOMSCAPE_PG_settings)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.zoomscape = PointerProperty(type=ZOOMSCAPE_PG_settings)
+
+
+def unregister():
+    del bpy.types.Scene.zoomscape
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,208 @@
+"""Main-thread side of a job: start the job thread, pump its queue into Scene.zoomscape, and on
+completion import the results and build the zoom path.
+
+The pump runs from ``bpy.app.timers`` in the UI; in background mode (timers never fire) the
+generate operator calls :func:`run_blocking`, which pumps in a loop until the job ends.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import tempfile
+import time
+
+import bpy
+
+from . import importers, zoom_path
+from .client import Client, JobThread, base_url, download_results
+from .ply_io import read_ply
+
+PUMP_SECONDS = 0.2
+_jobs: dict[str, JobThread] = {}  # scene name → running job thread (Python objects can't live in props)
+
+
+def settings(scene):
+    return scene.zoomscape
+
+
+def client_for(props) -> Client:
+    return Client(base_url(props.host, props.port), props.token)
+
+
+def output_base(props) -> str:
+    """Directory that holds one folder per job: output_dir, else next to the .blend, else temp."""
+    if props.output_dir:
+        return bpy.path.abspath(props.output_dir)
+    if bpy.data.filepath:
+        return os.path.join(os.path.dirname(bpy.data.filepath), "zoomscape")
+    return os.path.join(tempfile.gettempdir(), "zoomscape")
+
+
+def is_running(scene) -> bool:
+    t = _jobs.get(scene.name)
+    return t is not None and t.is_alive()
+
+
+def start(scene, request: dict | None = None, job_id: str | None = None) -> JobThread:
+    """Start a job thread for scene (a new request, or following job_id)."""
+    props = settings(scene)
+    base = output_base(props)
+    thread = JobThread(client_for(props), lambda jid: os.path.join(base, jid), request, job_id)
+    props.error, props.stage, props.progress = "", "submitting", 0.0
+    props.job_state = "submitting"
+    _jobs[scene.name] = thread
+    thread.start()
+    return thread
+
+
+def cancel(scene) -> bool:
+    thread = _jobs.get(scene.name)
+    if thread is None or not thread.is_alive():
+        return False
+    thread.cancel()
+    settings(scene).stage = "cancelling"
+    return True
+
+
+def set_error(props, message: str) -> None:
+    props.error = message
+    props.job_state = props.job_state if props.job_state in ("failed", "cancelled") else "error"
+
+
+def apply_status(props, st: dict) -> None:
+    props.job_id = st.get("id", props.job_id)
+    props.job_state = st.get("state", "")
+    props.progress = min(max(float(st.get("progress") or 0.0), 0.0), 1.0)
+    stage = st.get("stage") or ""
+    step, total = st.get("step"), st.get("total")
+    if total:
+        stage = f"{stage} {step}/{total}"
+    if st.get("queue_position"):
+        stage = f"queued (position {st['queue_position']})"
+    props.stage = stage
+
+
+def pump(scene) -> bool:
+    """Drain the job queue into scene.zoomscape → True while the job is still going."""
+    thread = _jobs.get(scene.name)
+    if thread is None:
+        return False
+    props = settings(scene)
+    while True:
+        try:
+            kind, payload = thread.queue.get_nowait()
+        except queue.Empty:
+            break
+        if kind == "status":
+            apply_status(props, payload)
+        elif kind == "error":
+            set_error(props, payload)
+            _jobs.pop(scene.name, None)
+            return False
+        elif kind == "downloaded":
+            _jobs.pop(scene.name, None)
+            props.last_output_dir = payload["dir"]
+            try:
+                finish(scene, payload["dir"])
+            except Exception as e:  # import problems end up in the panel
+                set_error(props, f"results downloaded to {payload['dir']} but could not be imported: {e}")
+            return False
+    if not thread.is_alive() and thread.queue.empty():
+        _jobs.pop(scene.name, None)
+        return False
+    return True
+
+
+def timer(scene_name: str):
+    """bpy.app.timers callback: pump and redraw → seconds until the next call, None when done."""
+    scene = bpy.data.scenes.get(scene_name)
+    if scene is None:
+        return None
+    going = pump(scene)
+    for window in getattr(bpy.context.window_manager, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+    return PUMP_SECONDS if going else None
+
+
+def run_blocking(scene, timeout: float) -> bool:
+    """Background mode: pump until the job ends → False on timeout (the job is then cancelled)."""
+    deadline = time.monotonic() + timeout
+    while pump(scene):
+        if time.monotonic() > deadline:
+            cancel(scene)
+            _jobs.pop(scene.name, None)
+            set_error(settings(scene), f"job {settings(scene).job_id} did not finish within "
+                                       f"{timeout:g} s; it was cancelled (raise the timeout)")
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def read_manifest(out_dir: str) -> dict:
+    path = os.path.join(out_dir, "manifest.json")
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    if manifest.get("format") != "zoomscape-results":
+        raise ValueError(f"{path}: not a zoomscape results manifest")
+    return manifest
+
+
+def import_results(scene, out_dir: str):
+    """Import the point cloud of the results in out_dir → the point object."""
+    props = settings(scene)
+    manifest = read_manifest(out_dir)
+    job_id = manifest.get("job_id") or props.job_id
+    cloud = read_ply(os.path.join(out_dir, manifest["pointcloud"]["file"]))
+    return importers.import_points(scene, cloud, f"Zoomscape {job_id[:8]}", job_id)
+
+
+def build_path(scene, out_dir: str | None):
+    """Key the zoom camera from the panel settings and the manifest's anchor → the camera object."""
+    props = settings(scene)
+    manifest = read_manifest(out_dir) if out_dir else {}
+    zoom = manifest.get("zoom") or {}
+    if props.zoom_target is not None:
+        anchor = list(props.zoom_target.matrix_world.translation)
+    elif zoom.get("anchor") is not None:
+        anchor = zoom["anchor"]
+    else:
+        raise zoom_path.ZoomPathError("zoom target: none; place an Empty as Zoom target "
+                                      "or import a job's results first")
+    bpy.context.view_layer.update()  # fresh matrix_world for objects moved since the last update
+    source = props.zoom_camera or scene.camera
+    if source is None or source.get("zoomscape_kind") == "zoom_camera":
+        source = bpy.data.objects.get(zoom.get("camera") or "")  # the camera the job zoomed from
+    levels = len(zoom.get("levels") or []) or len(props.levels) or 1
+    factor = float(zoom.get("factor") or props.zoom_factor)
+    return zoom_path.build_zoom_path(scene, source, anchor, factor, levels, props.frames_per_level,
+                                     props.zoom_mode, manifest.get("job_id") or props.job_id)
+
+
+def finish(scene, out_dir: str) -> None:
+    """On done: import the point cloud and build the zoom path."""
+    props = settings(scene)
+    import_results(scene, out_dir)
+    build_path(scene, out_dir)
+    props.job_state, props.stage, props.progress, props.error = "done", "imported", 1.0, ""
+
+
+def fetch_results(scene) -> str:
+    """Results of props.job_id on disk → their directory (downloaded again when missing)."""
+    props = settings(scene)
+    if not props.job_id:
+        raise ValueError("job: none yet; press Generate first")
+    for d in (bpy.path.abspath(props.last_output_dir) if props.last_output_dir else "",
+              os.path.join(output_base(props), props.job_id)):
+        if d and os.path.isfile(os.path.join(d, "manifest.json")):
+            try:
+                if read_manifest(d).get("job_id") in (props.job_id, None):
+                    return d
+            except (OSError, ValueError):
+                pass
+    out_dir = os.path.join(output_base(props), props.job_id)
+    download_results(client_for(props), props.job_id, out_dir)
+    props.last_output_dir = out_dir
+    return out_dir

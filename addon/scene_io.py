@@ -1,0 +1,128 @@
+"""Blender scene → job request (docs/API.md): cameras, pixel intrinsics, prompts and zoom.
+
+The intrinsics follow the same formula as backend/zoomscape/cameras.py ``blender_intrinsics``
+(the extension cannot import the backend; tests check the two agree with Blender's own
+``world_to_camera_view``).
+"""
+from __future__ import annotations
+
+MIN_RESOLUTION, MAX_RESOLUTION = 64, 2048
+MAX_CAMERAS = 64
+
+
+class SceneError(ValueError):
+    """The scene cannot be turned into a request; the message says what to change."""
+
+
+def render_resolution(scene) -> tuple[int, int]:
+    """Rendered pixel size (resolution × percentage, as Blender computes it)."""
+    r = scene.render
+    pct = r.resolution_percentage
+    return r.resolution_x * pct // 100, r.resolution_y * pct // 100
+
+
+def intrinsics(lens: float, sensor_width: float, sensor_height: float, sensor_fit: str,
+               shift_x: float, shift_y: float, res_x: int, res_y: int,
+               pixel_aspect_x: float = 1.0, pixel_aspect_y: float = 1.0) -> dict:
+    """Pixel intrinsics {fx, fy, cx, cy, width, height} of a perspective camera.
+
+    fit = AUTO → the larger pixel-aspect-corrected image side; the fitted side spans
+    view_px pixels (res_x, or res_y·a with a = pixel_aspect_y / pixel_aspect_x), then
+    fx = lens / sensor · view_px,  fy = fx / a,
+    cx = res_x/2 − shift_x · view_px,  cy = res_y/2 + shift_y · view_px / a  (v grows downwards).
+    """
+    a = pixel_aspect_y / pixel_aspect_x
+    fit = sensor_fit.upper()
+    if fit == "AUTO":
+        fit = "HORIZONTAL" if pixel_aspect_x * res_x >= pixel_aspect_y * res_y else "VERTICAL"
+        sensor = sensor_width
+    else:
+        sensor = sensor_width if fit == "HORIZONTAL" else sensor_height
+    view_px = res_x if fit == "HORIZONTAL" else a * res_y
+    fx = lens / sensor * view_px
+    return {"fx": fx, "fy": fx / a, "cx": res_x / 2.0 - shift_x * view_px,
+            "cy": res_y / 2.0 + shift_y * view_px / a, "width": int(res_x), "height": int(res_y)}
+
+
+def camera_to_wire(obj, scene) -> dict:
+    """One request camera from a camera object: name, matrix_world (scale removed), intrinsics."""
+    cam = obj.data
+    if obj.type != "CAMERA":
+        raise SceneError(f"camera '{obj.name}': is a {obj.type.lower()} object, not a camera")
+    if cam.type != "PERSP":
+        raise SceneError(f"camera '{obj.name}': type is {cam.type}; only perspective cameras "
+                         "are supported (set Camera ▸ Lens ▸ Type to Perspective)")
+    w, h = render_resolution(scene)
+    for axis, value in (("width", w), ("height", h)):
+        if not MIN_RESOLUTION <= value <= MAX_RESOLUTION:
+            raise SceneError(f"camera '{obj.name}': render {axis} {value} px is outside "
+                             f"{MIN_RESOLUTION}..{MAX_RESOLUTION} (Output ▸ Resolution × %)")
+    r = scene.render
+    K = intrinsics(cam.lens, cam.sensor_width, cam.sensor_height, cam.sensor_fit,
+                   cam.shift_x, cam.shift_y, w, h, r.pixel_aspect_x, r.pixel_aspect_y)
+    M = obj.matrix_world.normalized()
+    return {"name": obj.name, "matrix_world": [list(map(float, row)) for row in M], **K}
+
+
+def gather_cameras(scene, context, props) -> list:
+    """The camera objects to send, sorted by name, always including the zoom camera.
+
+    props.camera_source 'SELECTED' → the selected cameras; 'COLLECTION' → the cameras in
+    props.camera_collection (and its children).
+    """
+    if props.camera_source == "COLLECTION":
+        coll = props.camera_collection
+        if coll is None:
+            raise SceneError("cameras: no collection chosen (pick one under Cameras ▸ Collection)")
+        objs = [o for o in coll.all_objects if o.type == "CAMERA"]
+    else:
+        selected = getattr(context, "selected_objects", None)
+        if selected is None:
+            selected = [o for o in scene.objects if o.select_get()]
+        objs = [o for o in selected if o.type == "CAMERA"]
+    zoom = zoom_camera(scene, props)
+    if zoom is not None and zoom not in objs:
+        objs.append(zoom)
+    if not objs:
+        raise SceneError("cameras: none found; select camera objects (or choose a collection) "
+                         "and set a zoom camera")
+    if len(objs) > MAX_CAMERAS:
+        raise SceneError(f"cameras: {len(objs)} given, at most {MAX_CAMERAS}")
+    return sorted(objs, key=lambda o: o.name)
+
+
+def zoom_camera(scene, props):
+    """The zoom camera object: props.zoom_camera, else the scene camera (may be None)."""
+    return props.zoom_camera or scene.camera
+
+
+def build_request(scene, context, props) -> dict:
+    """The whole job request dict (docs/API.md) from the scene and the panel's settings."""
+    prompt = props.scene_prompt.strip()
+    if not prompt:
+        raise SceneError("scene_prompt: empty; describe the scene in Prompts ▸ Scene")
+    if len(props.scene_prompt) > 1999:
+        raise SceneError(f"scene_prompt: {len(props.scene_prompt)} characters, at most 1999")
+    if not 1 <= len(props.levels) <= 16:
+        raise SceneError(f"zoom.levels: {len(props.levels)} levels, need 1..16 (use + under Zoom levels)")
+    levels = []
+    for i, level in enumerate(props.levels):
+        if not level.prompt.strip():
+            raise SceneError(f"zoom.levels[{i}].prompt: empty; describe what level {i + 1} shows")
+        levels.append({"prompt": level.prompt})
+    zoom = zoom_camera(scene, props)
+    if zoom is None:
+        raise SceneError("zoom.camera: none; pick a Zoom camera or set the scene camera")
+    cameras = [camera_to_wire(o, scene) for o in gather_cameras(scene, context, props)]
+    anchor = None
+    if props.zoom_target is not None:
+        anchor = [float(v) for v in props.zoom_target.matrix_world.translation]
+    return {
+        "engine": props.engine,
+        "seed": int(props.seed),
+        "scene_prompt": props.scene_prompt,
+        "cameras": cameras,
+        "zoom": {"camera": zoom.name, "factor": float(props.zoom_factor), "levels": levels,
+                 "anchor": anchor},
+        "init_rgbd": None,
+    }

@@ -1,0 +1,266 @@
+"""The ``zoomscape`` command: serve, generate, models, discover.
+
+    zoomscape serve [--host 127.0.0.1] [--port 8765] [--data-dir DIR] [--lan] [--token T]
+                    [--engine procedural|diffusers] [--no-zeroconf]
+    zoomscape generate REQUEST.json --out DIR
+    zoomscape models list | pull [ENGINE]
+    zoomscape discover [--timeout 3] [--json]
+
+Exit codes: 0 success, 1 the work failed (or a server could not start), 2 bad input (usage,
+unreadable request, a request that breaks a rule: the message names the field).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+from zoomscape import __version__
+
+DEFAULT_PORT = 8765
+LOOPBACK = "127.0.0.1"
+
+
+def default_data_dir() -> Path:
+    """$ZOOMSCAPE_DATA_DIR, else ~/.local/share/zoomscape."""
+    env = os.environ.get("ZOOMSCAPE_DATA_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "zoomscape"
+
+
+def _err(message: str) -> None:
+    print(f"zoomscape: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------- serve
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from zoomscape.engines import EngineUnavailable
+    from zoomscape.jobs import JobStore
+    from zoomscape.server import create_app
+
+    import logging
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    host = "0.0.0.0" if args.lan else args.host
+    token = args.token
+    if args.lan and not token:
+        token = secrets.token_urlsafe(24)
+    data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    store = JobStore(data_dir)
+    try:
+        engine = store.engines.get(args.engine)
+    except EngineUnavailable as exc:
+        _err(f"--engine {args.engine}: {exc}")
+        return 1
+
+    advertiser = None
+    if not args.no_zeroconf:
+        from zoomscape.discovery import Advertiser, service_properties
+
+        props = service_properties(__version__, engine.name, str(engine.device), token is not None)
+        try:
+            advertiser = Advertiser(host, args.port, props).start()
+        except Exception as exc:  # noqa: BLE001 - the API works without discovery
+            _err(f"warning: zeroconf advertising failed ({type(exc).__name__}: {exc}); "
+                 "clients must enter host and port by hand")
+            advertiser = None
+
+    hooks = [advertiser.close] if advertiser else []
+    app = create_app(store, args.engine, token, on_shutdown=hooks)
+    shown = LOOPBACK if host in ("0.0.0.0", "") else host
+    print(f"Zoomscape {__version__} backend: engine {engine.name} on {engine.device}", flush=True)
+    print(f"data: {data_dir}", flush=True)
+    print(f"url: http://{shown}:{args.port}/v1", flush=True)
+    if host == "0.0.0.0":
+        print(f"listening on all interfaces (--lan), port {args.port}", flush=True)
+    if token:
+        print(f"token: {token}", flush=True)
+    if advertiser:
+        print(f"zeroconf: advertising {advertiser.registered_name!r}", flush=True)
+
+    # uvicorn re-raises SIGTERM after its graceful shutdown; a no-op handler lets us return normally.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=args.port, log_level=args.log_level,
+                                           timeout_graceful_shutdown=5))
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if advertiser:
+            advertiser.close()
+        store.stop()
+    print("zoomscape: stopped", flush=True)
+    return 0 if server.started else 1
+
+
+# ------------------------------------------------------------------------------------- generate
+
+class TextProgress:
+    """progress(stage, step, total, message) → one status line (rewritten in place on a terminal)."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream, self.tty = stream, stream.isatty()
+
+    def __call__(self, stage: str, step: int, total: int, message: str = "") -> None:
+        line = f"[{stage} {step}/{total}] {message}"
+        if self.tty:
+            self.stream.write("\r" + line[:120].ljust(120))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def cmd_generate(args) -> int:
+    from zoomscape.schema import RequestError, validate_request
+
+    path = Path(args.request)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        _err(f"{path}: cannot read ({exc.strerror or exc})")
+        return 2
+    except ValueError as exc:
+        _err(f"{path}: not valid JSON ({exc})")
+        return 2
+    try:
+        request = validate_request(data)
+    except RequestError as exc:
+        for p in exc.problems:
+            _err(f"{path}: {p['field']}: {p['message']}")
+        return 2
+
+    from zoomscape import pipeline
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = TextProgress()
+    try:
+        manifest = pipeline.run_job(request.model_dump(mode="json"), out, progress=progress)
+    except KeyboardInterrupt:
+        progress.done()
+        _err("interrupted")
+        return 1
+    except Exception as exc:  # noqa: BLE001 - report, exit 1
+        progress.done()
+        _err(f"failed: {type(exc).__name__}: {exc}")
+        return 1
+    progress.done()
+    points = manifest.get("pointcloud", {}).get("points")
+    print(f"wrote {out / 'pointcloud.ply'} ({points} points) and {out / 'manifest.json'}", flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------------------- models
+
+def cmd_models(args) -> int:
+    from zoomscape import engines
+    from zoomscape.server import engine_names
+
+    if args.action == "list":
+        for name in engine_names():
+            try:
+                engine = engines.get_engine(name)
+            except engines.EngineUnavailable as exc:
+                print(f"{name}: not available: {exc}")
+                continue
+            print(f"{name}: available on {engine.device}")
+            models = list(engine.models)
+            for m in models:
+                print(f"  - {json.dumps(m) if not isinstance(m, str) else m}")
+            if not models:
+                print("  (no model weights needed)")
+        return 0
+    name = args.engine
+    if name not in engine_names():
+        _err(f"engine: unknown engine {name!r} (known: {', '.join(engine_names())})")
+        return 2
+    try:
+        engines.get_engine(name)
+    except engines.EngineUnavailable as exc:
+        _err(f"{name}: not available, nothing downloaded: {exc}")
+        return 1
+    if name == "procedural":
+        print("procedural: nothing to download (a built-in analytic world, no model weights)")
+        return 0
+    _err(f"{name}: downloading models is not supported yet in this version")
+    return 1
+
+
+# ------------------------------------------------------------------------------------- discover
+
+def cmd_discover(args) -> int:
+    from zoomscape.discovery import browse
+
+    found = browse(args.timeout)
+    if args.json:
+        print(json.dumps(found, indent=1))
+        return 0
+    if not found:
+        print(f"no Zoomscape backends found in {args.timeout:g} s")
+        return 0
+    for b in found:
+        p = b["properties"]
+        print(f"{b['name']}: http://{b['host']}:{b['port']}{p.get('path', '/v1')}  engine={p.get('engine')} "
+              f"device={p.get('device')} auth={p.get('auth')} version={p.get('version')}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- main
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoomscape", description="Zoomscape backend")
+    parser.add_argument("--version", action="version", version=f"zoomscape {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the HTTP backend")
+    s.add_argument("--host", default=LOOPBACK, help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=DEFAULT_PORT)
+    s.add_argument("--data-dir", help="job store folder (default $ZOOMSCAPE_DATA_DIR or ~/.local/share/zoomscape)")
+    s.add_argument("--lan", action="store_true", help="bind all interfaces; requires a token (generated if not given)")
+    s.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every endpoint but health")
+    s.add_argument("--engine", default="procedural", choices=["procedural", "diffusers"])
+    s.add_argument("--no-zeroconf", action="store_true", help="do not advertise the service")
+    s.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    s.set_defaults(func=cmd_serve)
+
+    g = sub.add_parser("generate", help="run one request without a server")
+    g.add_argument("request", help="REQUEST.json (the body of POST /v1/jobs)")
+    g.add_argument("--out", required=True, help="output folder for pointcloud.ply and manifest.json")
+    g.set_defaults(func=cmd_generate)
+
+    m = sub.add_parser("models", help="list engines and their models, or fetch them")
+    msub = m.add_subparsers(dest="action", required=True)
+    msub.add_parser("list", help="engines, their models and whether they are available")
+    pull = msub.add_parser("pull", help="download an engine's models")
+    pull.add_argument("engine", nargs="?", default="procedural")
+    m.set_defaults(func=cmd_models)
+
+    d = sub.add_parser("discover", help="list backends advertised with zeroconf")
+    d.add_argument("--timeout", type=float, default=3.0)
+    d.add_argument("--json", action="store_true", help="print the list as JSON")
+    d.set_defaults(func=cmd_discover)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

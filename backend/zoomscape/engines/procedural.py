@@ -1,0 +1,602 @@
+"""The procedural engine: an analytic world that needs no weights, and the tests' ground truth.
+
+The world (Blender coordinates: Z up, metres) is
+- a ground heightfield z = h(x, y): gentle hills (a few sine waves, traced by conservative ray
+  marching then bisection) plus fractal relief (value-noise octaves with amplitude ∝ wavelength,
+  added by Newton refinement of the hit),
+- spheres and boxes resting on the ground, placed from the seed (analytic intersections),
+- a sky dome, a sphere of radius SKY_RADIUS about the origin, so every ray has a finite depth.
+The palette (ground, objects, sky, sun) comes from a stable hash of the prompt; the layout and
+the noise from the seed.
+
+Detail at every scale: texture and relief are sums of octaves λ_k = λ_0 · 2^-k down to
+LAMBDA_MIN. Each pixel keeps the octaves its footprint f (metres per pixel at its depth) can
+resolve, w_k = clip(λ_k / 2f − 1, 0, 1), which both anti-aliases wide views and keeps new detail
+appearing as a camera zooms in. Texture octaves have equal amplitude (every zoom looks as busy);
+relief octaves have amplitude ∝ λ_k (the same slopes at every scale).
+
+As an engine it "inpaints" by rendering the world at the hole pixels and "estimates depth" as the
+true z-depth D seen through a per-view lie, like a monocular model:  D̂ = s · D + t + s · D · ε,
+with s drawn log-uniformly in depth_scale_range (the first call of a dream close to 1), t a few %
+of the median depth and ε ~ N(0, depth_noise²) per pixel.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..cameras import Camera, pixel_grid, pixel_rays
+from .base import check_hole, check_image
+
+SKY_RADIUS = 200.0
+LAMBDA_MIN = 1e-7          # finest octave (metres): detail keeps appearing down to ~1 µm pixels
+OBJECT_RING = (3.0, 10.0)  # objects stand this far (metres) from the world origin
+
+SKY, GROUND, OBJECT = 0, 1, 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Stable hashing and value noise
+
+def stable_int(*parts) -> int:
+    """A 64-bit integer from any printable parts (sha256; stable across runs, unlike hash())."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
+    return struct.unpack("<Q", digest[:8])[0]
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """64-bit finaliser (murmur3 fmix64) of uint64 h: [N] → [N]."""
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
+
+
+_PRIMES = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F),
+           np.uint64(0x165667B19E3779F9))
+
+
+def lattice_value(seed: int, *coords: np.ndarray) -> np.ndarray:
+    """Random value in [-1, 1) at integer lattice points: coords are int64 arrays [N] → [N]."""
+    h = np.full(coords[0].shape, np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
+    for c, p in zip(coords, _PRIMES):
+        h = _mix(h ^ (c.astype(np.uint64) * p))
+    return (h >> np.uint64(11)).astype(np.float64) * (2.0 ** -52) - 1.0
+
+
+def value_noise2(x: np.ndarray, y: np.ndarray, seed: int):
+    """Smooth 2-D value noise and its gradient. x, y: [N] lattice units → (n, ∂n/∂x, ∂n/∂y)."""
+    fx, fy = np.floor(x), np.floor(y)
+    ix, iy = fx.astype(np.int64), fy.astype(np.int64)
+    tx, ty = x - fx, y - fy
+    u, v = tx * tx * (3 - 2 * tx), ty * ty * (3 - 2 * ty)
+    du, dv = 6 * tx * (1 - tx), 6 * ty * (1 - ty)
+    a = lattice_value(seed, ix, iy)
+    b = lattice_value(seed, ix + 1, iy)
+    c = lattice_value(seed, ix, iy + 1)
+    d = lattice_value(seed, ix + 1, iy + 1)
+    k = a - b - c + d
+    n = a + (b - a) * u + (c - a) * v + k * u * v
+    return n, du * ((b - a) + k * v), dv * ((c - a) + k * u)
+
+
+def value_noise3(x: np.ndarray, y: np.ndarray, z: np.ndarray, seed: int) -> np.ndarray:
+    """Smooth 3-D value noise: x, y, z: [N] lattice units → [N] in [-1, 1]."""
+    f = [np.floor(x), np.floor(y), np.floor(z)]
+    i = [a.astype(np.int64) for a in f]
+    t = [x - f[0], y - f[1], z - f[2]]
+    s = [a * a * (3 - 2 * a) for a in t]
+    out = 0.0
+    for cx in (0, 1):
+        wx = s[0] if cx else 1 - s[0]
+        for cy in (0, 1):
+            wy = s[1] if cy else 1 - s[1]
+            for cz in (0, 1):
+                wz = s[2] if cz else 1 - s[2]
+                out = out + wx * wy * wz * lattice_value(seed, i[0] + cx, i[1] + cy, i[2] + cz)
+    return out
+
+
+def octave_weight(lam: float, footprint: np.ndarray) -> np.ndarray:
+    """How much of an octave of wavelength lam a pixel of footprint f resolves: [N] in [0, 1].
+
+    w = clip(λ / 2f − 1, 0, 1): full down to 4 pixels per wavelength, gone at 2 (Nyquist).
+    """
+    return np.clip(lam / (2.0 * footprint) - 1.0, 0.0, 1.0)
+
+
+def _octaves(lam0: float, footprint: np.ndarray):
+    """Octave indices and wavelengths λ_k = λ0·2^-k that some pixel of footprint [N] resolves."""
+    finest = max(float(np.min(footprint)) * 2.0, LAMBDA_MIN) if footprint.size else lam0
+    k = 0
+    while lam0 * 2.0 ** -k > finest:
+        yield k, lam0 * 2.0 ** -k
+        k += 1
+
+
+def fbm2(x, y, footprint, seed: int, lam0: float, amp_of):
+    """Fractal sum of 2-D value noise over world x, y: [N] metres, with per-pixel footprint [N].
+
+    Σ_k w_k · a_k · n(R_k (x, y) / λ_k + o_k), a_k = amp_of(λ_k), rotation R_k and offset o_k from
+    the seed. Returns (value, ∂/∂x, ∂/∂y), each [N].
+    """
+    val, gx, gy = (np.zeros(len(x)) for _ in range(3))
+    for k, lam in _octaves(lam0, footprint):
+        w = octave_weight(lam, footprint)
+        idx = np.flatnonzero(w > 0)
+        if idx.size == 0:
+            break
+        rng = np.random.default_rng(stable_int("octave2", seed, k))
+        th, ox, oy = rng.uniform(0, 2 * np.pi), rng.uniform(0, 1e4), rng.uniform(0, 1e4)
+        c, s = np.cos(th), np.sin(th)
+        xi, yi = x[idx], y[idx]
+        n, nx, ny = value_noise2((c * xi - s * yi) / lam + ox, (s * xi + c * yi) / lam + oy,
+                                 stable_int("lattice2", seed, k))
+        a = amp_of(lam) * w[idx]
+        val[idx] += a * n
+        gx[idx] += a * (c * nx + s * ny) / lam
+        gy[idx] += a * (-s * nx + c * ny) / lam
+    return val, gx, gy
+
+
+def fbm3(p: np.ndarray, footprint: np.ndarray, seed: int, lam0: float) -> np.ndarray:
+    """Fractal sum of equal-amplitude 3-D value noise at world points p: [N, 3] → [N]."""
+    val = np.zeros(len(p))
+    for k, lam in _octaves(lam0, footprint):
+        w = octave_weight(lam, footprint)
+        idx = np.flatnonzero(w > 0)
+        if idx.size == 0:
+            break
+        o = np.random.default_rng(stable_int("octave3", seed, k)).uniform(0, 1e4, 3)
+        q = p[idx] / lam + o
+        val[idx] += w[idx] * value_noise3(q[:, 0], q[:, 1], q[:, 2], stable_int("lattice3", seed, k))
+    return val
+
+
+# ---------------------------------------------------------------------------------------------
+# Colours
+
+def hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    """One HSV colour (all in [0, 1]) → RGB [3] float64."""
+    i = int(h * 6.0) % 6
+    f = h * 6.0 - int(h * 6.0)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i])
+
+
+@dataclass(frozen=True)
+class Palette:
+    """Colours (RGB [3] in [0, 1]) and the sun direction [3] of a world, from the prompt."""
+
+    ground: tuple
+    objects: tuple
+    sky_zenith: np.ndarray
+    sky_horizon: np.ndarray
+    cloud: np.ndarray
+    sun: np.ndarray
+
+
+def palette_from_prompt(prompt: str) -> Palette:
+    """A stable palette for a prompt: same prompt, same colours, on every machine."""
+    rng = np.random.default_rng(stable_int("palette", prompt))
+    hg = rng.uniform()
+    ground = tuple(hsv_to_rgb((hg + rng.uniform(-0.08, 0.08)) % 1.0, rng.uniform(0.3, 0.65),
+                              rng.uniform(0.3, 0.7)) for _ in range(3))
+    objects = tuple(hsv_to_rgb(rng.uniform(), rng.uniform(0.45, 0.85), rng.uniform(0.5, 0.95))
+                    for _ in range(6))
+    hs = rng.uniform(0.5, 0.7)
+    zenith = hsv_to_rgb(hs, rng.uniform(0.4, 0.7), rng.uniform(0.6, 0.9))
+    horizon = hsv_to_rgb((hs + rng.uniform(-0.1, 0.1)) % 1.0, rng.uniform(0.1, 0.35), 0.95)
+    cloud = hsv_to_rgb(rng.uniform(), rng.uniform(0.0, 0.15), 0.97)
+    az, el = rng.uniform(0, 2 * np.pi), rng.uniform(np.radians(30), np.radians(65))
+    sun = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+    return Palette(ground, objects, zenith, horizon, cloud, sun)
+
+
+# ---------------------------------------------------------------------------------------------
+# The world
+
+@dataclass(frozen=True)
+class Hits:
+    """Nearest surface along N rays: t z-depth [N], point [N, 3], normal [N, 3] (unit),
+    kind [N] (SKY, GROUND, OBJECT), obj [N] (object index or -1), footprint [N] (m per pixel)."""
+
+    t: np.ndarray
+    point: np.ndarray
+    normal: np.ndarray
+    kind: np.ndarray
+    obj: np.ndarray
+    footprint: np.ndarray
+
+
+class World:
+    """The analytic world of one (prompt, seed). render(cam) → (rgb, depth) is the ground truth."""
+
+    HILL_WAVES = 5          # sine waves of the hills, wavelengths 60 m down to 9 m
+    HILL_SLOPE = 0.008      # hill amplitude per metre of wavelength
+    RELIEF_LAMBDA0 = 4.0    # coarsest relief octave (m)
+    RELIEF_SLOPE = 0.012    # relief amplitude per metre of wavelength: a_k = 0.012 λ_k
+    GROUND_TEX_LAMBDA0 = 16.0
+    OBJECT_TEX_LAMBDA0 = 1.0
+    CLOUD_LAMBDA0 = 80.0
+
+    def __init__(self, prompt: str, seed: int):
+        self.prompt, self.seed = str(prompt), int(seed)
+        self.palette = palette_from_prompt(self.prompt)
+        rng = np.random.default_rng(stable_int("layout", self.seed))
+        lam = np.geomspace(60.0, 9.0, self.HILL_WAVES)
+        ang = rng.uniform(0, 2 * np.pi, self.HILL_WAVES)
+        self.hill_k = np.stack([np.cos(ang), np.sin(ang)], 1) * (2 * np.pi / lam)[:, None]  # [K, 2]
+        self.hill_a = self.HILL_SLOPE * lam * rng.uniform(0.6, 1.0, self.HILL_WAVES)       # [K]
+        self.hill_phase = rng.uniform(0, 2 * np.pi, self.HILL_WAVES)
+        self.hill_bound = float(self.hill_a.sum())                                  # max |h_hills|
+        self.hill_slope = float((self.hill_a * np.linalg.norm(self.hill_k, axis=1)).sum())
+        self.relief_bound = 2.0 * self.RELIEF_SLOPE * self.RELIEF_LAMBDA0           # max |h_relief|
+        self.objects = self._place_objects(rng)
+
+    # -- layout ---------------------------------------------------------------------------------
+    def _place_objects(self, rng) -> list[dict]:
+        """Spheres and z-rotated boxes resting on the hills, in the ring OBJECT_RING."""
+        objects = []
+        n = int(rng.integers(6, 10))
+        for i in range(n):
+            for _ in range(50):  # rejection: keep objects apart
+                r = np.sqrt(rng.uniform(OBJECT_RING[0] ** 2, OBJECT_RING[1] ** 2))
+                a = rng.uniform(0, 2 * np.pi)
+                xy = np.array([r * np.cos(a), r * np.sin(a)])
+                size = rng.uniform(0.4, 1.4)
+                if all(np.linalg.norm(xy - o["center"][:2]) > size + o["size"] + 0.5 for o in objects):
+                    break
+            ground = float(self.hills(xy[:1], xy[1:])[0][0])
+            colour = self.palette.objects[i % len(self.palette.objects)]
+            if rng.uniform() < 0.5:
+                objects.append({"type": "sphere", "size": size, "colour": colour,
+                                "center": np.array([xy[0], xy[1], ground + 0.8 * size])})
+            else:
+                half = size * rng.uniform(0.5, 1.0, 3)
+                yaw = rng.uniform(0, np.pi)
+                R = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+                objects.append({"type": "box", "size": float(np.linalg.norm(half[:2])), "half": half,
+                                "R": R, "colour": colour,
+                                "center": np.array([xy[0], xy[1], ground + 0.85 * half[2]])})
+        return objects
+
+    # -- ground ---------------------------------------------------------------------------------
+    def hills(self, x: np.ndarray, y: np.ndarray):
+        """The hills: h(x, y) = Σ_j a_j sin(k_j·(x, y) + φ_j) and its gradient. x, y: [N]."""
+        ph = np.outer(x, self.hill_k[:, 0]) + np.outer(y, self.hill_k[:, 1]) + self.hill_phase
+        h = np.sin(ph) @ self.hill_a
+        c = np.cos(ph) * self.hill_a
+        return h, c @ self.hill_k[:, 0], c @ self.hill_k[:, 1]
+
+    def height(self, x: np.ndarray, y: np.ndarray, footprint: np.ndarray):
+        """Ground height with relief resolved at footprint [N]: (h, ∂h/∂x, ∂h/∂y), each [N]."""
+        h, gx, gy = self.hills(x, y)
+        r, rx, ry = fbm2(x, y, footprint, stable_int("relief", self.seed), self.RELIEF_LAMBDA0,
+                         lambda lam: self.RELIEF_SLOPE * lam)
+        return h + r, gx + rx, gy + ry
+
+    def _march_hills(self, o: np.ndarray, d: np.ndarray, t_max: np.ndarray) -> np.ndarray:
+        """First t in (0, t_max) where the ray o + t·d meets the hills; inf if none. d: [N, 3].
+
+        Conservative steps Δt = f / (L·|d_xy| − d_z) (f = height above the hills, L their largest
+        slope) can never jump over the surface; a floor of 1 % of t keeps grazing rays moving, so
+        a sign change is then bracketed and bisected.
+        """
+        n = len(d)
+        out = np.full(n, np.inf)
+        dxy = np.hypot(d[:, 0], d[:, 1])
+        rate = self.hill_slope * dxy - d[:, 2]           # fastest rate f can fall along the ray
+        limit = self.hill_bound + self.relief_bound
+        idx = np.flatnonzero((rate > 0) & ~((o[2] > limit) & (d[:, 2] >= 0)))
+        t = np.zeros(idx.size)
+        if o[2] > limit:  # start where the ray enters the slab |z| ≤ limit
+            t = (o[2] - limit) / np.maximum(-d[idx, 2], 1e-12)
+        t_prev = t.copy()
+
+        def f(ii, tt):
+            p = o + tt[:, None] * d[ii]
+            return p[:, 2] - self.hills(p[:, 0], p[:, 1])[0]
+
+        lo_i, lo_t, hi_t = [], [], []
+        for _ in range(400):
+            if idx.size == 0:
+                break
+            keep = t_prev < t_max[idx]
+            idx, t, t_prev = idx[keep], np.minimum(t[keep], t_max[idx[keep]]), t_prev[keep]
+            fv = f(idx, t)
+            below = fv <= 0
+            lo_i.append(idx[below]), lo_t.append(t_prev[below]), hi_t.append(t[below])
+            idx, t, fv = idx[~below], t[~below], fv[~below]
+            t_prev = t
+            t = t + np.maximum(fv / rate[idx], 0.01 * t + 1e-3)
+        ii, a, b = np.concatenate(lo_i), np.concatenate(lo_t), np.concatenate(hi_t)
+        for _ in range(40):  # bisection: f(a) > 0 ≥ f(b)
+            m = 0.5 * (a + b)
+            pos = f(ii, m) > 0
+            a, b = np.where(pos, m, a), np.where(pos, b, m)
+        out[ii] = b
+        return out
+
+    def _ground_hit(self, o, d, t_max, foot_per_m):
+        """Ground hit with relief: (t [N] or inf, normal [N, 3]); Newton from the hills' hit."""
+        t = self._march_hills(o, d, t_max)
+        idx = np.flatnonzero(np.isfinite(t))
+        normal = np.zeros((len(d), 3))
+        if idx.size == 0:
+            return t, normal
+        dd, tt = d[idx], t[idx]
+        t0 = tt.copy()
+        span = np.maximum(2 * self.relief_bound / np.maximum(np.abs(dd[:, 2]), 1e-3), 1e-9)
+        for it in range(5):
+            p = o + tt[:, None] * dd
+            h, gx, gy = self.height(p[:, 0], p[:, 1], foot_per_m * tt)
+            if it == 4:
+                break
+            g = p[:, 2] - h
+            slope = dd[:, 2] - gx * dd[:, 0] - gy * dd[:, 1]      # dg/dt
+            step = np.where(slope < -1e-6, -g / np.minimum(slope, -1e-6), 0.0)
+            tt = np.clip(tt + step, np.maximum(t0 - span, 0.5 * t0), t0 + span)
+        nrm = np.stack([-gx, -gy, np.ones_like(gx)], 1)
+        normal[idx] = nrm / np.linalg.norm(nrm, axis=1, keepdims=True)
+        t[idx] = tt
+        return t, normal
+
+    # -- objects and sky -------------------------------------------------------------------------
+    @staticmethod
+    def _sphere_hit(o, d, center, radius):
+        """Nearest t > 0 of rays o + t·d with a sphere: [N] (inf if none)."""
+        oc = o - center
+        a = np.einsum("ij,ij->i", d, d)
+        b = d @ oc
+        c = oc @ oc - radius * radius
+        disc = b * b - a * c
+        sq = np.sqrt(np.maximum(disc, 0))
+        t1, t2 = (-b - sq) / a, (-b + sq) / a
+        t = np.where(t1 > 1e-9, t1, t2)
+        return np.where((disc >= 0) & (t > 1e-9), t, np.inf)
+
+    @staticmethod
+    def _box_hit(o, d, obj):
+        """Nearest t > 0 with a z-rotated box, and the normal there: ([N], [N, 3])."""
+        R, half = obj["R"], obj["half"]
+        ol = R.T @ (o - obj["center"])
+        dl = d @ R                                       # R^T d per row
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = 1.0 / dl
+            t_a, t_b = (-half - ol) * inv, (half - ol) * inv
+        t_near, t_far = np.minimum(t_a, t_b), np.maximum(t_a, t_b)
+        t_near = np.nan_to_num(t_near, nan=-np.inf)
+        t_far = np.nan_to_num(t_far, nan=np.inf)
+        axis = np.argmax(t_near, axis=1)
+        t0, t1 = t_near.max(axis=1), t_far.min(axis=1)
+        hit = (t0 <= t1) & (t1 > 1e-9)
+        inside = t0 <= 1e-9
+        t = np.where(hit, np.where(inside, t1, t0), np.inf)
+        axis = np.where(inside, np.argmin(t_far, axis=1), axis)
+        nl = np.zeros((len(d), 3))
+        rows = np.arange(len(d))
+        nl[rows, axis] = -np.sign(dl[rows, axis])
+        return t, nl @ R.T
+
+    def _sky_t(self, o, d):
+        """Exit t of the rays from the sky dome |X| = SKY_RADIUS: [N]."""
+        if np.linalg.norm(o) >= SKY_RADIUS:
+            raise ValueError(f"camera centre {np.round(o, 3).tolist()} is outside the procedural "
+                             f"world's sky dome (radius {SKY_RADIUS:g} m about the origin)")
+        a = np.einsum("ij,ij->i", d, d)
+        b = d @ o
+        c = o @ o - SKY_RADIUS ** 2
+        return (-b + np.sqrt(b * b - a * c)) / a
+
+    # -- tracing and shading ---------------------------------------------------------------------
+    def trace(self, cam: Camera, uv: np.ndarray) -> Hits:
+        """Nearest surface through pixels uv: [N, 2] (continuous pixels) of cam.
+
+        Rays are X(t) = o + t·d with d = R·K⁻¹[u, v, 1], so t is the z-depth.
+        """
+        o = cam.center
+        d = pixel_rays(cam, uv) @ cam.c2w[:3, :3].T
+        foot_per_m = 1.0 / np.sqrt(cam.K[0, 0] * cam.K[1, 1])
+        n = len(d)
+        t = self._sky_t(o, d)
+        kind = np.full(n, SKY, np.int8)
+        obj = np.full(n, -1, np.int32)
+        normal = -d / np.linalg.norm(d, axis=1, keepdims=True)
+        for i, ob in enumerate(self.objects):
+            if ob["type"] == "sphere":
+                ti = self._sphere_hit(o, d, ob["center"], ob["size"])
+                ni = None
+            else:
+                ti, ni = self._box_hit(o, d, ob)
+            closer = ti < t
+            if closer.any():
+                t[closer], kind[closer], obj[closer] = ti[closer], OBJECT, i
+                if ni is None:
+                    p = o + ti[closer, None] * d[closer]
+                    normal[closer] = (p - ob["center"]) / ob["size"]
+                else:
+                    normal[closer] = ni[closer]
+        tg, ng = self._ground_hit(o, d, t, foot_per_m)
+        closer = tg < t
+        t[closer], kind[closer], obj[closer], normal[closer] = tg[closer], GROUND, -1, ng[closer]
+        point = o + t[:, None] * d
+        return Hits(t, point, normal, kind, obj, foot_per_m * t)
+
+    def shade(self, hits: Hits) -> np.ndarray:
+        """Colour of the hits: [N, 3] float32 in [0, 1] (Lambert sun + sky light, fractal texture)."""
+        pal = self.palette
+        n = len(hits.t)
+        rgb = np.zeros((n, 3))
+        light = 0.4 + 0.6 * np.clip(hits.normal @ pal.sun, 0.0, 1.0)
+
+        g = np.flatnonzero(hits.kind == GROUND)
+        if g.size:
+            p, fp = hits.point[g], hits.footprint[g]
+            tex, _, _ = fbm2(p[:, 0], p[:, 1], fp, stable_int("ground-tex", self.seed),
+                             self.GROUND_TEX_LAMBDA0, lambda lam: 1.0)
+            tex2, _, _ = fbm2(p[:, 0], p[:, 1], fp, stable_int("ground-tex2", self.seed),
+                              self.GROUND_TEX_LAMBDA0 / 3.0, lambda lam: 1.0)
+            a = 0.5 + 0.5 * np.tanh(0.9 * tex)[:, None]
+            b = 0.5 + 0.5 * np.tanh(0.9 * tex2)[:, None]
+            c0, c1, c2 = (np.asarray(c) for c in pal.ground)
+            rgb[g] = ((1 - a) * c0 + a * c1) * (1 - 0.5 * b) + 0.5 * b * c2
+        o = np.flatnonzero(hits.kind == OBJECT)
+        if o.size:
+            tex = fbm3(hits.point[o], hits.footprint[o], stable_int("object-tex", self.seed),
+                       self.OBJECT_TEX_LAMBDA0)
+            base = np.stack([np.asarray(self.objects[i]["colour"]) for i in hits.obj[o]])
+            rgb[o] = base * (0.75 + 0.25 * np.tanh(tex))[:, None]
+        rgb *= light[:, None]
+        s = np.flatnonzero(hits.kind == SKY)
+        if s.size:
+            p = hits.point[s]
+            up = np.clip(p[:, 2] / SKY_RADIUS, 0.0, 1.0)[:, None]
+            base = (1 - np.sqrt(up)) * pal.sky_horizon + np.sqrt(up) * pal.sky_zenith
+            cloud = fbm3(p, hits.footprint[s], stable_int("clouds", self.seed), self.CLOUD_LAMBDA0)
+            cover = np.clip(cloud - 0.2, 0.0, 1.0)[:, None] * 0.8
+            rgb[s] = (1 - cover) * base + cover * pal.cloud
+        return np.clip(rgb, 0.0, 1.0).astype(np.float32)
+
+    def render(self, cam: Camera, mask: np.ndarray | None = None):
+        """Ground truth through cam: (rgb [H, W, 3] float32, depth [H, W] float64 z-depth).
+
+        mask: [H, W] bool or None; pixels outside it stay rgb 0 and depth +inf.
+        """
+        H, W = cam.height, cam.width
+        flat = np.arange(H * W) if mask is None else np.flatnonzero(np.asarray(mask).reshape(-1))
+        hits = self.trace(cam, pixel_grid(W, H)[flat])
+        rgb = np.zeros((H * W, 3), np.float32)
+        depth = np.full(H * W, np.inf)
+        rgb[flat], depth[flat] = self.shade(hits), hits.t
+        return rgb.reshape(H, W, 3), depth.reshape(H, W)
+
+    def depth(self, cam: Camera) -> np.ndarray:
+        """True z-depth through every pixel of cam: [H, W] float64 (no shading)."""
+        hits = self.trace(cam, pixel_grid(cam.width, cam.height))
+        return hits.t.reshape(cam.height, cam.width)
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+
+@dataclass(frozen=True)
+class DepthLie:
+    """What estimate_depth call number `call` did: D̂ = scale · D + shift + scale · D · ε,
+    ε ~ N(0, noise²). shift in metres (= shift_frac · median D)."""
+
+    call: int
+    scale: float
+    shift: float
+    shift_frac: float
+    noise: float
+
+
+def depth_lie(seed: int, call: int, *, scale_range=(0.3, 3.0), first_jitter: float = 0.05,
+              shift: float = 0.03) -> tuple[float, float]:
+    """The lie (s, t_frac) of call number `call` (0 = the first view of a dream) for a seed.
+
+    s is log-uniform in scale_range, but within 1 ± first_jitter for call 0 (a metric model is
+    right on average, and view 0 sets the world's scale); t_frac is uniform in [0, shift] (a
+    positive shift keeps every estimated depth positive).
+    """
+    rng = np.random.default_rng(stable_int("depth-lie", seed, call))
+    if call == 0:
+        s = rng.uniform(1.0 - first_jitter, 1.0 + first_jitter)
+    else:
+        lo, hi = scale_range
+        s = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    return float(s), float(rng.uniform(0.0, shift))
+
+
+class ProceduralEngine:
+    """The offline engine: paints the analytic World of (prompt, seed) and lies about its depth.
+
+    Options (keyword):
+      depth_scale_range=(0.3, 3.0)  per-view scale s of the depth lie, log-uniform
+      first_scale_jitter=0.05       call 0 draws s in 1 ± this
+      depth_shift=0.03              shift t in [0, this] × median depth
+      depth_noise=0.01              relative per-pixel noise (std)
+      depth_lies=None               explicit [(s, t_frac), ...] per call, overriding the draws
+                                    (calls past the list's end draw as usual)
+    The call count restarts when the world changes (another prompt or seed) and at every
+    full-hole inpaint (the first view of a dream). depth_log records every lie told.
+    """
+
+    name = "procedural"
+    device = "cpu"
+
+    def __init__(self, *, depth_scale_range=(0.3, 3.0), first_scale_jitter: float = 0.05,
+                 depth_shift: float = 0.03, depth_noise: float = 0.01, depth_lies=None):
+        lo, hi = (float(v) for v in depth_scale_range)
+        if not (0 < lo <= hi):
+            raise ValueError(f"depth_scale_range: need 0 < low ≤ high, got {depth_scale_range}")
+        if not (0 <= first_scale_jitter < 1):
+            raise ValueError(f"first_scale_jitter: must be in [0, 1), got {first_scale_jitter}")
+        if not (0 <= depth_shift < 1):
+            raise ValueError(f"depth_shift: must be in [0, 1), got {depth_shift}")
+        if not (0 <= depth_noise < 0.5):
+            raise ValueError(f"depth_noise: must be in [0, 0.5), got {depth_noise}")
+        self.depth_scale_range = (lo, hi)
+        self.first_scale_jitter = float(first_scale_jitter)
+        self.depth_shift = float(depth_shift)
+        self.depth_noise = float(depth_noise)
+        self.depth_lies = None if depth_lies is None else [(float(s), float(t)) for s, t in depth_lies]
+        if self.depth_lies and any(s <= 0 for s, _ in self.depth_lies):
+            raise ValueError("depth_lies: every scale must be > 0")
+        self.world: World | None = None
+        self.depth_log: list[DepthLie] = []
+        self._calls = 0
+
+    @property
+    def models(self) -> list[dict]:
+        return [{"name": "procedural-world", "role": "inpaint+depth", "status": "builtin",
+                 "weights": None}]
+
+    def world_for(self, prompt: str, seed: int) -> World:
+        """The world of (prompt, seed), kept while consecutive calls use the same pair."""
+        if self.world is None or (self.world.prompt, self.world.seed) != (str(prompt), int(seed)):
+            self.world = World(prompt, seed)
+            self._calls = 0
+        return self.world
+
+    def inpaint(self, image, hole, prompt: str, cam: Camera, seed: int) -> np.ndarray:
+        """Render the world at the hole pixels; keep image elsewhere. → [H, W, 3] float32."""
+        image = check_image(image, cam)
+        hole = check_hole(hole, cam)
+        world = self.world_for(prompt, seed)
+        if hole.all():
+            self._calls = 0
+        out = image.copy()
+        if hole.any():
+            rgb, _ = world.render(cam, hole)
+            out[hole] = rgb[hole]
+        return out
+
+    def lie(self, call: int) -> tuple[float, float]:
+        """(s, t_frac) for a call number of the current world."""
+        if self.depth_lies is not None and call < len(self.depth_lies):
+            return self.depth_lies[call]
+        seed = self.world.seed if self.world is not None else 0
+        return depth_lie(seed, call, scale_range=self.depth_scale_range,
+                         first_jitter=self.first_scale_jitter, shift=self.depth_shift)
+
+    def estimate_depth(self, image, cam: Camera) -> np.ndarray:
+        """The true z-depth seen through this call's lie: [H, W] float32 (image is only checked)."""
+        check_image(image, cam)
+        if self.world is None:
+            raise RuntimeError("estimate_depth: the procedural engine has no world yet; call "
+                               "inpaint first (its depth model measures the world it painted)")
+        D = self.world.depth(cam)
+        call = self._calls
+        self._calls += 1
+        s, t_frac = self.lie(call)
+        t = t_frac * float(np.median(D))
+        eps = np.random.default_rng(stable_int("depth-noise", self.world.seed, call)).normal(
+            0.0, 1.0, D.shape) * self.depth_noise
+        self.depth_log.append(DepthLie(call, s, t, t_frac, self.depth_noise))
+        return (s * D * (1.0 + eps) + t).astype(np.float32)

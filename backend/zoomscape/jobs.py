@@ -1,0 +1,355 @@
+"""The on-disk job store and its single worker thread.
+
+Layout (every file written atomically: a temp file in the same folder, then ``os.replace``)::
+
+    data_dir/jobs/<id>/request.json   the validated request, never changed
+    data_dir/jobs/<id>/status.json    state, stage, step, total, progress, message, error, times
+    data_dir/jobs/<id>/results/       written by pipeline.run_job (manifest.json last)
+
+A new job folder is assembled under a hidden temp name and renamed into place, so a job either
+exists completely or not at all. Ids are uuid4 hex. One worker runs jobs first in, first out, so one
+GPU is never shared. Cancelling a queued job is immediate; a running job stops at its next progress
+step. On restart queued jobs are queued again (in creation order) and jobs that were running are
+marked failed: the server stopped while they ran.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import traceback
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional
+
+log = logging.getLogger("zoomscape.jobs")
+
+FINISHED = ("done", "failed", "cancelled")
+INTERRUPTED = "interrupted: the server stopped while it ran"
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+# Share of the whole job each pipeline stage takes, in order: progress = done stages + share · step/total.
+STAGE_SHARES = (("dream", 0.9), ("write", 0.1))
+
+Progress = Callable[[str, int, int, str], None]
+Runner = Callable[[dict, Path, Progress, Callable[[], bool]], dict]
+
+
+class JobNotFound(KeyError):
+    """No job with that id (or no such result file)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "not found"
+
+
+class JobFinished(RuntimeError):
+    """The job already finished; it cannot be cancelled."""
+
+
+class JobCancelled(Exception):
+    """Raised inside a running job (from its progress callback) once a cancel was requested."""
+
+
+class _Shutdown(Exception):
+    """Raised inside a running job when the store stops."""
+
+
+def now_iso() -> str:
+    """UTC time as ISO 8601 with microseconds, e.g. 2025-01-02T03:04:05.123456Z (sorts as text)."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text to path via a temp file in the same folder + os.replace (never half-written)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write obj as JSON to path atomically (see write_text_atomic)."""
+    write_text_atomic(path, json.dumps(obj, indent=1, allow_nan=False))
+
+
+def overall_progress(stage: str, step: int, total: int, previous: float) -> float:
+    """Whole-job progress in [0, 1] from a stage's step/total, never going backwards."""
+    start = 0.0
+    for name, share in STAGE_SHARES:
+        if name == stage:
+            frac = min(max(step / total, 0.0), 1.0) if total > 0 else 0.0
+            return max(previous, min(1.0, start + share * frac))
+        start += share
+    return previous
+
+
+class EnginePool:
+    """Engines by name, each built once on first use and then shared (thread-safe)."""
+
+    def __init__(self, **prebuilt):
+        self._engines = dict(prebuilt)
+        self._lock = threading.Lock()
+
+    def get(self, name: str):
+        """The engine called name; raises engines.EngineUnavailable with the engine's own message."""
+        with self._lock:
+            if name not in self._engines:
+                from zoomscape import engines  # heavy imports only when an engine is needed
+
+                self._engines[name] = engines.get_engine(name)
+            return self._engines[name]
+
+
+def default_runner(pool: EnginePool) -> Runner:
+    """Runner that calls pipeline.run_job with the request's engine taken from pool."""
+
+    def run(request: dict, out_dir: Path, progress: Progress, should_cancel: Callable[[], bool]) -> dict:
+        from zoomscape import pipeline
+
+        return pipeline.run_job(request, out_dir, progress=progress, should_cancel=should_cancel,
+                                engine=pool.get(request["engine"]))
+
+    return run
+
+
+class JobStore:
+    """Jobs on disk under data_dir/jobs, run one at a time by a worker thread.
+
+    Statuses are dicts shaped like schema.JobStatus. All public methods are thread-safe.
+    """
+
+    def __init__(self, data_dir: Path, runner: Optional[Runner] = None, engines: Optional[EnginePool] = None):
+        self.data_dir = Path(data_dir)
+        self.jobs_dir = self.data_dir / "jobs"
+        self.engines = engines or EnginePool()
+        self.runner = runner or default_runner(self.engines)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._status: dict[str, dict] = {}
+        self._queue: collections.deque[str] = collections.deque()
+        self._cancel: set[str] = set()
+        self._running: Optional[str] = None
+        self._stopping = False
+        self._thread: Optional[threading.Thread] = None
+        self._load()
+
+    # ------------------------------------------------------------------ loading and saving
+    def _job_dir(self, job_id: str) -> Path:
+        return self.jobs_dir / job_id
+
+    def _load(self) -> None:
+        """Read every job folder; queue the queued ones again, fail the ones that were running."""
+        if not self.jobs_dir.is_dir():
+            return
+        for stale in self.jobs_dir.glob(".*.tmp"):  # a job folder whose creation never finished
+            shutil.rmtree(stale, ignore_errors=True)
+        queued = []
+        for d in self.jobs_dir.iterdir():
+            if not (d.is_dir() and JOB_ID.match(d.name)):
+                continue
+            try:
+                status = json.loads((d / "status.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                log.warning("skipping job folder %s: unreadable status.json (%s)", d, exc)
+                continue
+            if status.get("state") == "running":
+                status.update(state="failed", error=INTERRUPTED, message=INTERRUPTED, updated=now_iso())
+                write_json_atomic(d / "status.json", status)
+            elif status.get("state") == "queued":
+                queued.append(status)
+            self._status[d.name] = status
+        for status in sorted(queued, key=lambda s: s["created"]):
+            self._queue.append(status["id"])
+
+    def _save(self, job_id: str, **changes) -> dict:
+        """Apply changes to a job's status and write status.json (call with the lock held)."""
+        status = self._status[job_id]
+        status.update(changes, updated=now_iso())
+        write_json_atomic(self._job_dir(job_id) / "status.json", self._public(job_id))
+        return status
+
+    def _public(self, job_id: str) -> dict:
+        status = dict(self._status[job_id])
+        status["queue_position"] = (self._queue.index(job_id) + 1) if job_id in self._queue else 0
+        return status
+
+    # ------------------------------------------------------------------ public API
+    def submit(self, request: dict) -> dict:
+        """Store a validated request as a new queued job; returns its status."""
+        job_id = uuid.uuid4().hex
+        t = now_iso()
+        status = {"id": job_id, "state": "queued", "stage": "queued", "step": 0, "total": 0,
+                  "progress": 0.0, "message": "waiting for the worker", "queue_position": 0,
+                  "error": None, "created": t, "updated": t}
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.jobs_dir / f".{job_id}.tmp"
+        tmp.mkdir()
+        try:
+            (tmp / "results").mkdir()
+            write_json_atomic(tmp / "request.json", request)
+            with self._lock:
+                status["queue_position"] = len(self._queue) + 1
+                write_json_atomic(tmp / "status.json", status)
+                os.replace(tmp, self._job_dir(job_id))
+                self._status[job_id] = status
+                self._queue.append(job_id)
+                self._wake.notify_all()
+                return self._public(job_id)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def get(self, job_id: str) -> dict:
+        with self._lock:
+            if job_id not in self._status:
+                raise JobNotFound(f"no job {job_id!r}")
+            return self._public(job_id)
+
+    def list(self) -> list[dict]:
+        """All jobs, newest first."""
+        with self._lock:
+            jobs = [self._public(j) for j in self._status]
+        return sorted(jobs, key=lambda s: s["created"], reverse=True)
+
+    def request(self, job_id: str) -> dict:
+        self.get(job_id)
+        return json.loads((self._job_dir(job_id) / "request.json").read_text(encoding="utf-8"))
+
+    def cancel(self, job_id: str) -> dict:
+        """Cancel a job: queued → cancelled now; running → cancelled at its next progress step."""
+        with self._lock:
+            if job_id not in self._status:
+                raise JobNotFound(f"no job {job_id!r}")
+            state = self._status[job_id]["state"]
+            if state in FINISHED:
+                raise JobFinished(f"job {job_id!r} is already {state}; nothing to cancel")
+            if state == "queued":
+                self._queue.remove(job_id)
+                self._save(job_id, state="cancelled", stage="cancelled", message="cancelled before it started")
+                self._wake.notify_all()
+            else:
+                self._cancel.add(job_id)
+                self._save(job_id, message="cancel requested: stopping at the next step")
+            return self._public(job_id)
+
+    def results_dir(self, job_id: str) -> Path:
+        return self._job_dir(job_id) / "results"
+
+    def files(self, job_id: str) -> list[dict]:
+        """Result files of a done job as [{"name", "size"}] (empty until the job is done)."""
+        if self.get(job_id)["state"] != "done":
+            return []
+        out = []
+        for p in sorted(self.results_dir(job_id).iterdir()):
+            if p.is_file() and FILE_NAME.match(p.name) and not p.name.endswith(".tmp"):
+                out.append({"name": p.name, "size": p.stat().st_size})
+        return out
+
+    def file_path(self, job_id: str, name: str) -> Path:
+        """Path of one result file; only plain names listed by files() (no paths, no traversal)."""
+        if not FILE_NAME.match(name) or name not in {f["name"] for f in self.files(job_id)}:
+            raise JobNotFound(f"no result file {name!r} for job {job_id!r}")
+        return self.results_dir(job_id) / name
+
+    # ------------------------------------------------------------------ the worker
+    def start(self) -> None:
+        """Start the worker thread (idempotent)."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._stopping = False
+            self._thread = threading.Thread(target=self._work, name="zoomscape-worker", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the worker: a running job is interrupted at its next step and marked failed."""
+        with self._lock:
+            thread, self._stopping = self._thread, True
+            self._wake.notify_all()
+        if thread is not None:
+            thread.join(timeout)
+        with self._lock:
+            self._thread = None
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until no job is queued or running (for tests and the CLI)."""
+        with self._lock:
+            return self._wake.wait_for(lambda: not self._queue and self._running is None, timeout)
+
+    def _next(self) -> Optional[str]:
+        with self._lock:
+            self._wake.wait_for(lambda: self._queue or self._stopping)
+            if self._stopping:
+                return None
+            job_id = self._queue.popleft()
+            self._running = job_id
+            self._save(job_id, state="running", stage="starting", message="starting")
+            for other in self._queue:  # everyone moved up one place
+                self._save(other)
+            return job_id
+
+    def _work(self) -> None:
+        while True:
+            job_id = self._next()
+            if job_id is None:
+                return
+            try:
+                self._run(job_id)
+            finally:
+                with self._lock:
+                    self._running = None
+                    self._cancel.discard(job_id)
+                    self._wake.notify_all()
+
+    def _run(self, job_id: str) -> None:
+        def should_cancel() -> bool:
+            return self._stopping or job_id in self._cancel
+
+        def progress(stage: str, step: int, total: int, message: str = "") -> None:
+            with self._lock:
+                if self._stopping:
+                    raise _Shutdown()
+                if job_id in self._cancel:
+                    raise JobCancelled(f"job {job_id} cancelled")
+                prev = self._status[job_id]["progress"]
+                self._save(job_id, stage=str(stage), step=int(step), total=int(total), message=str(message),
+                           progress=overall_progress(stage, step, total, prev))
+
+        try:
+            request = self.request(job_id)
+            manifest = self.runner(request, self.results_dir(job_id), progress, should_cancel)
+        except Exception as exc:  # noqa: BLE001 - a failing job must never take the server down
+            with self._lock:
+                if isinstance(exc, _Shutdown) or self._stopping:
+                    self._save(job_id, state="failed", stage="failed", error=INTERRUPTED, message=INTERRUPTED)
+                elif job_id in self._cancel:
+                    self._save(job_id, state="cancelled", stage="cancelled", message="cancelled while running")
+                else:
+                    error = f"{type(exc).__name__}: {exc}"
+                    log.error("job %s failed: %s", job_id, error)
+                    try:
+                        write_text_atomic(self._job_dir(job_id) / "error.txt", traceback.format_exc())
+                    except OSError:
+                        pass
+                    self._save(job_id, state="failed", stage="failed", error=error, message=error)
+            return
+        with self._lock:
+            if job_id in self._cancel:
+                self._save(job_id, state="cancelled", stage="cancelled", message="cancelled (results complete)")
+                return
+            points = (manifest or {}).get("pointcloud", {}).get("points")
+            message = f"done: {points} points" if points is not None else "done"
+            self._save(job_id, state="done", stage="done", progress=1.0, message=message)

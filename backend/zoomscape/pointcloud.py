@@ -1,0 +1,363 @@
+"""Coloured point clouds: φ2→3 unprojection, z-buffered φ3→2 projection, merging, voxel
+downsampling and the binary PLY point-cloud format of the wire (docs/API.md).
+
+Points live in world coordinates (Blender's world, metres); cameras speak OpenCV through
+``zoomscape.cameras``. Every operation is vectorised over the points: no per-point Python loops.
+
+φ2→3 (LucidDreamer): a pixel (u, v) with z-depth z becomes the world point
+    X = c2w · (z · K⁻¹ [u, v, 1]ᵀ).
+φ3→2 renders a cloud into a camera as image Î, mask M (covered pixels), depth and the index of
+the visible point. Each point is a small square splat the size of the pixel it came from, and
+the nearest splat wins every pixel (a z-buffer), so a surface hides whatever lies behind it
+even from a new viewpoint.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cameras import Camera, pixel_grid, pixels_to_world, world_to_pixels
+
+# Half the diagonal of a unit pixel: a point's radius is this many pixel sizes at its depth, so
+# splats of neighbouring pixels touch diagonally and overlap along the rows and columns.
+FOOTPRINT_PX = float(np.sqrt(0.5))
+
+
+@dataclass
+class PointCloud:
+    """A coloured point cloud.
+
+    xyz: [N, 3] float64 world coordinates; rgb: [N, 3] float32 in [0, 1];
+    radius: [N] float32, the world-space footprint of each point (metres).
+    """
+
+    xyz: np.ndarray
+    rgb: np.ndarray
+    radius: np.ndarray
+
+    def __post_init__(self):
+        self.xyz = np.ascontiguousarray(self.xyz, dtype=np.float64).reshape(-1, 3)
+        self.rgb = np.ascontiguousarray(self.rgb, dtype=np.float32).reshape(-1, 3)
+        self.radius = np.ascontiguousarray(self.radius, dtype=np.float32).reshape(-1)
+        n = len(self.xyz)
+        if len(self.rgb) != n or len(self.radius) != n:
+            raise ValueError(f"PointCloud: xyz has {n} points but rgb has {len(self.rgb)} and "
+                             f"radius has {len(self.radius)}; all three must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.xyz)
+
+    @staticmethod
+    def empty() -> "PointCloud":
+        """A cloud with no points."""
+        return PointCloud(np.zeros((0, 3)), np.zeros((0, 3), np.float32), np.zeros(0, np.float32))
+
+    def select(self, mask_or_index) -> "PointCloud":
+        """The points picked by a boolean mask [N] or an integer index array [M]."""
+        sel = np.asarray(mask_or_index)
+        if sel.dtype == bool and sel.shape != (len(self),):
+            raise ValueError(f"PointCloud.select: boolean mask has shape {sel.shape}, "
+                             f"expected ({len(self)},)")
+        return PointCloud(self.xyz[sel], self.rgb[sel], self.radius[sel])
+
+
+@dataclass
+class Projection:
+    """φ3→2 of a cloud into one camera (H×W = the camera's resolution).
+
+    image: [H, W, 3] float32 (0 where empty); mask: [H, W] bool (pixel covered by a point);
+    depth: [H, W] float32 z-depth of the nearest point (+inf where empty);
+    index: [H, W] int64 index of the winning point in the cloud (-1 where empty).
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    depth: np.ndarray
+    index: np.ndarray
+
+
+def footprint_radius(cam: Camera, z: np.ndarray) -> np.ndarray:
+    """World radius of a pixel's footprint at z-depths z: [N] → [N].
+
+    r = z · √½ / f with f = √(fx·fy): half the pixel diagonal, so splats of neighbouring pixels
+    leave no gaps.
+    """
+    f = np.sqrt(cam.K[0, 0] * cam.K[1, 1])
+    return (np.asarray(z, dtype=np.float64) * (FOOTPRINT_PX / f)).astype(np.float32)
+
+
+def _check_image(cam: Camera, name: str, a: np.ndarray, trailing: tuple) -> None:
+    want = (cam.height, cam.width) + trailing
+    if a.shape != want:
+        raise ValueError(f"{name}: shape {a.shape} does not match camera '{cam.name}' "
+                         f"({cam.width}×{cam.height}), expected {want}")
+
+
+def unproject(cam: Camera, image: np.ndarray, depth: np.ndarray, mask: np.ndarray | None = None
+              ) -> PointCloud:
+    """φ2→3: lift pixels to world points.
+
+    image: [H, W, 3] in [0, 1]; depth: [H, W] z-depth; mask: [H, W] bool or None (all pixels).
+    Pixels where mask is True and depth is finite and > 0 become points at their pixel centres
+    (u = j + 0.5, v = i + 0.5), in row-major order. Returns a PointCloud of those pixels.
+    """
+    image = np.asarray(image)
+    depth = np.asarray(depth, dtype=np.float64)
+    _check_image(cam, "image", image, (3,))
+    _check_image(cam, "depth", depth, ())
+    keep = np.isfinite(depth) & (depth > 0)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        _check_image(cam, "mask", mask, ())
+        keep &= mask
+    flat = np.flatnonzero(keep)
+    uv = pixel_grid(cam.width, cam.height)[flat]
+    z = depth.reshape(-1)[flat]
+    xyz = pixels_to_world(cam, uv, z)
+    rgb = image.reshape(-1, 3)[flat]
+    return PointCloud(xyz, rgb, footprint_radius(cam, z))
+
+
+def _splat_spans(c: np.ndarray, r: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel span [lo, hi] along one axis covered by splats at continuous positions c: [N] with
+    half-extents r: [N] (pixels). A pixel is covered when its centre lies within r of c; the pixel
+    containing c always is. Spans are clipped to [0, size-1] (empty when lo > hi).
+    """
+    home = np.floor(c)
+    lo = np.minimum(np.ceil(c - r - 0.5), home)
+    hi = np.maximum(np.floor(c + r - 0.5), home)
+    return np.maximum(lo, 0).astype(np.int64), np.minimum(hi, size - 1).astype(np.int64)
+
+
+def project(cloud: PointCloud, cam: Camera, *, near: float = 1e-6, max_splat: float = 8.0
+            ) -> Projection:
+    """φ3→2 with a z-buffer: render the cloud into cam.
+
+    Each point covers the pixels whose centres lie within its footprint, a square of half-extent
+    radius·f/z pixels (at least its own pixel, at most max_splat pixels), and the nearest point wins
+    each pixel (ties: the lower index). Points with z ≤ near·‖X_cam‖ (behind or beside the camera),
+    non-finite points and splats entirely outside the image are ignored.
+    """
+    H, W = cam.height, cam.width
+    uv, z = world_to_pixels(cam, cloud.xyz)
+    dist = np.linalg.norm(cloud.xyz - cam.center, axis=1)
+    margin = max_splat + 2.0
+    with np.errstate(invalid="ignore"):
+        ok = (z > near * dist) & np.isfinite(uv).all(axis=1)
+        ok &= (uv[:, 0] > -margin) & (uv[:, 0] < W + margin)
+        ok &= (uv[:, 1] > -margin) & (uv[:, 1] < H + margin)
+    pts = np.flatnonzero(ok)
+    u, v, zp = uv[pts, 0], uv[pts, 1], z[pts]
+    radius = cloud.radius[pts].astype(np.float64)
+    rx = np.minimum(radius * cam.K[0, 0] / zp, max_splat)
+    ry = np.minimum(radius * cam.K[1, 1] / zp, max_splat)
+    j0, j1 = _splat_spans(u, rx, W)
+    i0, i1 = _splat_spans(v, ry, H)
+    nj, ni = j1 - j0 + 1, i1 - i0 + 1
+    live = (nj > 0) & (ni > 0)
+    pts, zp, j0, i0, nj, ni = pts[live], zp[live], j0[live], i0[live], nj[live], ni[live]
+
+    # Fragments: one per (point, covered pixel), built without a per-point loop.
+    count = nj * ni
+    owner = np.repeat(np.arange(len(pts)), count)
+    k = np.arange(owner.size) - np.repeat(np.cumsum(count) - count, count)
+    row = i0[owner] + k // nj[owner]
+    col = j0[owner] + k % nj[owner]
+    pix = row * W + col
+    zf = zp[owner]
+
+    # z-buffer: the nearest depth per pixel, then the lowest point index among the nearest.
+    zbuf = np.full(H * W, np.inf)
+    np.minimum.at(zbuf, pix, zf)
+    win = zf == zbuf[pix]
+    ibuf = np.full(H * W, np.iinfo(np.int64).max)
+    np.minimum.at(ibuf, pix[win], pts[owner[win]])
+    covered = ibuf != np.iinfo(np.int64).max
+    index = np.where(covered, ibuf, -1)
+
+    image = np.zeros((H * W, 3), np.float32)
+    image[covered] = cloud.rgb[index[covered]]
+    return Projection(image=image.reshape(H, W, 3), mask=covered.reshape(H, W),
+                      depth=zbuf.astype(np.float32).reshape(H, W), index=index.reshape(H, W))
+
+
+def merge(*clouds: PointCloud) -> PointCloud:
+    """Concatenate clouds in order (also accepts one list of clouds). No clouds → an empty cloud."""
+    if len(clouds) == 1 and isinstance(clouds[0], (list, tuple)):
+        clouds = tuple(clouds[0])
+    if not clouds:
+        return PointCloud.empty()
+    return PointCloud(np.concatenate([c.xyz for c in clouds]),
+                      np.concatenate([c.rgb for c in clouds]),
+                      np.concatenate([c.radius for c in clouds]))
+
+
+def _group_cells(cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group integer cells [N, 3] → (inverse [N]: group of each row, counts [M]), groups in
+    lexicographic cell order. One int64 key per row when the extent allows, else rows."""
+    lo = cell.min(axis=0)
+    extent = (cell.max(axis=0) - lo + 1).astype(np.float64)
+    if np.prod(extent) < 2.0 ** 62:
+        c = cell - lo
+        key = (c[:, 0] * int(extent[1]) + c[:, 1]) * int(extent[2]) + c[:, 2]
+        _, inverse, n = np.unique(key, return_inverse=True, return_counts=True)
+    else:
+        _, inverse, n = np.unique(cell, axis=0, return_inverse=True, return_counts=True)
+    return inverse.reshape(-1), n
+
+
+def voxel_downsample(cloud: PointCloud, voxel: float) -> PointCloud:
+    """One point per occupied voxel of edge `voxel` (a grid anchored at the world origin): the mean
+    position and colour of the voxel's points and their largest radius. Voxels come out in
+    lexicographic order of their integer (x, y, z) cell.
+    """
+    voxel = float(voxel)
+    if not np.isfinite(voxel) or voxel <= 0:
+        raise ValueError(f"voxel_downsample: voxel must be a finite size > 0, got {voxel}")
+    if len(cloud) == 0:
+        return PointCloud.empty()
+    if not np.isfinite(cloud.xyz).all():
+        raise ValueError("voxel_downsample: cloud has non-finite coordinates")
+    cell = np.floor(cloud.xyz / voxel)
+    if np.abs(cell).max() >= 2.0 ** 62:
+        raise ValueError(f"voxel_downsample: voxel {voxel} is too small for coordinates up to "
+                         f"{np.abs(cloud.xyz).max():g}")
+    inverse, n = _group_cells(cell.astype(np.int64))
+    m = len(n)
+    xyz = np.stack([np.bincount(inverse, cloud.xyz[:, a], m) for a in range(3)], axis=1) / n[:, None]
+    rgb = np.stack([np.bincount(inverse, cloud.rgb[:, a], m) for a in range(3)], axis=1) / n[:, None]
+    radius = np.zeros(m, np.float32)
+    np.maximum.at(radius, inverse, cloud.radius)
+    return PointCloud(xyz, rgb, radius)
+
+
+# ---------------------------------------------------------------------------------------------
+# PLY I/O
+
+PLY_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+                      ("red", "u1"), ("green", "u1"), ("blue", "u1"), ("radius", "<f4")])
+
+_PLY_TYPES = {
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
+    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
+    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+}
+_PLY_FORMATS = {"binary_little_endian": "<", "binary_big_endian": ">"}
+
+
+def write_ply(path, cloud: PointCloud) -> None:
+    """Write the wire's point-cloud PLY (binary little-endian; x y z float, red green blue uchar,
+    radius float), atomically: the file appears complete or not at all.
+    """
+    path = os.fspath(path)
+    data = np.empty(len(cloud), PLY_DTYPE)
+    for a, name in enumerate("xyz"):
+        data[name] = cloud.xyz[:, a]
+    rgb8 = np.round(np.clip(np.nan_to_num(cloud.rgb), 0.0, 1.0) * 255.0).astype(np.uint8)
+    for a, name in enumerate(("red", "green", "blue")):
+        data[name] = rgb8[:, a]
+    data["radius"] = cloud.radius
+    header = ("ply\nformat binary_little_endian 1.0\ncomment zoomscape point cloud\n"
+              f"element vertex {len(cloud)}\n"
+              + "".join(f"property {t} {n}\n" for n, t in (
+                  ("x", "float"), ("y", "float"), ("z", "float"), ("red", "uchar"),
+                  ("green", "uchar"), ("blue", "uchar"), ("radius", "float")))
+              + "end_header\n")
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(header.encode("ascii"))
+            data.tofile(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _read_ply_header(f, path: str) -> tuple[str, list[tuple[str, int, list]]]:
+    """Parse a PLY header → (format, [(element name, count, [(property, numpy type)])])."""
+    if f.readline().strip() != b"ply":
+        raise ValueError(f"{path}: not a PLY file (first line is not 'ply')")
+    fmt, elements = None, []
+    while True:
+        line = f.readline()
+        if not line:
+            raise ValueError(f"{path}: PLY header has no end_header")
+        words = line.decode("ascii", errors="replace").split()
+        if not words or words[0] in ("comment", "obj_info"):
+            continue
+        if words[0] == "end_header":
+            break
+        if words[0] == "format":
+            if len(words) != 3 or words[2] != "1.0":
+                raise ValueError(f"{path}: unsupported PLY format line {line.strip()!r}")
+            fmt = words[1]
+        elif words[0] == "element" and len(words) == 3:
+            elements.append((words[1], int(words[2]), []))
+        elif words[0] == "property" and elements:
+            if words[1] == "list":
+                elements[-1][2].append((words[-1], None))
+            elif len(words) == 3 and words[1] in _PLY_TYPES:
+                elements[-1][2].append((words[2], _PLY_TYPES[words[1]]))
+            else:
+                raise ValueError(f"{path}: unsupported PLY property {line.strip()!r}")
+        else:
+            raise ValueError(f"{path}: malformed PLY header line {line.strip()!r}")
+    if fmt not in _PLY_FORMATS:
+        raise ValueError(f"{path}: PLY format '{fmt}' is not supported "
+                         "(only binary_little_endian and binary_big_endian)")
+    return fmt, elements
+
+
+def _colour(arr: np.ndarray) -> np.ndarray:
+    """PLY colour channel → float32 in [0, 1] (integers are scaled by their type's maximum)."""
+    if arr.dtype.kind in "ui":
+        return arr.astype(np.float32) / np.float32(np.iinfo(arr.dtype).max)
+    return arr.astype(np.float32)
+
+
+def read_ply(path) -> PointCloud:
+    """Read a binary PLY point cloud (any element order, extra properties ignored).
+
+    Needs vertex properties x, y, z; colours red/green/blue (integer or float) default to 0.5 grey
+    and radius defaults to 0 (a one-pixel splat). Raises ValueError naming what is unsupported
+    (ascii files, list properties in or before the vertex element, missing x/y/z, truncation).
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        fmt, elements = _read_ply_header(f, path)
+        offset = f.tell()
+    endian = _PLY_FORMATS[fmt]
+    for name, count, props in elements:
+        if any(t is None for _, t in props):
+            raise ValueError(f"{path}: PLY element '{name}' has list properties before or in "
+                             "the vertex element; not supported")
+        dtype = np.dtype([(p, endian + t) for p, t in props])
+        if name == "vertex":
+            break
+        offset += count * dtype.itemsize
+    else:
+        raise ValueError(f"{path}: PLY file has no 'vertex' element")
+    names = [p for p, _ in props]
+    missing = [a for a in "xyz" if a not in names]
+    if missing:
+        raise ValueError(f"{path}: PLY vertex element lacks properties {missing}")
+    need = offset + count * dtype.itemsize
+    size = os.path.getsize(path)
+    if size < need:
+        raise ValueError(f"{path}: PLY file is truncated: {count} vertices need {need} bytes, "
+                         f"file has {size}")
+    data = np.fromfile(path, dtype=dtype, count=count, offset=offset)
+    xyz = np.stack([data[a].astype(np.float64) for a in "xyz"], axis=1)
+    if all(c in names for c in ("red", "green", "blue")):
+        rgb = np.stack([_colour(data[c]) for c in ("red", "green", "blue")], axis=1)
+    else:
+        rgb = np.full((count, 3), 0.5, np.float32)
+    radius = data["radius"] if "radius" in names else np.zeros(count, np.float32)
+    return PointCloud(xyz, rgb, radius)

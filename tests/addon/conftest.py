@@ -1,0 +1,56 @@
+"""Fixtures for the extension tests: bpy with the extension enabled from a staged extension repo.
+
+All bpy tests share one process, so every test starts from factory settings (empty scene) with the
+extension enabled again.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import blender_ext  # noqa: E402
+
+bpy = pytest.importorskip("bpy")
+
+
+@pytest.fixture(scope="session")
+def ext_repo(tmp_path_factory):
+    """A staged extension repository directory (zoomscape/ inside)."""
+    directory = str(tmp_path_factory.mktemp("ext_repo"))
+    blender_ext.stage(directory)
+    return directory
+
+
+@pytest.fixture
+def zs(ext_repo):
+    """Empty factory scene with the extension enabled → the extension's package module."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    name = blender_ext.enable(ext_repo)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def backend_cameras():
+    """backend/zoomscape/cameras.py loaded by file path (numpy only; the backend is not importable)."""
+    path = os.path.join(blender_ext.REPO_ROOT, "backend", "zoomscape", "cameras.py")
+    spec = importlib.util.spec_from_file_location("zoomscape_backend_cameras", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses need the module registered
+    spec.loader.exec_module(module)
+    return module
+
+
+def add_camera(name, location, rotation=(1.5707963, 0.0, 0.0), lens=35.0, scene=None):
+    """A perspective camera object linked to the scene → the object."""
+    scene = scene or bpy.context.scene
+    cam = bpy.data.cameras.new(name)
+    cam.lens = lens
+    obj = bpy.data.objects.new(name, cam)
+    obj.location = location
+    obj.rotation_euler = rotation
+    scene.collection.objects.link(obj)
+    return obj

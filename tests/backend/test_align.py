@@ -1,0 +1,132 @@
+"""Depth alignment: known scales (and shifts) come back to 1% through noise, 20% outliers and depth
+edges; too little overlap is a clear error."""
+import numpy as np
+import pytest
+
+from zoomscape.align import DepthFit, apply_depth_fit, depth_edges, fit_depth_scale
+
+H, W = 96, 128
+
+
+def scene_depth(rng):
+    """A z-depth map with a sloped ground, a box in front (sharp depth edges) and relief."""
+    i, j = np.mgrid[0:H, 0:W].astype(np.float64)
+    z = 3.0 + 5.0 * (1.0 - i / H) + 0.3 * np.sin(j / 7.0) * np.cos(i / 5.0)
+    box = (i > 30) & (i < 70) & (j > 40) & (j < 90)
+    z[box] = 2.0 + 0.01 * j[box]
+    return z, box
+
+
+def monocular(rng, true, scale, shift, noise=0.03, outliers=0.2, edge_blur=2):
+    """pred such that true ≈ scale · pred + shift, with multiplicative noise, a fraction of wrong
+    pixels (a contiguous blob plus scattered pixels, depths unrelated to the truth) and depth edges
+    displaced by a couple of pixels, as a monocular estimator would get them."""
+    t = true.copy()
+    if edge_blur:
+        t = np.maximum(t, np.roll(t, edge_blur, axis=1))  # the box looks slightly narrower
+    pred = (t - shift) / scale * (1.0 + noise * rng.standard_normal(true.shape))
+    wrong = np.zeros(true.shape, bool)
+    if outliers == 0:
+        return pred, wrong
+    wrong[5:25, 5:45] = True                               # a hallucinated object
+    n_scatter = int(outliers * true.size) - wrong.sum()
+    flat = rng.choice(np.flatnonzero(~wrong), n_scatter, replace=False)
+    wrong.flat[flat] = True
+    lo, hi = (true.min() - shift) / scale, (true.max() - shift) / scale
+    pred[wrong] = rng.uniform(0.3 * lo, 3.0 * hi, wrong.sum())
+    return pred, wrong
+
+
+@pytest.mark.parametrize("scale", [0.3, 0.5, 1.0, 2.0, 3.0])
+def test_recovers_scale_without_shift(scale):
+    rng = np.random.default_rng(int(scale * 10))
+    ref, _ = scene_depth(rng)
+    pred, wrong = monocular(rng, ref, scale, 0.0)
+    assert wrong.mean() == pytest.approx(0.2, abs=0.005)
+    fit = fit_depth_scale(pred, ref, np.ones((H, W), bool), shift=False)
+    assert fit.shift == 0.0
+    assert fit.scale == pytest.approx(scale, rel=0.01)
+    assert 0.6 * H * W < fit.inliers < 0.85 * H * W        # the wrong 20% are not inliers
+    assert 0.02 < fit.residual < 0.05                      # ≈ the 3% noise
+
+
+@pytest.mark.parametrize("scale", [0.3, 0.5, 1.0, 2.0, 3.0])
+@pytest.mark.parametrize("shift", [-1.0, 0.8])
+def test_recovers_scale_and_shift(scale, shift):
+    rng = np.random.default_rng(int(scale * 10) + 7)
+    ref, _ = scene_depth(rng)
+    pred, _ = monocular(rng, ref, scale, shift)
+    fit = fit_depth_scale(pred, ref, np.ones((H, W), bool), shift=True)
+    assert fit.scale == pytest.approx(scale, rel=0.01)
+    assert fit.shift == pytest.approx(shift, abs=0.01 * np.median(ref))
+    aligned = apply_depth_fit(pred, fit)
+    good = np.abs(aligned / ref - 1.0) < 0.1
+    assert good.mean() > 0.75
+
+
+def test_uses_only_the_masked_overlap():
+    rng = np.random.default_rng(11)
+    ref, _ = scene_depth(rng)
+    pred, _ = monocular(rng, ref, 2.0, 0.0, outliers=0.0)
+    pred[:, W // 2:] *= 3.0          # the right half disagrees: outside the overlap it must not count
+    ref_inf = ref.copy()
+    ref_inf[:, W // 2:] = np.inf     # as Projection.depth: +inf where the cloud is empty
+    mask = np.zeros((H, W), bool)
+    mask[:, :W // 2] = True
+    for r in (ref, ref_inf):
+        fit = fit_depth_scale(pred, r, mask, shift=False)
+        assert fit.scale == pytest.approx(2.0, rel=0.01)
+        assert fit.usable <= mask.sum()
+
+
+def test_noise_free_fit_is_exact():
+    rng = np.random.default_rng(12)
+    ref, _ = scene_depth(rng)
+    fit = fit_depth_scale((ref - 0.25) / 1.7, ref, np.ones((H, W), bool))
+    assert fit.scale == pytest.approx(1.7, rel=1e-9)
+    assert fit.shift == pytest.approx(0.25, abs=1e-8)
+    assert fit.residual < 1e-9
+
+
+def test_depth_edges_are_left_out():
+    rng = np.random.default_rng(13)
+    ref, box = scene_depth(rng)
+    edges = depth_edges(ref, 0.1, dilate=0)
+    # The box outline is an edge; the smooth ground is not.
+    boundary = box ^ (np.roll(box, 1, 0) & np.roll(box, -1, 0) & np.roll(box, 1, 1)
+                      & np.roll(box, -1, 1))
+    assert edges[boundary].all()
+    assert edges.sum() < 2.5 * boundary.sum()
+    assert depth_edges(ref, 0.1, dilate=1).sum() > edges.sum()
+    # With perfect data except at the box outline (misregistered by the estimator), the fit
+    # ignores the outline entirely and is exact.
+    pred = ref / 2.0
+    pred[depth_edges(ref, 0.1, dilate=1)] = 100.0
+    fit = fit_depth_scale(pred, ref, np.ones((H, W), bool), shift=False)
+    assert fit.scale == pytest.approx(2.0, rel=1e-9)
+    assert fit.inliers == fit.usable
+
+
+def test_too_little_overlap_is_a_clear_error():
+    rng = np.random.default_rng(14)
+    ref, _ = scene_depth(rng)
+    pred = ref / 2.0
+    mask = np.zeros((H, W), bool)
+    mask[10:15, 10:19] = True        # 45 pixels
+    with pytest.raises(ValueError, match=r"only 45 usable overlap pixels.*at least 50"):
+        fit_depth_scale(pred, ref, mask)
+    mask[10:15, 10:20] = True        # 50 pixels is enough
+    assert fit_depth_scale(pred, ref, mask, shift=False).scale == pytest.approx(2.0)
+    nan_pred = pred.copy()
+    nan_pred[10:15, 10:20] = np.nan  # non-finite predictions are not usable
+    with pytest.raises(ValueError, match="only 0 usable"):
+        fit_depth_scale(nan_pred, ref, mask)
+    with pytest.raises(ValueError, match="same"):
+        fit_depth_scale(pred, ref[:, :-1], mask)
+
+
+def test_apply_depth_fit():
+    pred = np.array([[1.0, 2.0], [3.0, np.inf]], np.float32)
+    out = apply_depth_fit(pred, DepthFit(scale=2.0, shift=0.5, inliers=3, residual=0.0))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [[2.5, 4.5], [6.5, np.inf]])
