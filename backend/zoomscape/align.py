@@ -63,14 +63,21 @@ def depth_edges(depth: np.ndarray, threshold: float, dilate: int = 1) -> np.ndar
 
 
 def _solve(a: np.ndarray, b: np.ndarray, w: np.ndarray, shift: bool) -> tuple[float, float]:
-    """Weighted least squares of s·a + t·b ≈ 1 (a = pred/ref, b = 1/ref): all [n] → (s, t)."""
-    sw = np.sqrt(w)
+    """Weighted least squares for (s, t) from a = pred/ref and b = 1/ref (all [n]).
+
+    The noise is in pred, so pred is the regressand: fit a ≈ α + β·b (i.e. pred ≈ α·ref + β,
+    relative to ref) and return s = 1/α, t = −β/α. Regressing ref on the noisy pred instead
+    would shrink s by the noise variance (errors-in-variables attenuation).
+    """
     if not shift:
-        den = np.dot(sw * a, sw * a)
-        return (float(np.dot(w, a) / den) if den > 0 else np.nan), 0.0
-    A = np.stack([sw * a, sw * b], axis=1)
-    (s, t), *_ = np.linalg.lstsq(A, sw, rcond=None)
-    return float(s), float(t)
+        alpha, beta = float(np.dot(w, a) / np.sum(w)), 0.0
+    else:
+        sw = np.sqrt(w)
+        A = np.stack([sw, sw * b], axis=1)
+        (alpha, beta), *_ = np.linalg.lstsq(A, sw * a, rcond=None)
+    if not alpha > 0:
+        return float("nan"), float("nan")
+    return 1.0 / float(alpha), -float(beta) / float(alpha)
 
 
 def _sigma(r: np.ndarray) -> float:

@@ -8,22 +8,22 @@ from zoomscape.align import DepthFit, apply_depth_fit, depth_edges, fit_depth_sc
 H, W = 96, 128
 
 
-def scene_depth(rng):
-    """A z-depth map with a sloped ground, a box in front (sharp depth edges) and relief."""
+def scene_depth(rng, box_shift=0):
+    """A z-depth map with a sloped ground, a box in front (sharp depth edges) and relief.
+    box_shift moves the box's left edge right by that many pixels. Returns (z, box mask)."""
     i, j = np.mgrid[0:H, 0:W].astype(np.float64)
     z = 3.0 + 5.0 * (1.0 - i / H) + 0.3 * np.sin(j / 7.0) * np.cos(i / 5.0)
-    box = (i > 30) & (i < 70) & (j > 40) & (j < 90)
+    box = (i > 30) & (i < 70) & (j > 40 + box_shift) & (j < 90)
     z[box] = 2.0 + 0.01 * j[box]
     return z, box
 
 
 def monocular(rng, true, scale, shift, noise=0.03, outliers=0.2, edge_blur=2):
     """pred such that true ≈ scale · pred + shift, with multiplicative noise, a fraction of wrong
-    pixels (a contiguous blob plus scattered pixels, depths unrelated to the truth) and depth edges
-    displaced by a couple of pixels, as a monocular estimator would get them."""
-    t = true.copy()
-    if edge_blur:
-        t = np.maximum(t, np.roll(t, edge_blur, axis=1))  # the box looks slightly narrower
+    pixels (a contiguous blob plus scattered pixels, depths unrelated to the truth) and the box's
+    depth edge displaced by a couple of pixels, as a monocular estimator would get it."""
+    t = scene_depth(rng, box_shift=edge_blur)[0] if edge_blur else true
+    assert (t != true).sum() == 39 * edge_blur     # the box rows 31..69, edge_blur columns
     pred = (t - shift) / scale * (1.0 + noise * rng.standard_normal(true.shape))
     wrong = np.zeros(true.shape, bool)
     if outliers == 0:

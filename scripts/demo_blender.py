@@ -1,0 +1,138 @@
+"""Drive headless Blender through the Zoomscape extension exactly as the panel would.
+
+Run by scripts/demo with a bpy environment's Python:
+  python scripts/demo_blender.py --out DIR --port PORT [--engine procedural] [--size 320]
+The backend must already be serving on 127.0.0.1:PORT; it is found with zeroconf like in the panel.
+Writes DIR/frames/zoom_####.png, DIR/zoomscape_demo.blend and prints where they are.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import bpy
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "addon"))
+import blender_ext  # noqa: E402  (stages addon/ + manifest as an extension repo and enables it)
+
+# A camera rig that translates as well as turns, so parallax and disocclusion are real.
+RIG = [  # name, location, (pitch from horizontal, yaw) in degrees
+    ("Cam.000", (-2.0, -1.0, 1.7), (-12.0, 25.0)),
+    ("Cam.001", (-0.7, -0.5, 1.8), (-14.0, 8.0)),
+    ("Cam.002", (0.7, -0.5, 1.8), (-14.0, -8.0)),
+    ("Cam.003", (2.0, -1.0, 1.7), (-12.0, -25.0)),
+]
+ZOOM_CAMERA = "Cam.001"
+LEVEL_PROMPTS = ["a weathered stone wall", "moss in the cracks", "dew on a moss leaf"]
+
+
+def build_scene(size: int) -> list[bpy.types.Object]:
+    """The user's scene: four perspective cameras looking out over the world (+Y)."""
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y = size, size * 3 // 4
+    scene.render.resolution_percentage = 100
+    cams = []
+    for name, loc, (pitch, yaw) in RIG:
+        data = bpy.data.cameras.new(name)
+        data.lens, data.sensor_width = 30.0, 36.0
+        obj = bpy.data.objects.new(name, data)
+        obj.location = loc
+        obj.rotation_euler = (math.radians(90.0 + pitch), 0.0, math.radians(yaw))
+        scene.collection.objects.link(obj)
+        obj.select_set(True)
+        cams.append(obj)
+    scene.camera = bpy.data.objects[ZOOM_CAMERA]
+    return cams
+
+
+def discover(props, port: int) -> None:
+    """Discover backends with zeroconf and pick the demo's (the one on our port)."""
+    for attempt in range(3):
+        bpy.ops.zoomscape.discover(seconds=2.0 + attempt)
+        match = [i for i, b in enumerate(props.backends) if b.port == port]
+        if match:
+            props.backends_index = match[0]
+            print(f"demo: discovered '{props.backends[match[0]].name}' at "
+                  f"{props.backends[match[0]].host}:{port} with zeroconf")
+            return
+    raise SystemExit(f"demo: zeroconf found no backend on port {port} (found: "
+                     f"{[(b.name, b.port) for b in props.backends]})")
+
+
+def render(out: str) -> str:
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = 16
+    scene.cycles.use_denoising = False
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.filepath = os.path.join(out, "frames", "zoom_")
+    world = bpy.data.worlds.new("Demo sky") if scene.world is None else scene.world
+    scene.world = world
+    world.color = (0.02, 0.02, 0.03)
+    t = time.perf_counter()
+    bpy.ops.render.render(animation=True)
+    n = scene.frame_end - scene.frame_start + 1
+    print(f"demo: rendered {n} frames with Cycles in {time.perf_counter() - t:.1f} s")
+    return os.path.dirname(scene.render.filepath)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--engine", default="procedural")
+    ap.add_argument("--size", type=int, default=320)
+    ap.add_argument("--frames-per-level", type=int, default=12)
+    args = ap.parse_args()
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    ext_repo = os.path.join(out, "extension_repo")
+    blender_ext.stage(ext_repo)
+    blender_ext.enable(ext_repo)
+    print(f"demo: Blender {bpy.app.version_string}, Zoomscape extension enabled from {ext_repo}")
+
+    cams = build_scene(args.size)
+    props = bpy.context.scene.zoomscape
+    discover(props, args.port)
+    bpy.ops.zoomscape.connect()
+    print(f"demo: connected: {props.server_info}")
+
+    props.scene_prompt = "a quiet valley of mossy boulders under a pale sky"
+    for prompt in LEVEL_PROMPTS:
+        bpy.ops.zoomscape.level_add()
+        props.levels[-1].prompt = prompt
+    props.zoom_factor = 4.0
+    props.camera_source = "SELECTED"
+    props.zoom_camera = bpy.data.objects[ZOOM_CAMERA]
+    props.seed = 7
+    props.engine = args.engine
+    props.frames_per_level = args.frames_per_level
+    props.output_dir = os.path.join(out, "results")
+
+    t = time.perf_counter()
+    result = bpy.ops.zoomscape.generate()
+    if result != {"FINISHED"} or props.job_state != "done":
+        raise SystemExit(f"demo: the job did not finish: {props.job_state}: {props.error}")
+    points = [o for o in bpy.data.objects if o.type == "MESH" and len(o.data.vertices)]
+    print(f"demo: job {props.job_id} done in {time.perf_counter() - t:.1f} s over {len(cams)} cameras; "
+          f"imported {sum(len(o.data.vertices) for o in points):,} points; results in {props.last_output_dir}")
+    scene = bpy.context.scene
+    print(f"demo: zoom camera '{scene.camera.name}' keyed over frames {scene.frame_start}..{scene.frame_end}")
+
+    blend = os.path.join(out, "zoomscape_demo.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=blend)
+    frames = render(out)
+    bpy.ops.wm.save_as_mainfile(filepath=blend)
+    print(f"demo: frames  {frames}")
+    print(f"demo: blend   {blend}")
+
+
+if __name__ == "__main__":
+    main()

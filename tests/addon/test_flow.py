@@ -1,0 +1,148 @@
+"""The whole flow against a real backend process: discover (zeroconf), connect, generate in
+background mode, import, key the zoom, render with Cycles; and the error paths."""
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+import bpy
+
+from blender_ext import REPO_ROOT
+from conftest import add_camera
+
+sys.path.insert(0, REPO_ROOT)
+from tests.helpers.backend_process import backend_server, free_port  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with backend_server(tmp_path_factory.mktemp("backend_data")) as srv:
+        yield srv
+
+
+def three_camera_scene(size=96):
+    scene = bpy.context.scene
+    scene.render.resolution_x = scene.render.resolution_y = size
+    scene.render.resolution_percentage = 100
+    cams = [add_camera(f"Cam.{i:03d}", (0.4 * i - 0.4, -6.0, 1.5), (1.45, 0.0, 0.0)) for i in range(3)]
+    for c in cams:
+        c.select_set(True)
+    scene.camera = cams[1]
+    props = scene.zoomscape
+    props.scene_prompt = "a misty harbour town"
+    for text in ("a lit window", "a cat on the sill"):
+        props.levels.add().prompt = text
+    props.frames_per_level = 4
+    props.seed = 3
+    bpy.context.view_layer.update()
+    return scene, props, cams
+
+
+def render_rgb(scene, path):
+    scene.render.filepath = path
+    bpy.ops.render.render(write_still=True)
+    img = bpy.data.images.load(path)
+    px = np.empty(img.size[0] * img.size[1] * img.channels, dtype=np.float32)
+    img.pixels.foreach_get(px)
+    out = px.reshape(img.size[1], img.size[0], img.channels)[..., :3]
+    bpy.data.images.remove(img)
+    return out
+
+
+def test_discover_generate_import_render_reload(zs, server, tmp_path):
+    scene, props, cams = three_camera_scene()
+
+    assert bpy.ops.zoomscape.discover(seconds=4.0) == {"FINISHED"}
+    ports = [b.port for b in props.backends]
+    assert server.port in ports, ports
+    props.backends_index = ports.index(server.port)
+    assert (props.host, props.port) == ("127.0.0.1", server.port)
+    assert bpy.ops.zoomscape.connect() == {"FINISHED"}
+    assert props.connected and "procedural" in props.server_info
+
+    props.output_dir = str(tmp_path / "results")
+    assert bpy.ops.zoomscape.generate(timeout=300) == {"FINISHED"}
+    assert (props.job_state, props.progress, props.error) == ("done", 1.0, "")
+    out_dir = props.last_output_dir
+    assert out_dir == os.path.join(str(tmp_path / "results"), props.job_id)
+    manifest = zs.runner.read_manifest(out_dir)
+    assert manifest["job_id"] == props.job_id and [v["camera"] for v in manifest["views"]] == [c.name for c in cams]
+
+    pts = [o for o in bpy.data.objects if o.get("zoomscape_kind") == "points"]
+    assert len(pts) == 1 and len(pts[0].data.vertices) == manifest["pointcloud"]["points"] > 1000
+    zoom = scene.camera
+    assert zoom.get("zoomscape_kind") == "zoom_camera" and props.zoom_camera == cams[1]
+    assert scene.frame_end - scene.frame_start == 2 * 4
+    anchor = np.array(manifest["zoom"]["anchor"])
+    dists = []
+    for f in (scene.frame_start, scene.frame_start + 4, scene.frame_start + 8):
+        scene.frame_set(f)
+        dists.append(np.linalg.norm(np.array(zoom.matrix_world.translation) - anchor))
+    np.testing.assert_allclose([dists[0] / dists[1], dists[1] / dists[2]], props.zoom_factor, rtol=1e-5)
+
+    # render frame 1 with Cycles: the point cloud shows (vs. the same render without it)
+    scene.frame_set(scene.frame_start)
+    scene.render.engine = "CYCLES"
+    scene.cycles.device, scene.cycles.samples = "CPU", 4
+    scene.render.resolution_x = scene.render.resolution_y = 64
+    scene.render.image_settings.file_format = "PNG"
+    with_points = render_rgb(scene, str(tmp_path / "with.png"))
+    pts[0].hide_render = True
+    without = render_rgb(scene, str(tmp_path / "without.png"))
+    pts[0].hide_render = False
+    centre = with_points[16:48, 16:48]
+    assert np.abs(without).max() < 0.05  # empty world: black
+    assert (centre.max(axis=2) > 0.05).mean() > 0.9  # the cloud covers the centre
+    assert np.abs(with_points - without).max(axis=2).mean() > 0.5
+    assert centre.reshape(-1, 3).std(axis=0).max() > 0.02  # coloured, not flat
+
+    # save, reopen: the job id is there and import_results re-imports (downloading again)
+    blend = str(tmp_path / "zoom.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=blend)
+    job_id = props.job_id
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    props = bpy.context.scene.zoomscape
+    assert props.job_id == job_id
+    shutil.rmtree(out_dir)
+    for o in [o for o in bpy.data.objects if o.get("zoomscape_kind") == "points"]:
+        bpy.data.objects.remove(o)
+    assert bpy.ops.zoomscape.import_results() == {"FINISHED"}
+    assert os.path.isfile(os.path.join(out_dir, "pointcloud.ply"))
+    pts = [o for o in bpy.data.objects if o.get("zoomscape_kind") == "points"]
+    assert len(pts) == 1 and len(pts[0].data.vertices) == manifest["pointcloud"]["points"]
+
+
+def test_backend_down_is_a_clear_error(zs):
+    scene, props, cams = three_camera_scene()
+    props.port = free_port()
+    with pytest.raises(RuntimeError):
+        bpy.ops.zoomscape.generate(timeout=30)
+    assert f"cannot reach the Zoomscape backend at http://127.0.0.1:{props.port}" in props.error
+    assert "zoomscape serve" in props.error
+    with pytest.raises(RuntimeError):
+        bpy.ops.zoomscape.connect()
+    assert not props.connected and "cannot reach" in props.error
+
+
+def test_bad_resolution_names_the_camera(zs, server):
+    scene, props, cams = three_camera_scene(size=48)
+    props.port = server.port
+    with pytest.raises(RuntimeError, match="Cam.000"):
+        bpy.ops.zoomscape.generate(timeout=30)
+    assert "camera 'Cam.000': render width 48 px is outside 64..2048" in props.error
+    assert props.job_id == ""
+
+
+def test_backend_rejection_reaches_the_panel(zs, server):
+    scene, props, cams = three_camera_scene()
+    props.port = server.port
+    props.scene_prompt = "x" * 2500  # the extension checks this too; bypass it to hit the API's 422
+    request = {"engine": "procedural", "seed": 0, "scene_prompt": "x" * 2500,
+               "cameras": [zs.scene_io.camera_to_wire(cams[0], scene)],
+               "zoom": {"camera": "Cam.000", "factor": 4.0, "levels": [{"prompt": "a"}], "anchor": None},
+               "init_rgbd": None}
+    zs.runner.start(scene, request)
+    assert zs.runner.run_blocking(scene, 30)
+    assert "backend rejected the request" in props.error and "scene_prompt" in props.error
