@@ -12,8 +12,6 @@ def register():
 
 def unregister():
     from . import runner
-    for scene_name in list(runner._jobs):
-        thread = runner._jobs.pop(scene_name)
-        thread.cancel()
+    runner.shutdown()
     for module in reversed(_modules):
         module.unregister()

@@ -88,7 +88,11 @@ class Browser:
                 return out
 
     def close(self) -> None:
+        """Stop browsing (safe to call twice)."""
+        if self.zeroconf is None:
+            return
         try:
             self.browser.cancel()
         finally:
             self.zeroconf.close()
+            self.zeroconf = None

@@ -64,7 +64,10 @@ def points_mesh(name: str, cloud: PointCloud) -> "bpy.types.Mesh":
     mesh = bpy.data.meshes.new(name)
     n = len(cloud)
     mesh.vertices.add(n)
-    mesh.vertices.foreach_set("co", np.ascontiguousarray(cloud.xyz, dtype=np.float32).ravel())
+    # The "position" attribute is the vertices' co; its foreach_set copies the raw buffer (about
+    # 100× faster than vertices.foreach_set("co"), which goes through RNA per vertex).
+    mesh.attributes["position"].data.foreach_set(
+        "vector", np.ascontiguousarray(cloud.xyz, dtype=np.float32).ravel())
     # Create each attribute, then look it up by name: holding a Python reference to one attribute
     # across attributes.new() can crash Blender (the attribute array is reallocated).
     mesh.attributes.new(COLOR_ATTR, "FLOAT_COLOR", "POINT")

@@ -61,7 +61,7 @@ class ZOOMSCAPE_OT_discover(bpy.types.Operator):
                 return None
             return 0.25
 
-        bpy.app.timers.register(tick, first_interval=0.25)
+        runner.add_timer(tick, 0.25, closer=browser.close)
         self.report({"INFO"}, f"Looking for backends for {self.seconds:g} s")
         return {"FINISHED"}
 
@@ -135,8 +135,7 @@ class ZOOMSCAPE_OT_generate(bpy.types.Operator):
         props.job_id = ""
         runner.start(scene, request)
         if not bpy.app.background:
-            bpy.app.timers.register(functools.partial(runner.timer, scene.name),
-                                    first_interval=runner.PUMP_SECONDS)
+            runner.add_timer(functools.partial(runner.timer, scene.name), runner.PUMP_SECONDS)
             self.report({"INFO"}, "Job submitted")
             return {"FINISHED"}
         runner.run_blocking(scene, self.timeout)

@@ -20,6 +20,33 @@ from .ply_io import read_ply
 
 PUMP_SECONDS = 0.2
 _jobs: dict[str, JobThread] = {}  # scene name → running job thread (Python objects can't live in props)
+_timers: list = []  # timer functions this extension registered (unregistered on shutdown)
+_closers: list = []  # cleanup callables of running timers (e.g. closing a zeroconf browser)
+
+
+def add_timer(fn, first_interval: float, closer=None) -> None:
+    """Register fn with bpy.app.timers and remember it (and its cleanup) for shutdown()."""
+    _timers.append(fn)
+    if closer is not None:
+        _closers.append(closer)
+    bpy.app.timers.register(fn, first_interval=first_interval)
+
+
+def shutdown() -> None:
+    """Unregister: cancel running jobs, stop our timers, run their cleanups."""
+    for thread in _jobs.values():
+        thread.cancel()
+    _jobs.clear()
+    for fn in _timers:
+        if bpy.app.timers.is_registered(fn):
+            bpy.app.timers.unregister(fn)
+    _timers.clear()
+    for closer in _closers:
+        try:
+            closer()
+        except Exception:
+            pass
+    _closers.clear()
 
 
 def settings(scene):

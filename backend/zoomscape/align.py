@@ -3,11 +3,13 @@
 LucidDreamer lifts view i with the estimated depth D̂_i scaled by d_i, chosen so that the new
 points agree with P_{i-1} where the two overlap. Here the fit is robust and relative:
 
-    ref ≈ s · pred + t   over the overlap, minimising  Σ ρ((s · pred + t − ref) / ref)
+    ref ≈ s · pred + t   over the overlap, with relative residuals  r = (s · pred + t − ref) / ref
 
-with ρ Huber (from a median-ratio start) then Tukey's biweight, so wrong pixels (occlusion edges,
-hallucinated objects) carry no weight. Depth edges of ref are left out: there a one-pixel offset
-between the two maps makes any residual meaningless. numpy only.
+weighted by Huber (from a median-ratio start) then Tukey's biweight of r / σ (σ from the median
+absolute residual), so wrong pixels (occlusion edges, hallucinated objects) carry no weight. Each
+reweighted step regresses the noisy pred on the clean ref (pred/ref ≈ α + β/ref, s = 1/α,
+t = −β/α), which keeps the noise in pred from shrinking s. Depth edges of ref are left out: there
+a pixel's offset between the two maps makes any residual meaningless. numpy only.
 """
 from __future__ import annotations
 
@@ -69,15 +71,19 @@ def _solve(a: np.ndarray, b: np.ndarray, w: np.ndarray, shift: bool) -> tuple[fl
     relative to ref) and return s = 1/α, t = −β/α. Regressing ref on the noisy pred instead
     would shrink s by the noise variance (errors-in-variables attenuation).
     """
-    if not shift:
-        alpha, beta = float(np.dot(w, a) / np.sum(w)), 0.0
-    else:
-        sw = np.sqrt(w)
-        A = np.stack([sw, sw * b], axis=1)
-        (alpha, beta), *_ = np.linalg.lstsq(A, sw * a, rcond=None)
+    W = np.sum(w)
+    a_mean = float(np.dot(w, a) / W)
+    alpha, beta = a_mean, 0.0
+    if shift:
+        b_mean = float(np.dot(w, b) / W)
+        db = b - b_mean
+        var_b = float(np.dot(w, db * db))
+        if var_b > 1e-12 * b_mean ** 2 * W:    # else ref is constant: no shift is identifiable
+            beta = float(np.dot(w, db * (a - a_mean)) / var_b)
+            alpha = a_mean - beta * b_mean
     if not alpha > 0:
         return float("nan"), float("nan")
-    return 1.0 / float(alpha), -float(beta) / float(alpha)
+    return 1.0 / float(alpha), (-float(beta) / float(alpha) if shift else 0.0)
 
 
 def _sigma(r: np.ndarray) -> float:
@@ -146,7 +152,7 @@ def fit_depth_scale(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, *, shif
             s_new, t_new = _solve(a, b, w, shift)
             if not (np.isfinite(s_new) and np.isfinite(t_new)):
                 break
-            done = abs(s_new - s) <= 1e-12 * abs(s) and abs(t_new - t) <= 1e-12 * (abs(t) + abs(s))
+            done = abs(s_new - s) <= 1e-10 * abs(s) and abs(t_new - t) <= 1e-10 * (abs(t) + abs(s))
             s, t = s_new, t_new
             if done:
                 break

@@ -1,7 +1,7 @@
 """zeroconf (mDNS/DNS-SD) advertising of a running backend, and browsing for backends.
 
-Service type ``_zoomscape._tcp.local.``, instance "Zoomscape on <hostname>" (zeroconf appends " (2)"
-etc. when another backend on the network already uses the name), TXT properties version, engine,
+Service type ``_zoomscape._tcp.local.``, instance "Zoomscape on <hostname>" (with " (port N)" when not
+on the default port 8765; zeroconf renames further if another backend still uses the name), TXT properties version, engine,
 device, auth ("1" when a token is required) and path ("/v1").
 
 Addresses follow the bind address: a loopback bind (127.0.0.1, the default) answers on the loopback
@@ -26,10 +26,14 @@ SERVICE_TYPE = "_zoomscape._tcp.local."
 API_PATH = "/v1"
 
 
-def instance_name(hostname: Optional[str] = None) -> str:
-    """Human-readable instance name, e.g. "Zoomscape on studio-pc"."""
+DEFAULT_PORT = 8765
+
+
+def instance_name(port: int = DEFAULT_PORT, hostname: Optional[str] = None) -> str:
+    """Human-readable instance name: "Zoomscape on studio-pc", plus " (port N)" off the default port so
+    that several backends on one machine (tests, a second GPU) never share a name."""
     host = (hostname or socket.gethostname()).split(".")[0] or "localhost"
-    return f"Zoomscape on {host}"
+    return f"Zoomscape on {host}" + ("" if int(port) == DEFAULT_PORT else f" (port {port})")
 
 
 def lan_addresses() -> list[str]:
@@ -67,7 +71,7 @@ class Advertiser:
 
     def __init__(self, host: str, port: int, properties: dict[str, str], name: Optional[str] = None):
         self.host, self.port, self.properties = host, int(port), dict(properties)
-        self.name = name or instance_name()
+        self.name = name or instance_name(self.port)
         self._zc: Optional[Zeroconf] = None
         self._info: Optional[ServiceInfo] = None
         self._lock = threading.Lock()
@@ -86,7 +90,7 @@ class Advertiser:
             raise
         with self._lock:
             self._zc, self._info = zc, info
-        self.registered_name = info.name
+        self.registered_name = info.name[: -len(SERVICE_TYPE) - 1]
         log.info("zeroconf: advertising %r on %s port %d", info.name, ", ".join(addresses), self.port)
         return self
 

@@ -131,6 +131,31 @@ def _splat_spans(c: np.ndarray, r: np.ndarray, size: int) -> tuple[np.ndarray, n
     return np.maximum(lo, 0).astype(np.int64), np.minimum(hi, size - 1).astype(np.int64)
 
 
+def _fragments(W: int, j0: np.ndarray, i0: np.ndarray, nj: np.ndarray, ni: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels covered by M splats with column spans j0 … j0+nj−1 and row spans i0 … i0+ni−1
+    (all [M]) → (pix: [F] flat pixel index i·W + j, owner: [F] the splat of each), no loop."""
+    count = nj * ni
+    owner = np.repeat(np.arange(len(count)), count)
+    k = np.arange(owner.size) - np.repeat(np.cumsum(count) - count, count)
+    n = nj[owner]
+    return (i0[owner] + k // n) * W + (j0[owner] + k % n), owner
+
+
+FRAGMENT_CHUNK = 1 << 22  # fragments per batch: bounds project()'s memory for large splats
+
+
+def _chunks(count: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Split splats with `count` fragments each ([M]) into consecutive [lo, hi) batches of about
+    `budget` fragments."""
+    cum = np.cumsum(count)
+    if len(cum) == 0 or cum[-1] <= budget:
+        return [(0, len(count))]
+    cuts = np.unique(np.searchsorted(cum, np.arange(budget, cum[-1], budget), side="right"))
+    edges = [0] + [int(c) for c in cuts if 0 < c < len(count)] + [len(count)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
 def project(cloud: PointCloud, cam: Camera, *, near: float = 1e-6, max_splat: float = 8.0
             ) -> Projection:
     """φ3→2 with a z-buffer: render the cloud into cam.
@@ -138,7 +163,8 @@ def project(cloud: PointCloud, cam: Camera, *, near: float = 1e-6, max_splat: fl
     Each point covers the pixels whose centres lie within its footprint, a square of half-extent
     radius·f/z pixels (at least its own pixel, at most max_splat pixels), and the nearest point wins
     each pixel (ties: the lower index). Points with z ≤ near·‖X_cam‖ (behind or beside the camera),
-    non-finite points and splats entirely outside the image are ignored.
+    non-finite points and splats entirely outside the image are ignored; a non-finite or negative
+    radius counts as 0 (one pixel).
     """
     H, W = cam.height, cam.width
     uv, z = world_to_pixels(cam, cloud.xyz)
@@ -151,6 +177,7 @@ def project(cloud: PointCloud, cam: Camera, *, near: float = 1e-6, max_splat: fl
     pts = np.flatnonzero(ok)
     u, v, zp = uv[pts, 0], uv[pts, 1], z[pts]
     radius = cloud.radius[pts].astype(np.float64)
+    radius = np.where(np.isfinite(radius) & (radius > 0), radius, 0.0)
     rx = np.minimum(radius * cam.K[0, 0] / zp, max_splat)
     ry = np.minimum(radius * cam.K[1, 1] / zp, max_splat)
     j0, j1 = _splat_spans(u, rx, W)
@@ -159,22 +186,23 @@ def project(cloud: PointCloud, cam: Camera, *, near: float = 1e-6, max_splat: fl
     live = (nj > 0) & (ni > 0)
     pts, zp, j0, i0, nj, ni = pts[live], zp[live], j0[live], i0[live], nj[live], ni[live]
 
-    # Fragments: one per (point, covered pixel), built without a per-point loop.
-    count = nj * ni
-    owner = np.repeat(np.arange(len(pts)), count)
-    k = np.arange(owner.size) - np.repeat(np.cumsum(count) - count, count)
-    row = i0[owner] + k // nj[owner]
-    col = j0[owner] + k % nj[owner]
-    pix = row * W + col
-    zf = zp[owner]
-
-    # z-buffer: the nearest depth per pixel, then the lowest point index among the nearest.
+    # z-buffer, in batches of fragments (one per covered pixel of each splat): first the nearest
+    # depth per pixel, then the lowest point index among the fragments at that depth.
+    batches = _chunks(nj * ni, FRAGMENT_CHUNK)
     zbuf = np.full(H * W, np.inf)
-    np.minimum.at(zbuf, pix, zf)
-    win = zf == zbuf[pix]
-    ibuf = np.full(H * W, np.iinfo(np.int64).max)
-    np.minimum.at(ibuf, pix[win], pts[owner[win]])
-    covered = ibuf != np.iinfo(np.int64).max
+    frags = []
+    for lo, hi in batches:
+        pix, owner = _fragments(W, j0[lo:hi], i0[lo:hi], nj[lo:hi], ni[lo:hi])
+        np.minimum.at(zbuf, pix, zp[lo:hi][owner])
+        frags.append((pix, owner) if len(batches) == 1 else None)
+    none = np.iinfo(np.int64).max
+    ibuf = np.full(H * W, none)
+    for (lo, hi), f in zip(batches, frags):
+        pix, owner = f if f is not None else _fragments(W, j0[lo:hi], i0[lo:hi], nj[lo:hi],
+                                                          ni[lo:hi])
+        win = zp[lo:hi][owner] == zbuf[pix]
+        np.minimum.at(ibuf, pix[win], pts[lo:hi][owner[win]])
+    covered = ibuf != none
     index = np.where(covered, ibuf, -1)
 
     image = np.zeros((H * W, 3), np.float32)

@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 import bpy
 
@@ -80,3 +81,16 @@ def test_level_list_operators(zs):
     assert [lv.prompt for lv in props.levels] == ["a", "c", "b"]
     bpy.ops.zoomscape.level_remove()
     assert [lv.prompt for lv in props.levels] == ["a", "b"] and props.levels_index == 1
+
+
+def test_disable_unregisters_everything(zs):
+    import addon_utils
+    module = zs.__name__
+    assert module.startswith("bl_ext.") and zs.__package__ == module
+    assert hasattr(bpy.types.Scene, "zoomscape") and hasattr(bpy.types, "ZOOMSCAPE_PT_panel")
+    assert hasattr(bpy.types, "ZOOMSCAPE_OT_generate")
+    addon_utils.disable(module, default_set=True)
+    assert not hasattr(bpy.types.Scene, "zoomscape") and not hasattr(bpy.types, "ZOOMSCAPE_PT_panel")
+    assert not hasattr(bpy.types, "ZOOMSCAPE_OT_generate")
+    with pytest.raises((AttributeError, RuntimeError)):
+        bpy.ops.zoomscape.generate()

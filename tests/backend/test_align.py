@@ -18,10 +18,11 @@ def scene_depth(rng, box_shift=0):
     return z, box
 
 
-def monocular(rng, true, scale, shift, noise=0.03, outliers=0.2, edge_blur=2):
+def monocular(rng, true, scale, shift, noise=0.03, outliers=0.2, edge_blur=2, one_sided=False):
     """pred such that true ≈ scale · pred + shift, with multiplicative noise, a fraction of wrong
-    pixels (a contiguous blob plus scattered pixels, depths unrelated to the truth) and the box's
-    depth edge displaced by a couple of pixels, as a monocular estimator would get it."""
+    pixels (a contiguous blob plus scattered pixels, depths unrelated to the truth, or with
+    one_sided all 1.3–3× too far, which drags a plain median ratio) and the box's depth edge
+    displaced by a couple of pixels, as a monocular estimator would get it."""
     t = scene_depth(rng, box_shift=edge_blur)[0] if edge_blur else true
     assert (t != true).sum() == 39 * edge_blur     # the box rows 31..69, edge_blur columns
     pred = (t - shift) / scale * (1.0 + noise * rng.standard_normal(true.shape))
@@ -33,15 +34,19 @@ def monocular(rng, true, scale, shift, noise=0.03, outliers=0.2, edge_blur=2):
     flat = rng.choice(np.flatnonzero(~wrong), n_scatter, replace=False)
     wrong.flat[flat] = True
     lo, hi = (true.min() - shift) / scale, (true.max() - shift) / scale
-    pred[wrong] = rng.uniform(0.3 * lo, 3.0 * hi, wrong.sum())
+    if one_sided:
+        pred[wrong] *= rng.uniform(1.3, 3.0, wrong.sum())
+    else:
+        pred[wrong] = rng.uniform(0.3 * lo, 3.0 * hi, wrong.sum())
     return pred, wrong
 
 
+@pytest.mark.parametrize("one_sided", [False, True])
 @pytest.mark.parametrize("scale", [0.3, 0.5, 1.0, 2.0, 3.0])
-def test_recovers_scale_without_shift(scale):
+def test_recovers_scale_without_shift(scale, one_sided):
     rng = np.random.default_rng(int(scale * 10))
     ref, _ = scene_depth(rng)
-    pred, wrong = monocular(rng, ref, scale, 0.0)
+    pred, wrong = monocular(rng, ref, scale, 0.0, one_sided=one_sided)
     assert wrong.mean() == pytest.approx(0.2, abs=0.005)
     fit = fit_depth_scale(pred, ref, np.ones((H, W), bool), shift=False)
     assert fit.shift == 0.0
@@ -130,3 +135,14 @@ def test_apply_depth_fit():
     out = apply_depth_fit(pred, DepthFit(scale=2.0, shift=0.5, inliers=3, residual=0.0))
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, [[2.5, 4.5], [6.5, np.inf]])
+
+
+def test_flat_wall_with_shift_falls_back_to_scale():
+    """A wall facing the camera has one depth: shift and scale cannot be told apart, so the fit
+    keeps t = 0 and matches the depths with the scale alone."""
+    rng = np.random.default_rng(15)
+    ref = np.full((H, W), 4.0)
+    pred = 1.6 * (1.0 + 0.01 * rng.standard_normal((H, W)))
+    fit = fit_depth_scale(pred, ref, np.ones((H, W), bool), shift=True)
+    assert fit.shift == 0.0
+    assert fit.scale == pytest.approx(2.5, rel=0.005)

@@ -132,7 +132,8 @@ def test_zbuffer_near_plane_hides_far_plane(order):
     np.testing.assert_allclose(proj.depth[~inside], 5.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("move", [(0.4, 0.0, 0.0), (-0.3, 0.2, 0.25), (0.0, 0.3, -0.2)])
+@pytest.mark.parametrize("move", [(0.4, 0.0, 0.0), (-0.3, 0.2, 0.25), (0.0, 0.3, -0.2),
+                                  (0.1, -0.1, 0.5)])  # the last magnifies the near plane 1.33×
 def test_zbuffer_holds_from_a_translated_viewpoint(move):
     """From a new viewpoint the near square's splats leave no pinholes for the far plane."""
     cam_a = camera((0, -6, 1), (0, 0, 1))
@@ -378,3 +379,30 @@ def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
     assert not os.path.exists(str(path) + ".tmp")
     assert sorted(os.listdir(tmp_path)) == ["pc.ply"]
     np.testing.assert_array_equal(read_ply(path).xyz, good.xyz)
+
+
+def test_project_in_batches_matches_one_pass(monkeypatch):
+    """Large splats are z-buffered in batches of fragments; batching must not change the result."""
+    import zoomscape.pointcloud as pc_module
+    rng = np.random.default_rng(10)
+    cam = camera((0, -5, 0), (0, 0, 0), 48, 40)
+    cloud = PointCloud(rng.uniform(-1.5, 1.5, (3000, 3)), rng.random((3000, 3), dtype=np.float32),
+                       rng.uniform(0.0, 0.15, 3000).astype(np.float32))
+    cloud.radius[::7] = np.nan                               # treated as a one-pixel splat
+    one = project(cloud, cam)
+    monkeypatch.setattr(pc_module, "FRAGMENT_CHUNK", 500)
+    assert len(pc_module._chunks(np.full(3000, 9), 500)) > 10
+    many = project(cloud, cam)
+    assert one.mask.mean() > 0.5
+    for a, b in ((one.index, many.index), (one.depth, many.depth), (one.image, many.image)):
+        np.testing.assert_array_equal(a, b)
+    # Every winner is the nearest point covering its pixel (checked point by point here).
+    uv, z = world_to_pixels(cam, cloud.xyz)
+    for i, j in [(20, 24), (5, 5), (35, 40), (12, 30)]:
+        r = np.nan_to_num(cloud.radius.astype(np.float64)) * 80.0 / z
+        covers = ((np.abs(uv[:, 0] - (j + 0.5)) <= r) | (np.floor(uv[:, 0]) == j)) & \
+                 ((np.abs(uv[:, 1] - (i + 0.5)) <= r) | (np.floor(uv[:, 1]) == i)) & (z > 0)
+        if covers.any():
+            assert one.index[i, j] == np.flatnonzero(covers)[np.argmin(z[covers])]
+        else:
+            assert one.index[i, j] == -1

@@ -223,6 +223,7 @@ class World:
     GROUND_TEX_LAMBDA0 = 16.0
     OBJECT_TEX_LAMBDA0 = 1.0
     CLOUD_LAMBDA0 = 80.0
+    NEWTON_STEPS = 2        # Newton steps from the hills' hit onto hills + relief
 
     def __init__(self, prompt: str, seed: int):
         self.prompt, self.seed = str(prompt), int(seed)
@@ -333,10 +334,10 @@ class World:
         dd, tt = d[idx], t[idx]
         t0 = tt.copy()
         span = np.maximum(2 * self.relief_bound / np.maximum(np.abs(dd[:, 2]), 1e-3), 1e-9)
-        for it in range(5):
+        for it in range(self.NEWTON_STEPS + 1):
             p = o + tt[:, None] * dd
             h, gx, gy = self.height(p[:, 0], p[:, 1], foot_per_m * tt)
-            if it == 4:
+            if it == self.NEWTON_STEPS:
                 break
             g = p[:, 2] - h
             slope = dd[:, 2] - gx * dd[:, 0] - gy * dd[:, 1]      # dg/dt
@@ -442,8 +443,9 @@ class World:
                              self.GROUND_TEX_LAMBDA0, lambda lam: 1.0)
             tex2, _, _ = fbm2(p[:, 0], p[:, 1], fp, stable_int("ground-tex2", self.seed),
                               self.GROUND_TEX_LAMBDA0 / 3.0, lambda lam: 1.0)
-            a = 0.5 + 0.5 * np.tanh(0.9 * tex)[:, None]
-            b = 0.5 + 0.5 * np.tanh(0.9 * tex2)[:, None]
+            # a periodic map of the (unbounded) octave sum never saturates: contrast at every scale
+            a = 0.5 + 0.5 * np.sin(2.0 * tex)[:, None]
+            b = 0.5 + 0.5 * np.sin(2.0 * tex2)[:, None]
             c0, c1, c2 = (np.asarray(c) for c in pal.ground)
             rgb[g] = ((1 - a) * c0 + a * c1) * (1 - 0.5 * b) + 0.5 * b * c2
         o = np.flatnonzero(hits.kind == OBJECT)
@@ -451,7 +453,7 @@ class World:
             tex = fbm3(hits.point[o], hits.footprint[o], stable_int("object-tex", self.seed),
                        self.OBJECT_TEX_LAMBDA0)
             base = np.stack([np.asarray(self.objects[i]["colour"]) for i in hits.obj[o]])
-            rgb[o] = base * (0.75 + 0.25 * np.tanh(tex))[:, None]
+            rgb[o] = base * (0.7 + 0.3 * np.sin(2.0 * tex))[:, None]
         rgb *= light[:, None]
         s = np.flatnonzero(hits.kind == SKY)
         if s.size:

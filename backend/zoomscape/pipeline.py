@@ -1,0 +1,150 @@
+"""One job from request to results: cameras → dream → zoom anchor → pointcloud.ply + manifest.json.
+
+``run_job`` is what the job store's worker and ``zoomscape generate`` both call. The request is
+the validated JSON of docs/API.md (a dict). Results are written atomically (temp file +
+os.replace) and manifest.json last, so a manifest means the results are complete.
+
+Progress stages: "dream" (one step per view), then "write" (0/2 point cloud, 1/2 manifest).
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from .cameras import Camera, from_wire, pixel_grid, pixels_to_world
+from .dream import JobCancelled, dream
+from .pointcloud import PointCloud, project, write_ply
+
+Progress = Callable[[str, int, int, str], None]
+
+POINTCLOUD_FILE = "pointcloud.ply"
+MANIFEST_FILE = "manifest.json"
+
+__all__ = ["run_job", "surface_anchor", "JobCancelled", "POINTCLOUD_FILE", "MANIFEST_FILE"]
+
+
+def surface_anchor(cloud: PointCloud, cam: Camera, window: Optional[int] = None) -> np.ndarray:
+    """The surface point at cam's image centre (W/2, H/2): [3] world.
+
+    z-buffered projection of the cloud; the median depth of the covered pixels whose centres lie
+    within `window` pixels of the image centre (default max(2, min(W, H)/32)), unprojected through
+    the image centre. If none is covered there, the nearest covered pixel's point along its own
+    pixel. Raises ValueError when the camera sees none of the cloud.
+    """
+    W, H = cam.width, cam.height
+    r = window if window is not None else max(2, round(min(W, H) / 32))
+    proj = project(cloud, cam)
+    if not proj.mask.any():
+        raise ValueError(f"zoom.camera: camera '{cam.name}' sees none of the point cloud; "
+                         "give zoom.anchor explicitly")
+    uv = pixel_grid(W, H)
+    centre = np.array([W / 2.0, H / 2.0])
+    near = (np.abs(uv - centre) <= r).all(axis=1) & proj.mask.reshape(-1)
+    depth = proj.depth.reshape(-1).astype(np.float64)
+    if near.any():
+        z, at = float(np.median(depth[near])), centre
+    else:
+        covered = np.flatnonzero(proj.mask.reshape(-1))
+        k = covered[np.argmin(np.linalg.norm(uv[covered] - centre, axis=1))]
+        z, at = float(depth[k]), uv[k]
+    return pixels_to_world(cam, at[None], np.array([z]))[0]
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    """obj as JSON at path via a temp file in the same folder + os.replace."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _zoom_camera(request: dict) -> tuple[int, dict]:
+    """(index, wire camera) of zoom.camera in request["cameras"]; ValueError naming the field."""
+    zoom = request.get("zoom")
+    if not isinstance(zoom, dict):
+        raise ValueError("zoom: missing; the request needs zoom.camera, zoom.factor and zoom.levels")
+    names = [c["name"] for c in request["cameras"]]
+    if zoom.get("camera") not in names:
+        raise ValueError(f"zoom.camera: {zoom.get('camera')!r} names none of the cameras {names}")
+    i = names.index(zoom["camera"])
+    return i, request["cameras"][i]
+
+
+def _job_id(out_dir: Path, request: dict, job_id: Optional[str]) -> str:
+    """The job id for the manifest: given, else request["job_id"], else the job folder's name
+    (out_dir is data_dir/jobs/<id>/results in the job store), else out_dir's own name."""
+    if job_id:
+        return str(job_id)
+    if request.get("job_id"):
+        return str(request["job_id"])
+    out_dir = out_dir.resolve()
+    return out_dir.parent.name if out_dir.name == "results" else out_dir.name
+
+
+def run_job(request: dict, out_dir: Path, progress: Optional[Progress] = None,
+            should_cancel: Optional[Callable[[], bool]] = None, engine=None, *,
+            job_id: Optional[str] = None) -> dict:
+    """Run one request; write out_dir/pointcloud.ply then out_dir/manifest.json; → the manifest.
+
+    engine: an engines.base.Engine, or None to build request["engine"] with engines.get_engine.
+    Raises JobCancelled (and writes no manifest) when should_cancel() turns True.
+    """
+    out_dir = Path(out_dir)
+    report = progress or (lambda *a: None)
+
+    def check_cancel():
+        if should_cancel is not None and should_cancel():
+            raise JobCancelled("cancelled")
+
+    zi, zoom_wire = _zoom_camera(request)
+    zoom = request["zoom"]
+    cams = [from_wire(c) for c in request["cameras"]]
+    if engine is None:
+        from .engines import get_engine
+
+        engine = get_engine(request["engine"])
+
+    result = dream(cams, request["scene_prompt"], engine, int(request["seed"]), report, should_cancel)
+    check_cancel()
+
+    if zoom.get("anchor") is not None:
+        anchor, anchor_source = [float(v) for v in zoom["anchor"]], "request"
+    else:
+        anchor, anchor_source = surface_anchor(result.cloud, cams[zi]).tolist(), "surface"
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report("write", 0, 2, f"writing {POINTCLOUD_FILE} ({len(result.cloud)} points)")
+    write_ply(out_dir / POINTCLOUD_FILE, result.cloud)
+
+    manifest = {
+        "format": "zoomscape-results", "version": 1,
+        "job_id": _job_id(out_dir, request, job_id),
+        "engine": engine.name, "seed": int(request["seed"]),
+        "scene_prompt": request["scene_prompt"],
+        "pointcloud": {"file": POINTCLOUD_FILE, "points": len(result.cloud)},
+        "views": [{"camera": v["camera"], "new_points": int(v["new_points"]),
+                   "scale": float(v["scale"]), "overlap": float(v["overlap"])}
+                  for v in result.views],
+        "zoom": {"camera": zoom_wire["name"],
+                 "matrix_world": [[float(x) for x in row] for row in zoom_wire["matrix_world"]],
+                 **{k: float(zoom_wire[k]) for k in ("fx", "fy", "cx", "cy")},
+                 "width": int(zoom_wire["width"]), "height": int(zoom_wire["height"]),
+                 "factor": float(zoom["factor"]),
+                 "levels": [{"prompt": lv["prompt"]} for lv in zoom["levels"]],
+                 "anchor": anchor, "anchor_source": anchor_source},
+    }
+    report("write", 1, 2, f"writing {MANIFEST_FILE}")
+    check_cancel()
+    _write_json_atomic(out_dir / MANIFEST_FILE, manifest)
+    return manifest

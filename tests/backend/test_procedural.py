@@ -1,0 +1,165 @@
+"""The procedural engine: a deterministic analytic world with detail at every scale, and a depth
+model that lies by exactly the parameters it is given."""
+import time
+
+import numpy as np
+import pytest
+
+from zoomscape.cameras import (Camera, blender_intrinsics, from_wire, intrinsics_matrix, look_at,
+                               pixel_grid)
+from zoomscape.engines import ENGINES, EngineUnavailable, get_engine
+from zoomscape.engines.base import Engine
+from zoomscape.engines.procedural import (GROUND, SKY, SKY_RADIUS, ProceduralEngine, World,
+                                          depth_lie, fbm2, stable_int)
+
+PROMPT = "a misty harbour town at dawn"
+
+
+def make_cam(eye, target, W=128, H=96, lens=30.0, name="cam"):
+    intr = blender_intrinsics(lens, 36.0, 24.0, "AUTO", 0.0, 0.0, W, H)
+    return from_wire(dict(name=name, matrix_world=look_at(eye, target).tolist(), **intr))
+
+
+@pytest.fixture(scope="module")
+def world():
+    return World(PROMPT, 7)
+
+
+@pytest.fixture(scope="module")
+def view(world):
+    cam = make_cam((0, -16, 2.5), (0, 0, 0.5))
+    return cam, *world.render(cam)
+
+
+def test_registry():
+    assert "procedural" in ENGINES and "diffusers" in ENGINES
+    eng = get_engine("procedural")
+    assert isinstance(eng, Engine) and eng.name == "procedural" and eng.device == "cpu"
+    assert eng.models and all("name" in m for m in eng.models)
+    with pytest.raises(EngineUnavailable, match="diffusers engine is not available yet"):
+        get_engine("diffusers")
+    with pytest.raises(EngineUnavailable, match="unknown engine 'nope'"):
+        get_engine("nope")
+
+
+def test_render_is_deterministic_and_sane(world, view):
+    cam, rgb, depth = view
+    rgb2, depth2 = World(PROMPT, 7).render(cam)          # a fresh world from the same inputs
+    assert np.array_equal(rgb, rgb2) and np.array_equal(depth, depth2)
+    assert rgb.shape == (96, 128, 3) and rgb.dtype == np.float32
+    assert rgb.min() >= 0.0 and rgb.max() <= 1.0
+    assert np.isfinite(depth).all() and depth.min() > 0
+    # every ray ends on the sky dome at the latest: |X| ≤ SKY_RADIUS (z-depth ≥ ray length·cos)
+    hits = world.trace(cam, pixel_grid(cam.width, cam.height))
+    assert np.linalg.norm(hits.point, axis=1).max() <= SKY_RADIUS * (1 + 1e-9)
+    kinds = set(np.unique(hits.kind).tolist())
+    assert {SKY, GROUND} <= kinds and len(kinds) == 3      # sky, ground and some object in view
+    # ground hits lie on the heightfield (relief included) at their own footprint
+    g = hits.kind == GROUND
+    h, _, _ = world.height(hits.point[g, 0], hits.point[g, 1], hits.footprint[g])
+    assert np.median(np.abs(hits.point[g, 2] - h) / hits.t[g]) < 1e-4
+
+
+def test_other_prompt_or_seed_changes_the_world(view):
+    cam, rgb, depth = view
+    rgb_p, depth_p = World("a red desert canyon at noon", 7).render(cam)
+    rgb_s, depth_s = World(PROMPT, 8).render(cam)
+    assert np.abs(rgb_p - rgb).mean() > 0.05                  # palette follows the prompt
+    assert np.abs(depth_s - depth).mean() / depth.mean() > 0.02   # layout follows the seed
+    assert np.abs(rgb_s - rgb).mean() > 0.02
+    # the hash is stable (sha256), not Python's per-process hash()
+    assert stable_int("palette", "x") == stable_int("palette", "x") != stable_int("palette", "y")
+
+
+def test_detail_at_every_zoom_scale(world):
+    """Cameras zooming 4^k into the same ground point keep finding texture."""
+    target = np.array([1.0, -3.0, 0.0])
+    target[2] = world.height(target[:1], target[1:2], np.array([1e-9]))[0][0]
+    stds = []
+    for k in (0, 2, 4, 6):
+        fx = 200.0 * 4 ** k                          # 1 px = 1 cm at 2 m, then 4^k finer
+        base = make_cam(target + np.array([0.0, -1.2, 1.6]), target, W=64, H=64)
+        cam = Camera("zoom", intrinsics_matrix(fx, fx, 32.0, 32.0), base.c2w, 64, 64)
+        rgb, depth = world.render(cam)
+        assert np.isfinite(depth).all()
+        assert np.allclose(depth[30:34, 30:34], 2.0, rtol=0.03)   # the same point, 2 m away
+        stds.append(float(rgb.mean(axis=2).std()))
+    # the image spans 64·2^-… m: 0.64 m at k=0 down to 0.16 mm at k=6 (1/4^6 m ≈ 0.24 mm)
+    print("\nluminance std per zoom 4^0, 4^2, 4^4, 4^6:", np.round(stds, 4))
+    assert min(stds) > 0.01, stds
+    assert max(stds) / min(stds) < 10, stds
+
+
+def test_fbm_fades_octaves_below_the_footprint():
+    x = np.linspace(0, 1, 2000)
+    y = np.zeros_like(x)
+    fine, _, _ = fbm2(x, y, np.full_like(x, 1e-4), 3, 1.0, lambda lam: 1.0)
+    coarse, _, _ = fbm2(x, y, np.full_like(x, 0.05), 3, 1.0, lambda lam: 1.0)
+    # coarse footprint keeps only λ ≥ 0.1: smoother (smaller sample-to-sample differences)
+    assert np.abs(np.diff(coarse)).mean() < 0.2 * np.abs(np.diff(fine)).mean()
+
+
+def test_depth_lie_matches_its_parameters(view):
+    cam, rgb, depth = view
+    eng = ProceduralEngine(depth_lies=[(1.0, 0.0), (2.5, 0.02)], depth_noise=0.01)
+    img = eng.inpaint(np.zeros_like(rgb), np.ones(depth.shape, bool), PROMPT, cam, 7)
+    assert np.array_equal(img, rgb)
+    d0 = eng.estimate_depth(img, cam).astype(np.float64)
+    d1 = eng.estimate_depth(img, cam).astype(np.float64)
+    assert [(l.call, l.scale, l.shift_frac) for l in eng.depth_log] == [(0, 1.0, 0.0), (1, 2.5, 0.02)]
+    t1 = eng.depth_log[1].shift
+    assert t1 == pytest.approx(0.02 * np.median(depth))
+    rel0 = d0 / depth - 1
+    assert abs(np.median(rel0)) < 2e-3 and 0.008 < rel0.std() < 0.012        # noise ~1 %
+    # a least-squares fit of d1 against the true depth gives back s and t
+    A = np.stack([depth.ravel(), np.ones(depth.size)], 1)
+    (s, t), *_ = np.linalg.lstsq(A, d1.ravel(), rcond=None)
+    assert s == pytest.approx(2.5, rel=0.01) and t == pytest.approx(t1, abs=0.05 * t1 + 0.02)
+    assert (d1 > 0).all()
+
+
+def test_drawn_lies_stay_in_range():
+    s0 = [depth_lie(seed, 0)[0] for seed in range(50)]
+    s = [depth_lie(seed, c)[0] for seed in range(20) for c in range(1, 6)]
+    t = [depth_lie(seed, c)[1] for seed in range(20) for c in range(6)]
+    assert all(0.95 <= v <= 1.05 for v in s0)
+    assert all(0.3 <= v <= 3.0 for v in s) and max(s) / min(s) > 3
+    assert all(0.0 <= v <= 0.03 for v in t)
+    assert depth_lie(5, 2) == depth_lie(5, 2) != depth_lie(6, 2)
+
+
+def test_inpaint_keeps_pixels_outside_the_hole(view):
+    cam, rgb, depth = view
+    eng = ProceduralEngine()
+    given = np.full_like(rgb, 0.25)
+    hole = np.zeros(depth.shape, bool)
+    hole[20:40, 30:90] = True
+    out = eng.inpaint(given, hole, PROMPT, cam, 7)
+    assert np.array_equal(out[~hole], given[~hole])
+    assert np.array_equal(out[hole], rgb[hole])
+
+
+def test_bad_input_names_the_field(view):
+    cam, rgb, depth = view
+    eng = ProceduralEngine()
+    with pytest.raises(ValueError, match="image: shape"):
+        eng.inpaint(rgb[:10], np.ones(depth.shape, bool), PROMPT, cam, 7)
+    with pytest.raises(ValueError, match="hole: must be a boolean"):
+        eng.inpaint(rgb, np.ones(depth.shape), PROMPT, cam, 7)
+    with pytest.raises(RuntimeError, match="call inpaint first"):
+        eng.estimate_depth(rgb, cam)
+    with pytest.raises(ValueError, match="depth_scale_range"):
+        ProceduralEngine(depth_scale_range=(2.0, 1.0))
+    with pytest.raises(ValueError, match="outside the procedural world's sky dome"):
+        World(PROMPT, 7).render(make_cam((0, -300, 2), (0, 0, 0)))
+
+
+def test_render_time_512(world, record_property):
+    cam = make_cam((0, -16, 2.5), (0, 0, 0.5), W=512, H=512)
+    t0 = time.perf_counter()
+    rgb, depth = world.render(cam)
+    elapsed = time.perf_counter() - t0
+    record_property("render_512_seconds", elapsed)
+    print(f"\nprocedural render 512×512: {elapsed:.2f} s")
+    assert np.isfinite(depth).all()
+    assert elapsed < 6.0   # ~1 s on one free core; generous for a shared machine
