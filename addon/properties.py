@@ -30,6 +30,10 @@ def _backend_selected(self, context):
         self.host, self.port = b.host, b.port
 
 
+# 4.5+ warns when a path property holds '//' unless it says it supports blend-relative paths.
+_BLEND_RELATIVE = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
+
+
 def _is_camera(self, obj):
     return obj.type == "CAMERA"
 
@@ -72,7 +76,7 @@ class ZOOMSCAPE_PG_settings(bpy.types.PropertyGroup):
     zoom_mode: EnumProperty(name="Zoom", items=[
         ("DOLLY", "Dolly", "Move the camera toward the target"),
         ("LENS", "Lens", "Keep the camera still and lengthen the lens")], default="DOLLY")
-    output_dir: StringProperty(name="Output", subtype="DIR_PATH",
+    output_dir: StringProperty(name="Output", subtype="DIR_PATH", options=_BLEND_RELATIVE,
                                description="Where results are saved (empty: next to the .blend, "
                                            "or a temporary folder when it is unsaved)")
 
@@ -82,7 +86,7 @@ class ZOOMSCAPE_PG_settings(bpy.types.PropertyGroup):
     progress: FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
     stage: StringProperty(name="Stage")
     error: StringProperty(name="Error")
-    last_output_dir: StringProperty(name="Results", subtype="DIR_PATH")
+    last_output_dir: StringProperty(name="Results", subtype="DIR_PATH", options=_BLEND_RELATIVE)
 
 
 classes = (ZOOMSCAPE_PG_backend, ZOOMSCAPE_PG_level, ZOOMSCAPE_PG_settings)

@@ -66,6 +66,16 @@ def output_base(props) -> str:
     return os.path.join(tempfile.gettempdir(), "zoomscape")
 
 
+def relative_if_saved(path: str) -> str:
+    """path relative to the .blend ('//…') when it is saved, so the folder moves with it."""
+    if not bpy.data.filepath:
+        return path
+    try:
+        return bpy.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+
+
 def is_running(scene) -> bool:
     t = _jobs.get(scene.name)
     return t is not None and t.is_alive()
@@ -129,7 +139,7 @@ def pump(scene) -> bool:
             return False
         elif kind == "downloaded":
             _jobs.pop(scene.name, None)
-            props.last_output_dir = payload["dir"]
+            props.last_output_dir = relative_if_saved(payload["dir"])
             try:
                 finish(scene, payload["dir"])
             except Exception as e:  # import problems end up in the panel
@@ -198,7 +208,7 @@ def build_path(scene, out_dir: str | None):
     else:
         raise zoom_path.ZoomPathError("zoom target: none; place an Empty as Zoom target "
                                       "or import a job's results first")
-    bpy.context.view_layer.update()  # fresh matrix_world for objects moved since the last update
+    (bpy.context.view_layer or scene.view_layers[0]).update()  # fresh matrix_world after moves
     source = props.zoom_camera or scene.camera
     if source is None or source.get("zoomscape_kind") == "zoom_camera":
         source = bpy.data.objects.get(zoom.get("camera") or "")  # the camera the job zoomed from
@@ -231,5 +241,5 @@ def fetch_results(scene) -> str:
                 pass
     out_dir = os.path.join(output_base(props), props.job_id)
     download_results(client_for(props), props.job_id, out_dir)
-    props.last_output_dir = out_dir
+    props.last_output_dir = relative_if_saved(out_dir)
     return out_dir

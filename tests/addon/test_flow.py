@@ -111,6 +111,8 @@ def test_discover_generate_import_render_reload(zs, server, tmp_path):
         bpy.data.objects.remove(o)
     assert bpy.ops.zoomscape.import_results() == {"FINISHED"}
     assert os.path.isfile(os.path.join(out_dir, "pointcloud.ply"))
+    assert props.last_output_dir.startswith("//")  # the .blend is saved: stored relative to it
+    assert bpy.path.abspath(props.last_output_dir) == out_dir
     pts = [o for o in bpy.data.objects if o.get("zoomscape_kind") == "points"]
     assert len(pts) == 1 and len(pts[0].data.vertices) == manifest["pointcloud"]["points"]
 

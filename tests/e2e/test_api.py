@@ -29,7 +29,7 @@ def wait_running(srv, job_id):
 
 def long_request():
     """A job that takes a while on the procedural engine (many views), for queue and cancel tests."""
-    return job_request(12, size=128, step=0.3, prompt="a long job")
+    return job_request(20, size=128, step=0.3, prompt="a long job")
 
 
 def test_health_needs_no_token_and_describes_the_backend(server):

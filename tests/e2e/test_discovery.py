@@ -5,7 +5,7 @@ import subprocess
 import threading
 import time
 
-from zeroconf import IPVersion, ServiceBrowser, ServiceStateChange, Zeroconf
+from zeroconf import IPVersion, ServiceBrowser, Zeroconf
 
 from tests.helpers.backend_process import backend_python, backend_server, http_json
 

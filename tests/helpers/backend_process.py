@@ -144,7 +144,8 @@ def backend_server(data_dir, *, lan: bool = False, token: Optional[str] = None, 
     log_dir = Path(tempfile.mkdtemp(prefix="zoomscape-server-log-"))
     penv = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
     with open(log_dir / "stdout.txt", "wb") as out, open(log_dir / "stderr.txt", "wb") as err:
-        process = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=penv)
+        process = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=penv,
+                                   cwd=str(log_dir))  # a clean cwd: `-m` puts it first on sys.path
     url = f"http://127.0.0.1:{port}"
     server = BackendServer(url, port, token, process, data_dir, log_dir, args)
     try:
