@@ -30,8 +30,10 @@ def _backend_selected(self, context):
         self.host, self.port = b.host, b.port
 
 
-# 4.5+ warns when a path property holds '//' unless it says it supports blend-relative paths.
-_BLEND_RELATIVE = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
+# Newer Blenders warn when a path property holds '//' unless it says it supports blend-relative
+# paths; older ones do not know the option (detected through the RNA flag it comes with).
+_BLEND_RELATIVE = ({"PATH_SUPPORTS_BLEND_RELATIVE"}
+                   if "is_path_supports_blend_relative" in bpy.types.Property.bl_rna.properties else set())
 
 
 def _is_camera(self, obj):

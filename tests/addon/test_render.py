@@ -1,12 +1,14 @@
-"""The imported point object renders in Cycles with the colours of the PLY (no backend needed)."""
+"""The imported point object renders in Cycles and EEVEE with the colours of the PLY (no backend)."""
 import numpy as np
+import pytest
 
 import bpy
 
 from conftest import add_camera
 
 
-def test_points_render_with_their_colours_in_cycles(zs, tmp_path):
+@pytest.mark.parametrize("engine", ["CYCLES", "EEVEE"])
+def test_points_render_with_their_colours(zs, tmp_path, engine):
     scene = bpy.context.scene
     cam = add_camera("Cam", (0.0, -4.0, 0.0), (1.5707963, 0.0, 0.0), lens=35.0)
     scene.camera = cam
@@ -19,8 +21,12 @@ def test_points_render_with_their_colours_in_cycles(zs, tmp_path):
     zs.importers.import_points(scene, cloud, "Wall", "render-test")
 
     r = scene.render
-    r.engine = "CYCLES"
-    scene.cycles.device, scene.cycles.samples = "CPU", 4
+    if engine == "CYCLES":
+        r.engine = "CYCLES"
+        scene.cycles.device, scene.cycles.samples = "CPU", 4
+    else:
+        r.engine = "BLENDER_EEVEE_NEXT" if bpy.app.version < (5, 0, 0) else "BLENDER_EEVEE"
+        scene.eevee.taa_render_samples = 4
     r.resolution_x = r.resolution_y = 64
     r.image_settings.file_format = "PNG"
     scene.view_settings.view_transform = "Standard"  # PNG = sRGB of the emitted linear colour
@@ -31,6 +37,7 @@ def test_points_render_with_their_colours_in_cycles(zs, tmp_path):
     img.pixels.foreach_get(px)
     rgb_px = px.reshape(64, 64, img.channels)[..., :3]
     left, right = rgb_px[16:48, 4:28], rgb_px[16:48, 36:60]
-    np.testing.assert_allclose(np.median(left.reshape(-1, 3), axis=0), np.array([220, 20, 20]) / 255, atol=0.03)
-    np.testing.assert_allclose(np.median(right.reshape(-1, 3), axis=0), np.array([20, 20, 220]) / 255, atol=0.03)
-    assert (np.abs(left - [220 / 255, 20 / 255, 20 / 255]).max(axis=2) < 0.1).mean() > 0.95
+    tol = 0.03 if engine == "CYCLES" else 0.06  # EEVEE's point coverage darkens by about 5 %
+    np.testing.assert_allclose(np.median(left.reshape(-1, 3), axis=0), np.array([220, 20, 20]) / 255, atol=tol)
+    np.testing.assert_allclose(np.median(right.reshape(-1, 3), axis=0), np.array([20, 20, 220]) / 255, atol=tol)
+    assert (np.abs(left - [220 / 255, 20 / 255, 20 / 255]).max(axis=2) < 2 * tol + 0.04).mean() > 0.95
