@@ -75,7 +75,15 @@ def render(out: str) -> str:
     scene.world = world
     world.color = (0.02, 0.02, 0.03)
     t = time.perf_counter()
-    bpy.ops.render.render(animation=True)
+    with open(os.path.join(out, "render.log"), "w") as log:  # Cycles prints a line per tile/sample
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(log.fileno(), 1)
+        try:
+            bpy.ops.render.render(animation=True)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
     n = scene.frame_end - scene.frame_start + 1
     print(f"demo: rendered {n} frames with Cycles in {time.perf_counter() - t:.1f} s")
     return os.path.dirname(scene.render.filepath)
