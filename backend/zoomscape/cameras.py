@@ -162,3 +162,31 @@ def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     M = np.eye(4)
     M[:3, 0], M[:3, 1], M[:3, 2], M[:3, 3] = right, cam_up, back, eye
     return M
+
+
+def zoom_level_camera(cam: Camera, factor: float, i: int) -> Camera:
+    """The camera of zoom level i: the same pose, zoomed by p^i about the image centre.
+
+    Level i shows the centre 1/p^i of level 0: a level-i pixel u maps to the level-0 pixel
+    u_0 = c + (u − c)/p^i with c = (W/2, H/2), so f_i = p^i·f and c_i = c + p^i·(c_0 − c),
+    where c_0 is cam's principal point (≠ c under lens shift).
+    """
+    m = float(factor) ** i
+    c = np.array([cam.width / 2.0, cam.height / 2.0])
+    K = cam.K.copy()
+    K[0, 0] *= m
+    K[1, 1] *= m
+    K[:2, 2] = c + m * (cam.K[:2, 2] - c)
+    return Camera(f"{cam.name}/level_{i:02d}", K, cam.c2w.copy(), cam.width, cam.height)
+
+
+def level_frame(cam: Camera, anchor, factor: float, i: int) -> dict:
+    """The local frame of zoom level i, float64 (manifest.json "frame").
+
+    origin: the zoom anchor (world); rotation: [3, 3] whose columns are the zoom camera's
+    Blender axes (x right, y up, z back) in world; unit: p^−i metres per local unit. A world
+    point x has local coordinates  x_local = Rᵀ (x − origin) / unit,  and  x = origin + unit·R x_local.
+    """
+    return {"origin": [float(v) for v in np.asarray(anchor, dtype=np.float64)],
+            "rotation": cam.matrix_world[:3, :3].tolist(),
+            "unit": float(factor) ** (-i)}
