@@ -27,6 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
+from .atomic import write_json_atomic, write_text_atomic
+
 log = logging.getLogger("zoomscape.jobs")
 
 FINISHED = ("done", "failed", "cancelled")
@@ -63,26 +65,6 @@ class _Shutdown(Exception):
 def now_iso() -> str:
     """UTC time as ISO 8601 with microseconds, e.g. 2025-01-02T03:04:05.123456Z (sorts as text)."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write text to path via a temp file in the same folder + os.replace (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write obj as JSON to path atomically (see write_text_atomic)."""
-    write_text_atomic(path, json.dumps(obj, indent=1, allow_nan=False))
 
 
 def overall_progress(stage: str, step: int, total: int, previous: float) -> float:

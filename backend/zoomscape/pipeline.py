@@ -8,14 +8,12 @@ Progress stages: "dream" (one step per view), then "write" (0/2 point cloud, 1/2
 """
 from __future__ import annotations
 
-import json
-import os
-import uuid
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
+from .atomic import write_json_atomic
 from .cameras import Camera, from_wire, pixel_grid, pixels_to_world
 from .dream import JobCancelled, dream
 from .pointcloud import PointCloud, project, write_ply
@@ -53,20 +51,6 @@ def surface_anchor(cloud: PointCloud, cam: Camera, window: Optional[int] = None)
         k = covered[np.argmin(np.linalg.norm(uv[covered] - centre, axis=1))]
         z, at = float(depth[k]), uv[k]
     return pixels_to_world(cam, at[None], np.array([z]))[0]
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    """obj as JSON at path via a temp file in the same folder + os.replace."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _zoom_camera(request: dict) -> tuple[int, dict]:
@@ -146,5 +130,5 @@ def run_job(request: dict, out_dir: Path, progress: Optional[Progress] = None,
     }
     report("write", 1, 2, f"writing {MANIFEST_FILE}")
     check_cancel()
-    _write_json_atomic(out_dir / MANIFEST_FILE, manifest)
+    write_json_atomic(out_dir / MANIFEST_FILE, manifest)
     return manifest

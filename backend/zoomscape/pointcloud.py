@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .atomic import atomic_open
 from .cameras import Camera, pixel_grid, pixels_to_world, world_to_pixels
 
 # Half the diagonal of a unit pixel: a point's radius is this many pixel sizes at its depth, so
@@ -294,18 +295,9 @@ def write_ply(path, cloud: PointCloud) -> None:
                   ("x", "float"), ("y", "float"), ("z", "float"), ("red", "uchar"),
                   ("green", "uchar"), ("blue", "uchar"), ("radius", "float")))
               + "end_header\n")
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(header.encode("ascii"))
-            data.tofile(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path) as f:
+        f.write(header.encode("ascii"))
+        data.tofile(f)
 
 
 def _read_ply_header(f, path: str) -> tuple[str, list[tuple[str, int, list]]]:
