@@ -1,8 +1,8 @@
 """Zoomscape: grow a 3D world from your cameras and prompts, then zoom into it (register only)."""
 
-from . import operators, panel, properties
+from . import operators, panel, preferences, properties
 
-_modules = (properties, operators, panel)
+_modules = (preferences, properties, operators, panel)
 
 
 def register():

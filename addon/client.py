@@ -46,7 +46,7 @@ class Client:
         self.timeout = timeout
 
     def _open(self, method: str, path: str, body=None, timeout: float | None = None):
-        data = None if body is None else json.dumps(body).encode("utf-8")
+        data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode("utf-8")
         req = urllib.request.Request(self.url + API + path, data=data, method=method)
         req.add_header("Accept", "application/json")
         if data is not None:
@@ -83,7 +83,9 @@ class Client:
         return self.json("GET", "/health", timeout=timeout)
 
     def submit(self, request: dict) -> dict:
-        return self.json("POST", "/jobs", request)
+        # An init_rgbd render can be tens of MB: allow ~1 MB/s on top of the usual timeout.
+        body = json.dumps(request).encode("utf-8")
+        return self.json("POST", "/jobs", body, timeout=self.timeout + len(body) / 1e6)
 
     def status(self, job_id: str) -> dict:
         return self.json("GET", f"/jobs/{urllib.parse.quote(job_id)}")

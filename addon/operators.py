@@ -11,6 +11,7 @@ from bpy.props import EnumProperty, FloatProperty
 from . import runner
 from .client import ClientError
 from .discovery import Browser, DiscoveryError
+from .properties import set_server_models
 from .scene_io import SceneError, build_request
 
 
@@ -106,6 +107,7 @@ class ZOOMSCAPE_OT_connect(bpy.types.Operator):
             props.server_info = ""
             return fail(self, props, str(e))
         props.connected, props.error = True, ""
+        set_server_models(props, info.get("models"))
         props.server_info = (f"zoomscape {info.get('version', '?')} · {info.get('engine', '?')} · "
                              f"{info.get('device', '?')}" + (" · token" if info.get("auth_required") else ""))
         self.report({"INFO"}, f"Connected: {props.server_info}")

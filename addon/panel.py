@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import bpy
 
-from . import runner
+from . import preferences, runner
+from .properties import MODEL_ROLES, server_default
 
 
 class ZOOMSCAPE_UL_backends(bpy.types.UIList):
@@ -39,7 +40,9 @@ class ZOOMSCAPE_PT_panel(bpy.types.Panel):
         row = box.row(align=True)
         row.prop(props, "host")
         row.prop(props, "port", text="")
-        box.prop(props, "token")
+        prefs = preferences.get(context)
+        if prefs is not None:  # kept in the preferences, never in the .blend
+            box.prop(prefs, "token")
         box.label(text=props.server_info if props.connected else "Not connected",
                   icon="CHECKMARK" if props.connected else "UNLINKED")
 
@@ -69,7 +72,18 @@ class ZOOMSCAPE_PT_panel(bpy.types.Panel):
         row = box.row(align=True)
         row.prop(props, "seed")
         row.prop(props, "engine", text="")
+        box.prop(props, "use_scene_rgbd")
         box.prop(props, "output_dir")
+
+        if props.engine == "diffusers":
+            box = layout.box()
+            box.label(text="Models", icon="NODE_MATERIAL")
+            col = box.column(align=True)
+            for role in MODEL_ROLES:
+                col.prop(props, f"{role}_model")
+                default = server_default(props, role)
+                if not getattr(props, f"{role}_model").strip() and default:
+                    col.label(text=f"server default: {default}", icon="BLANK1")
 
         running = runner.is_running(context.scene)
         row = layout.row(align=True)

@@ -1,9 +1,18 @@
-"""The extension's settings and job state: ``Scene.zoomscape`` (saved in the .blend)."""
+"""The extension's settings and job state: ``Scene.zoomscape`` (saved in the .blend).
+
+The backend token is not among them: it lives in the extension's preferences (preferences.py), so a
+shared .blend never carries it. ``Scene.zoomscape.token`` is a read-only Python property that
+returns it (after moving a legacy token saved by an older version out of the scene).
+"""
 from __future__ import annotations
 
 import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty,
                        IntProperty, PointerProperty, StringProperty)
+
+from . import preferences
+
+MODEL_ROLES = ("text2img", "inpaint", "depth")
 
 
 class ZOOMSCAPE_PG_backend(bpy.types.PropertyGroup):
@@ -15,6 +24,13 @@ class ZOOMSCAPE_PG_backend(bpy.types.PropertyGroup):
     device: StringProperty(name="Device")
     version: StringProperty(name="Version")
     auth: BoolProperty(name="Token required")
+
+
+class ZOOMSCAPE_PG_model(bpy.types.PropertyGroup):
+    """A model the connected backend reports (name is its id or folder)."""
+
+    role: StringProperty(name="Role")
+    available: BoolProperty(name="Available", description="Its weights are on the server")
 
 
 class ZOOMSCAPE_PG_level(bpy.types.PropertyGroup):
@@ -40,18 +56,32 @@ def _is_camera(self, obj):
     return obj.type == "CAMERA"
 
 
+def _model_search(role: str):
+    """A StringProperty search callback offering the connected server's models of role."""
+    def search(self, context, edit_text):
+        text = edit_text.lower()
+        return [(m.name, "on the server" if m.available else "not downloaded on the server")
+                for m in self.server_models if m.role == role and text in m.name.lower()]
+    return search
+
+
+def _model_prop(role: str, label: str, what: str):
+    return StringProperty(name=label, search=_model_search(role), search_options={"SUGGESTION"},
+                          maxlen=500, description=f"{what}: a Hugging Face model id or a folder on the "
+                                                  "server; empty = the server's default")
+
+
 class ZOOMSCAPE_PG_settings(bpy.types.PropertyGroup):
     """Scene.zoomscape: connection, prompts, zoom settings and the state of the last job."""
 
     # Connection
     host: StringProperty(name="Host", default="127.0.0.1")
     port: IntProperty(name="Port", default=8765, min=1, max=65535)
-    token: StringProperty(name="Token", subtype="PASSWORD",
-                          description="Printed by 'zoomscape serve --lan'; empty on this machine")
     backends: CollectionProperty(type=ZOOMSCAPE_PG_backend)
     backends_index: IntProperty(default=-1, update=_backend_selected)
     connected: BoolProperty(name="Connected")
     server_info: StringProperty(name="Server")
+    server_models: CollectionProperty(type=ZOOMSCAPE_PG_model)
 
     # Prompts
     scene_prompt: StringProperty(name="Scene", description="What the whole scene shows")
@@ -81,6 +111,14 @@ class ZOOMSCAPE_PG_settings(bpy.types.PropertyGroup):
     output_dir: StringProperty(name="Output", subtype="DIR_PATH", options=_BLEND_RELATIVE,
                                description="Where results are saved (empty: next to the .blend, "
                                            "or a temporary folder when it is unsaved)")
+    use_scene_rgbd: BoolProperty(name="Start from my scene", default=False,
+                                 description="Render the zoom camera's colour and depth and let the "
+                                             "world grow around your own set (it becomes the first view)")
+
+    # Models (diffusers engine); offered from the connected server's list
+    text2img_model: _model_prop("text2img", "Text to image", "The first view and the zoom levels")
+    inpaint_model: _model_prop("inpaint", "Inpainting", "Fills the holes of each next view")
+    depth_model: _model_prop("depth", "Depth", "Monocular depth of each view")
 
     # Job state (saved so results can be re-imported after a restart)
     job_id: StringProperty(name="Job")
@@ -90,8 +128,35 @@ class ZOOMSCAPE_PG_settings(bpy.types.PropertyGroup):
     error: StringProperty(name="Error")
     last_output_dir: StringProperty(name="Results", subtype="DIR_PATH", options=_BLEND_RELATIVE)
 
+    @property
+    def token(self) -> str:
+        """The backend token (from the preferences; a legacy scene token is used once and removed)."""
+        return preferences.token_for(self)
 
-classes = (ZOOMSCAPE_PG_backend, ZOOMSCAPE_PG_level, ZOOMSCAPE_PG_settings)
+
+def set_server_models(props, models) -> None:
+    """Fill props.server_models from a health answer's "models" (dicts with a role and an id).
+
+    Only the diffusers roles are kept; the id is "model_id", else "id", else "name".
+    """
+    props.server_models.clear()
+    for entry in models or []:
+        if not isinstance(entry, dict) or entry.get("role") not in MODEL_ROLES:
+            continue
+        model_id = entry.get("model_id") or entry.get("id") or entry.get("name")
+        if not model_id:
+            continue
+        item = props.server_models.add()
+        item.name, item.role = str(model_id)[:500], entry["role"]
+        item.available = bool(entry.get("available", entry.get("status") not in ("missing",)))
+
+
+def server_default(props, role: str) -> str:
+    """The connected server's model id for role ("" if unknown)."""
+    return next((m.name for m in props.server_models if m.role == role), "")
+
+
+classes = (ZOOMSCAPE_PG_backend, ZOOMSCAPE_PG_model, ZOOMSCAPE_PG_level, ZOOMSCAPE_PG_settings)
 
 
 def register():

@@ -14,7 +14,7 @@ import time
 
 import bpy
 
-from . import importers, zoom_path
+from . import importers, level_rig, zoom_path
 from .client import Client, JobThread, base_url, download_results
 from .ply_io import read_ply
 
@@ -187,13 +187,32 @@ def read_manifest(out_dir: str) -> dict:
     return manifest
 
 
+def fetch_level_files(scene, manifest: dict, out_dir: str) -> None:
+    """Download the level files (level_NN.ply) the manifest names but out_dir lacks."""
+    props = settings(scene)
+    job_id = manifest.get("job_id") or props.job_id
+    missing = [lv.gaussians for lv in level_rig.parse_levels(manifest)
+               if not os.path.isfile(os.path.join(out_dir, lv.gaussians))]
+    if missing and job_id and props.host:
+        client = client_for(props)
+        for name in missing:
+            client.download(job_id, name, os.path.join(out_dir, name))
+
+
 def import_results(scene, out_dir: str):
-    """Import the point cloud of the results in out_dir → the point object."""
+    """Import the point cloud of the results in out_dir → the point object; when the manifest
+    has "levels", also every level's Gaussians under a level rig (the point cloud joins the rig)."""
     props = settings(scene)
     manifest = read_manifest(out_dir)
     job_id = manifest.get("job_id") or props.job_id
     cloud = read_ply(os.path.join(out_dir, manifest["pointcloud"]["file"]))
-    return importers.import_points(scene, cloud, f"Zoomscape {job_id[:8]}", job_id)
+    points = importers.import_points(scene, cloud, f"Zoomscape {job_id[:8]}", job_id)
+    if manifest.get("levels"):
+        fetch_level_files(scene, manifest, out_dir)
+        root, _ = level_rig.import_levels(scene, manifest, out_dir, job_id)
+        level_0 = level_rig.parse_levels(manifest)[0]
+        level_rig.attach_world_object(points, root, level_0.origin, level_0.rotation)
+    return points
 
 
 def build_path(scene, out_dir: str | None):
@@ -201,6 +220,15 @@ def build_path(scene, out_dir: str | None):
     props = settings(scene)
     manifest = read_manifest(out_dir) if out_dir else {}
     zoom = manifest.get("zoom") or {}
+    root, level_objs = level_rig.rig_of(manifest.get("job_id") or props.job_id)
+    if root is not None and manifest.get("levels"):
+        # The levels were painted from the job's zoom camera about its anchor: zoom from there.
+        (bpy.context.view_layer or scene.view_layers[0]).update()
+        source = bpy.data.objects.get(zoom.get("camera") or "") or props.zoom_camera or scene.camera
+        factor = float(zoom.get("factor") or props.zoom_factor)
+        return zoom_path.build_level_zoom(scene, source, root, level_objs, factor,
+                                          props.frames_per_level, props.zoom_mode,
+                                          manifest.get("job_id") or props.job_id)
     if props.zoom_target is not None:
         anchor = list(props.zoom_target.matrix_world.translation)
     elif zoom.get("anchor") is not None:

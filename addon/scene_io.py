@@ -6,8 +6,12 @@ The intrinsics follow the same formula as backend/zoomscape/cameras.py ``blender
 """
 from __future__ import annotations
 
+from .rgbd import RgbdError, render_init_rgbd
+
 MIN_RESOLUTION, MAX_RESOLUTION = 64, 2048
 MAX_CAMERAS = 64
+MAX_MODEL_CHARS = 500
+MODEL_ROLES = ("text2img", "inpaint", "depth")  # request "models" keys; props <role>_model
 
 
 class SceneError(ValueError):
@@ -96,8 +100,26 @@ def zoom_camera(scene, props):
     return props.zoom_camera or scene.camera
 
 
+def model_choice(props) -> dict | None:
+    """The request's "models" (diffusers engine only): the non-blank <role>_model settings, or None."""
+    if props.engine != "diffusers":
+        return None
+    chosen = {}
+    for role in MODEL_ROLES:
+        value = getattr(props, f"{role}_model").strip()
+        if len(value) > MAX_MODEL_CHARS:
+            raise SceneError(f"models.{role}: {len(value)} characters, at most {MAX_MODEL_CHARS}")
+        if value:
+            chosen[role] = value
+    return chosen or None
+
+
 def build_request(scene, context, props) -> dict:
-    """The whole job request dict (docs/API.md) from the scene and the panel's settings."""
+    """The whole job request dict (docs/API.md) from the scene and the panel's settings.
+
+    With props.use_scene_rgbd the zoom camera goes first and its render becomes init_rgbd
+    (rgbd.py; this renders the scene, so it runs last, after every cheaper check).
+    """
     prompt = props.scene_prompt.strip()
     if not prompt:
         raise SceneError("scene_prompt: empty; describe the scene in Prompts ▸ Scene")
@@ -113,11 +135,14 @@ def build_request(scene, context, props) -> dict:
     zoom = zoom_camera(scene, props)
     if zoom is None:
         raise SceneError("zoom.camera: none; pick a Zoom camera or set the scene camera")
-    cameras = [camera_to_wire(o, scene) for o in gather_cameras(scene, context, props)]
+    objs = gather_cameras(scene, context, props)
+    if props.use_scene_rgbd:  # the rendered view must be the first view (init_rgbd.camera)
+        objs = [zoom] + [o for o in objs if o != zoom]
+    cameras = [camera_to_wire(o, scene) for o in objs]
     anchor = None
     if props.zoom_target is not None:
         anchor = [float(v) for v in props.zoom_target.matrix_world.translation]
-    return {
+    request = {
         "engine": props.engine,
         "seed": int(props.seed),
         "scene_prompt": props.scene_prompt,
@@ -126,3 +151,12 @@ def build_request(scene, context, props) -> dict:
                  "anchor": anchor},
         "init_rgbd": None,
     }
+    models = model_choice(props)
+    if models:
+        request["models"] = models
+    if props.use_scene_rgbd:
+        try:
+            request["init_rgbd"] = render_init_rgbd(scene, zoom, cameras[0])
+        except RgbdError as e:
+            raise SceneError(f"init_rgbd: {e}") from None
+    return request

@@ -1,15 +1,30 @@
-"""Depth alignment: fit a monocular depth map to the depths the point cloud already has.
+"""Depth alignment: fit a monocular depth map to the depths the point cloud already has, then bend
+the new depth at the seam so the two surfaces meet.
 
-LucidDreamer lifts view i with the estimated depth D̂_i scaled by d_i, chosen so that the new
-points agree with P_{i-1} where the two overlap. Here the fit is robust and relative:
+1. Global fit (LucidDreamer's d_i, done robustly). ref ≈ s · pred + t over the overlap, with
+   relative residuals  r = (s · pred + t − ref) / ref,  weighted by Huber (from a median-ratio
+   start) then Tukey's biweight of r / σ (σ from the median absolute residual), so wrong pixels
+   (occlusion edges, hallucinated objects) carry no weight. Each reweighted step regresses the
+   noisy pred on the clean ref (pred/ref ≈ α + β/ref, s = 1/α, t = −β/α), which keeps the noise
+   in pred from shrinking s. Depth edges of ref are left out: there a pixel's offset between the
+   two maps makes any residual meaningless. space="depth" fits metric depth (scale, or scale and
+   shift); space="disparity" fits 1/ref ≈ s · (1/pred) + t, for relative (affine-invariant
+   inverse-depth) models.
 
-    ref ≈ s · pred + t   over the overlap, with relative residuals  r = (s · pred + t − ref) / ref
+2. Seam (what LucidDreamer does with a corner-pinned linear griddata). The residual after the
+   fit, ρ = log(ref / D) on the reliable overlap Ω, is spread over the new region by the screened
+   Poisson problem
 
-weighted by Huber (from a median-ratio start) then Tukey's biweight of r / σ (σ from the median
-absolute residual), so wrong pixels (occlusion edges, hallucinated objects) carry no weight. Each
-reweighted step regresses the noisy pred on the clean ref (pred/ref ≈ α + β/ref, s = 1/α,
-t = −β/α), which keeps the noise in pred from shrinking s. Depth edges of ref are left out: there
-a pixel's offset between the two maps makes any residual meaningless. numpy only.
+       min_c  Σ_{p∈Ω} (c_p − ρ_p)² / ℓ_s²  +  ‖∇c‖²  +  Σ_{p∉Ω} c_p² / ℓ_d²
+
+   so c follows ρ on the overlap (smoothed over ℓ_s pixels against the noise), meets it at the mask
+   border, and decays to 0 (the global fit) over ℓ_d pixels into the hole, instead of being pinned
+   to zero at the image corners. New depth D ← D · exp(c): points move along their rays. c is
+   low-frequency, so it is solved on a grid of cells of a few pixels by multigrid (red-black
+   Gauss–Seidel V-cycles), twice, the second time without the overlap pixels the first solution
+   calls outliers, then interpolated bilinearly to the pixels.
+
+numpy only; no per-pixel Python loops.
 """
 from __future__ import annotations
 
@@ -21,14 +36,15 @@ HUBER_K = 1.345     # Huber threshold in robust standard deviations (95% efficie
 TUKEY_C = 4.685     # Tukey biweight cut-off in robust standard deviations (95% efficiency)
 MAD_TO_SIGMA = 1.4826
 SIGMA_FLOOR = 1e-4  # relative; keeps the weights finite on noise-free data
+SPACES = ("depth", "disparity")
 
 
 @dataclass(frozen=True)
 class DepthFit:
-    """ref ≈ scale · pred + shift.
+    """ref ≈ scale · pred + shift (space "depth"), or 1/ref ≈ scale / pred + shift ("disparity").
 
-    inliers: pixels with non-zero final weight; residual: relative rms of ref over the inliers;
-    usable: pixels that entered the fit (mask ∧ finite ∧ ref > 0 ∧ not a depth edge).
+    inliers: usable pixels within the Tukey cut-off of the final fit; residual: relative rms over
+    the inliers; usable: pixels that could enter the fit (mask ∧ finite ∧ > 0 ∧ not a depth edge).
     """
 
     scale: float
@@ -36,6 +52,7 @@ class DepthFit:
     inliers: int
     residual: float
     usable: int = 0
+    space: str = "depth"
 
 
 def depth_edges(depth: np.ndarray, threshold: float, dilate: int = 1) -> np.ndarray:
@@ -71,15 +88,15 @@ def _solve(a: np.ndarray, b: np.ndarray, w: np.ndarray, shift: bool) -> tuple[fl
     relative to ref) and return s = 1/α, t = −β/α. Regressing ref on the noisy pred instead
     would shrink s by the noise variance (errors-in-variables attenuation).
     """
-    W = np.sum(w)
-    a_mean = float(np.dot(w, a) / W)
+    W = np.sum(w)                  # plain ufunc sums: BLAS dot spins badly on a busy machine
+    a_mean = float(np.sum(w * a) / W)
     alpha, beta = a_mean, 0.0
     if shift:
-        b_mean = float(np.dot(w, b) / W)
+        b_mean = float(np.sum(w * b) / W)
         db = b - b_mean
-        var_b = float(np.dot(w, db * db))
+        var_b = float(np.sum(w * db * db))
         if var_b > 1e-12 * b_mean ** 2 * W:    # else ref is constant: no shift is identifiable
-            beta = float(np.dot(w, db * (a - a_mean)) / var_b)
+            beta = float(np.sum(w * db * (a - a_mean)) / var_b)
             alpha = a_mean - beta * b_mean
     if not alpha > 0:
         return float("nan"), float("nan")
@@ -110,30 +127,48 @@ def _initial(pred: np.ndarray, ref: np.ndarray, shift: bool) -> tuple[float, flo
     return starts[int(np.argmin(cost))]
 
 
+def _check_space(space: str) -> None:
+    if space not in SPACES:
+        raise ValueError(f"space: must be one of {', '.join(SPACES)}, got {space!r}")
+
+
 def fit_depth_scale(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, *, shift: bool = True,
-                    edge_threshold: float = 0.1, edge_dilate: int = 1, min_pixels: int = 50,
-                    iterations: int = 30) -> DepthFit:
-    """Robust fit of ref ≈ s · pred + t (t = 0 when shift is False).
+                    space: str = "depth", edge_threshold: float = 0.1, edge_dilate: int = 1,
+                    min_pixels: int = 50, iterations: int = 30, max_samples: int = 100_000
+                    ) -> DepthFit:
+    """Robust fit of ref ≈ s · pred + t (t = 0 when shift is False), or in space "disparity" of
+    1/ref ≈ s · (1/pred) + t (a relative model's inverse depth; shift is then always fitted).
 
     pred: [H, W] predicted z-depth (e.g. monocular D̂_i); ref: [H, W] z-depth of the existing
     cloud (e.g. Projection.depth, +inf where empty); mask: [H, W] bool, the overlap.
-    Pixels enter the fit where mask is True, both depths are finite, ref > 0 and ref has no depth
-    edge (relative jump > edge_threshold) nearby. Raises ValueError with fewer than min_pixels.
+    Pixels enter the fit where mask is True, both depths are finite and > 0 and ref has no depth
+    edge (relative jump > edge_threshold) nearby; at most max_samples of them, evenly strided.
+    Raises ValueError with fewer than min_pixels.
     """
+    _check_space(space)
     pred = np.asarray(pred, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
     mask = np.asarray(mask, dtype=bool)
     if pred.ndim != 2 or ref.shape != pred.shape or mask.shape != pred.shape:
         raise ValueError(f"fit_depth_scale: pred {pred.shape}, ref {ref.shape} and mask "
                          f"{mask.shape} must be the same [H, W] shape")
+    if max_samples < min_pixels:
+        raise ValueError(f"max_samples: must be at least min_pixels ({min_pixels}), got {max_samples}")
     with np.errstate(invalid="ignore"):
         use = mask & np.isfinite(pred) & np.isfinite(ref) & (ref > 0)
+        if space == "disparity":
+            use &= pred > 0
     use &= ~depth_edges(ref, edge_threshold, edge_dilate)
-    n = int(use.sum())
+    flat = np.flatnonzero(use)
+    n = flat.size
     if n < min_pixels:
         raise ValueError(f"fit_depth_scale: only {n} usable overlap pixels (mask ∧ finite ∧ "
                          f"ref > 0 ∧ not a depth edge), need at least {min_pixels}")
-    p, r_ = pred[use], ref[use]
+    p_all, r_all = pred.reshape(-1)[flat], ref.reshape(-1)[flat]
+    if space == "disparity":
+        p_all, r_all, shift = 1.0 / p_all, 1.0 / r_all, True
+    step = -(-n // max_samples)                          # ceil: evenly strided subsample
+    p, r_ = p_all[::step], r_all[::step]
     a, b = p / r_, 1.0 / r_
 
     s, t = _initial(p, r_, shift)
@@ -159,14 +194,252 @@ def fit_depth_scale(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, *, shif
     if not (np.isfinite(s) and s > 0):
         raise ValueError(f"fit_depth_scale: no positive scale fits the overlap (got {s}); "
                          "pred and ref do not describe the same surface")
-    res = s * a + t * b - 1.0
-    inl = np.abs(res) < TUKEY_C * _sigma(res)
+    res = (s * p_all + t) / r_all - 1.0
+    inl = np.abs(res) < TUKEY_C * _sigma(res[::step])
     rms = float(np.sqrt(np.mean(res[inl] ** 2))) if inl.any() else float("inf")
-    return DepthFit(scale=float(s), shift=float(t), inliers=int(inl.sum()), residual=rms, usable=n)
+    return DepthFit(scale=float(s), shift=float(t), inliers=int(inl.sum()), residual=rms, usable=n,
+                    space=space)
 
 
 def apply_depth_fit(pred: np.ndarray, fit: DepthFit) -> np.ndarray:
-    """The aligned depth s · pred + t, same shape and dtype as pred (float)."""
+    """The aligned depth, same shape and dtype as pred (float): s · pred + t, or in disparity
+    1 / (s / pred + t) (+inf where that is not positive: the point would be at or past infinity)."""
     pred = np.asarray(pred)
-    out = fit.scale * pred.astype(np.float64) + fit.shift
+    p = pred.astype(np.float64)
+    if fit.space == "disparity":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = fit.scale / p + fit.shift
+            out = np.where(q > 0, 1.0 / q, np.inf)
+    else:
+        out = fit.scale * p + fit.shift
     return out.astype(pred.dtype if pred.dtype.kind == "f" else np.float64)
+
+
+def bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear samples of image: [H, W] at continuous pixel positions uv: [N, 2] (u right, v
+    down; pixel centres at +½; positions beyond the outer centres take the edge) → [N]."""
+    H, W = image.shape
+    x = np.clip(uv[:, 0] - 0.5, 0.0, W - 1.0)
+    y = np.clip(uv[:, 1] - 0.5, 0.0, H - 1.0)
+    x0 = np.minimum(np.floor(x).astype(np.int64), W - 2) if W > 1 else np.zeros(len(x), np.int64)
+    y0 = np.minimum(np.floor(y).astype(np.int64), H - 2) if H > 1 else np.zeros(len(y), np.int64)
+    fx, fy = x - x0, y - y0
+    x1, y1 = np.minimum(x0 + 1, W - 1), np.minimum(y0 + 1, H - 1)
+    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
+    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+# ---------------------------------------------------------------------------------------------
+# Seam: a screened Poisson fill of the log-depth residual, solved by multigrid on a coarse grid
+
+@dataclass(frozen=True)
+class Seam:
+    """The seam correction of one view: D ← D · exp(correction).
+
+    correction: [H, W] float64 log-depth factor c; used: overlap pixels whose residual entered
+    the solve; sigma: robust std of the residual about c on them; cycles: V-cycles run.
+    """
+
+    correction: np.ndarray
+    used: int
+    sigma: float
+    cycles: int
+
+
+def _neighbour_sum(c: np.ndarray) -> np.ndarray:
+    """Σ over the existing 4-neighbours of each cell of c: [h, w] → [h, w]."""
+    s = np.zeros_like(c)
+    s[1:] += c[:-1]
+    s[:-1] += c[1:]
+    s[:, 1:] += c[:, :-1]
+    s[:, :-1] += c[:, 1:]
+    return s
+
+
+def _degree(h: int, w: int) -> np.ndarray:
+    """How many 4-neighbours each cell of an [h, w] grid has: [h, w]."""
+    return _neighbour_sum(np.ones((h, w)))
+
+
+def _apply(c: np.ndarray, a: np.ndarray, deg: np.ndarray, h2: float) -> np.ndarray:
+    """A c = (deg · c − Σ_neighbours c) / h² + a · c: the screened graph Laplacian (Neumann
+    borders) with cell size h and reaction a: [h, w]."""
+    return (deg * c - _neighbour_sum(c)) / h2 + a * c
+
+
+def _smooth(c: np.ndarray, f: np.ndarray, a: np.ndarray, deg: np.ndarray, h2: float,
+            red: np.ndarray, sweeps: int) -> np.ndarray:
+    """Red-black Gauss–Seidel sweeps on A c = f (updates all cells of one colour at once)."""
+    diag = deg / h2 + a
+    for _ in range(sweeps):
+        for colour in (red, ~red):
+            c = np.where(colour, (f + _neighbour_sum(c) / h2) / diag, c)
+    return c
+
+
+def _restrict(x: np.ndarray) -> np.ndarray:
+    """2×2 cell average: [2h, 2w] → [h, w]."""
+    h, w = x.shape
+    return x.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+
+def _prolong(x: np.ndarray) -> np.ndarray:
+    """Bilinear interpolation between cell centres: [h, w] → [2h, 2w] (edges held)."""
+    p = np.pad(x, 1, mode="edge")
+    rows = np.empty((2 * x.shape[0], x.shape[1] + 2))
+    rows[0::2] = 0.75 * p[1:-1] + 0.25 * p[:-2]
+    rows[1::2] = 0.75 * p[1:-1] + 0.25 * p[2:]
+    out = np.empty((2 * x.shape[0], 2 * x.shape[1]))
+    out[:, 0::2] = 0.75 * rows[:, 1:-1] + 0.25 * rows[:, :-2]
+    out[:, 1::2] = 0.75 * rows[:, 1:-1] + 0.25 * rows[:, 2:]
+    return out
+
+
+def _dense_solve(f: np.ndarray, a: np.ndarray, h2: float) -> np.ndarray:
+    """Exact solution of A c = f on a small grid (the coarsest level)."""
+    h, w = f.shape
+    n = h * w
+    idx = np.arange(n).reshape(h, w)
+    A = np.diag(_degree(h, w).reshape(-1) / h2 + a.reshape(-1))
+    for p, q in ((idx[1:], idx[:-1]), (idx[:, 1:], idx[:, :-1])):
+        A[p.reshape(-1), q.reshape(-1)] = -1.0 / h2
+        A[q.reshape(-1), p.reshape(-1)] = -1.0 / h2
+    return np.linalg.solve(A, f.reshape(-1)).reshape(h, w)
+
+
+def screened_poisson(f: np.ndarray, a: np.ndarray, h: float, *, c0: np.ndarray | None = None,
+                     tol: float = 1e-6, max_cycles: int = 30, sweeps: int = 2
+                     ) -> tuple[np.ndarray, int]:
+    """Solve (−Δ_h + a) c = f on a cell grid by multigrid V-cycles. → (c: [h, w], cycles).
+
+    f, a: [h, w] (a > 0: the reaction/screening term); h: cell size; −Δ_h is the 5-point graph
+    Laplacian / h² with Neumann borders. Levels halve the grid (2×2 averages of a and of the
+    residual, bilinear prolongation, `sweeps` red-black Gauss–Seidel sweeps before and after)
+    down to a few cells solved exactly. Stops when ‖f − A c‖ ≤ tol · ‖f‖.
+    """
+    H0, W0 = f.shape
+    depth = 0
+    while min(H0, W0) >> (depth + 1) >= 4 and (H0 >> depth) % 2 == 0 and (W0 >> depth) % 2 == 0 \
+            and (H0 >> depth) * (W0 >> depth) > 64:
+        depth += 1
+    levels = []                                          # (a, deg, h², red) per level
+    al, hl = a, float(h)
+    for lv in range(depth + 1):
+        hh, ww = al.shape
+        i, j = np.indices((hh, ww))
+        levels.append((al, _degree(hh, ww), hl * hl, (i + j) % 2 == 0))
+        if lv < depth:
+            al, hl = _restrict(al), 2.0 * hl
+
+    def vcycle(lv: int, c: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+        al, deg, h2, red = levels[lv]
+        if lv == depth:
+            return _dense_solve(rhs, al, h2)
+        c = _smooth(c, rhs, al, deg, h2, red, sweeps)
+        r = rhs - _apply(c, al, deg, h2)
+        e = vcycle(lv + 1, np.zeros((r.shape[0] // 2, r.shape[1] // 2)), _restrict(r))
+        c = c + _prolong(e)
+        return _smooth(c, rhs, al, deg, h2, red, sweeps)
+
+    c = np.zeros_like(f) if c0 is None else c0.astype(np.float64).copy()
+    norm = float(np.sqrt(np.sum(f * f)))
+    if norm == 0:
+        return np.zeros_like(f), 0
+    al, deg, h2, _ = levels[0]
+    for cycle in range(1, max_cycles + 1):
+        c = vcycle(0, c, f)
+        r = f - _apply(c, al, deg, h2)
+        if np.sqrt(np.sum(r * r)) <= tol * norm:
+            break
+    return c, cycle
+
+
+def _cell_sums(x: np.ndarray, cell: int, gh: int, gw: int) -> np.ndarray:
+    """Sums of x: [H, W] over cell×cell blocks → [gh, gw] (the image zero-padded at bottom/right)."""
+    H, W = x.shape
+    p = np.zeros((gh * cell, gw * cell))
+    p[:H, :W] = x
+    return p.reshape(gh, cell, gw, cell).sum(axis=(1, 3))
+
+
+def _upsample(C: np.ndarray, cell: int, H: int, W: int) -> np.ndarray:
+    """Bilinear interpolation of cell values C: [gh, gw] (cell centres at (k + ½)·cell) to the
+    pixel centres of an [H, W] image (edges held)."""
+    def axis(n, g):
+        x = np.clip((np.arange(n) + 0.5) / cell - 0.5, 0.0, g - 1.0)
+        x0 = np.floor(x).astype(np.int64)
+        return x0, np.minimum(x0 + 1, g - 1), x - x0
+    y0, y1, fy = axis(H, C.shape[0])
+    x0, x1, fx = axis(W, C.shape[1])
+    rows = C[y0] * (1 - fy)[:, None] + C[y1] * fy[:, None]
+    return rows[:, x0] * (1 - fx) + rows[:, x1] * fx
+
+
+def seam_correction(D: np.ndarray, D_ref: np.ndarray, M: np.ndarray, *, decay: float = 0.15,
+                    smooth: float = 2.0, grid: int = 256, edge_threshold: float = 0.1,
+                    edge_dilate: int = 1, min_pixels: int = 50, tol: float = 1e-5) -> Seam:
+    """The correction c that bends D onto D_ref at the mask border (module docstring, step 2).
+
+    D: [H, W] new z-depth after the global fit, at the same surface points as D_ref (e.g. sampled
+    where the old points project); D_ref: [H, W] z-depth of the existing cloud (+inf where empty);
+    M: [H, W] bool, the overlap. The residual ρ = log(D_ref / D) is measured where M, both depths
+    are finite and > 0, and neither map has a depth edge nearby; then c solves the screened
+    Poisson problem with smoothing ℓ_s = smooth pixels on the overlap and decay
+    ℓ_d = decay · max(H, W) pixels into the hole, on cells of ⌈max(H, W) / grid⌉ pixels.
+    With fewer than min_pixels usable residuals, c = 0.
+    """
+    D = np.asarray(D, dtype=np.float64)
+    D_ref = np.asarray(D_ref, dtype=np.float64)
+    M = np.asarray(M, dtype=bool)
+    if D.ndim != 2 or D_ref.shape != D.shape or M.shape != D.shape:
+        raise ValueError(f"seam_correction: D {D.shape}, D_ref {D_ref.shape} and M {M.shape} must "
+                         "be the same [H, W] shape")
+    for name, v, lo in (("decay", decay, 0.0), ("smooth", smooth, 0.0), ("grid", grid, 1)):
+        if not (np.isfinite(v) and v > lo):
+            raise ValueError(f"{name}: must be a finite number > {lo}, got {v}")
+    H, W = D.shape
+    with np.errstate(invalid="ignore", divide="ignore"):
+        use = M & np.isfinite(D) & np.isfinite(D_ref) & (D > 0) & (D_ref > 0)
+        use &= ~depth_edges(np.where(M, D_ref, np.inf), edge_threshold, edge_dilate)
+        use &= ~depth_edges(D, edge_threshold, edge_dilate)
+        rho = np.where(use, np.log(np.where(use, D_ref, 1.0) / np.where(use, D, 1.0)), 0.0)
+    if use.sum() < min_pixels:
+        return Seam(np.zeros((H, W)), 0, 0.0, 0)
+
+    # Cells of `cell` pixels, the grid padded to a multiple of 16 cells (no data: screened).
+    cell = max(1, -(-max(H, W) // int(grid)))
+    gh, gw = -(-H // cell), -(-W // cell)
+    ph, pw = -(-gh // 16) * 16, -(-gw // 16) * 16
+    kappa, mu = 1.0 / smooth ** 2, 1.0 / (decay * max(H, W)) ** 2
+    area = float(cell * cell)
+
+    def solve(data: np.ndarray, c0):
+        """Cell problem for the residuals at the pixels `data`: (−Δ + κ·ω + μ·(1 − ω)) c = κ·ω·ρ̄,
+        ω = fraction of the cell's pixels with data, ρ̄ their mean residual."""
+        n = np.zeros((ph, pw))
+        sr = np.zeros((ph, pw))
+        n[:gh, :gw] = _cell_sums(data.astype(np.float64), cell, gh, gw)
+        sr[:gh, :gw] = _cell_sums(np.where(data, rho, 0.0), cell, gh, gw)
+        omega = n / area
+        return screened_poisson(kappa * sr / area, kappa * omega + mu * (1.0 - omega), cell,
+                                c0=c0, tol=tol)
+
+    # Pass 1: all usable residuals, outliers cut about their median; pass 2: cut about c.
+    r = rho[use]
+    med = float(np.median(r))
+    data = use & (np.abs(rho - med) <= TUKEY_C * _sigma(r - med))
+    C, cycles = solve(data, None)
+    c = _upsample(C[:gh, :gw], cell, H, W)
+    dev = (rho - c)[use]
+    sigma = _sigma(dev)
+    data = use & (np.abs(rho - c) <= TUKEY_C * sigma)
+    C, more = solve(data, C)
+    c = _upsample(C[:gh, :gw], cell, H, W)
+    return Seam(correction=c, used=int(data.sum()), sigma=float(_sigma((rho - c)[data])),
+                cycles=cycles + more)
+
+
+def apply_seam(D: np.ndarray, seam: Seam) -> np.ndarray:
+    """D · exp(c): the new depth moved along its rays to meet the old surface, float64 [H, W]."""
+    return np.asarray(D, dtype=np.float64) * np.exp(seam.correction)

@@ -1,9 +1,11 @@
 """The ``zoomscape`` command: serve, generate, models, discover.
 
     zoomscape serve [--host 127.0.0.1] [--port 8765] [--data-dir DIR] [--lan] [--token T]
-                    [--engine procedural|diffusers] [--no-zeroconf]
+                    [--engine procedural|diffusers] [--no-zeroconf] [--model-dir DIR]
+                    [--text2img-model ID] [--inpaint-model ID] [--depth-model ID]
+                    [--device D] [--steps N] [--cpu-offload] [--attention-slicing]
     zoomscape generate REQUEST.json --out DIR
-    zoomscape models list | pull [ENGINE]
+    zoomscape models list [--json] | pull [--engine diffusers]   (+ --model-dir, --text2img-model, ...)
     zoomscape discover [--timeout 3] [--json]
 
 Exit codes: 0 success, 1 the work failed (or a server could not start), 2 bad input (usage,
@@ -54,6 +56,7 @@ def cmd_serve(args) -> int:
         token = secrets.token_urlsafe(24)
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
+    _engine_env_from_flags(args)
 
     store = JobStore(data_dir)
     try:
@@ -101,6 +104,20 @@ def cmd_serve(args) -> int:
         store.stop()
     print("zoomscape: stopped", flush=True)
     return 0 if server.started else 1
+
+
+def _engine_env_from_flags(args) -> None:
+    """Serve's model/device flags → the environment the diffusers engine reads (models.py and
+    engines/diffusers.py), so every engine the job store builds uses them."""
+    env = {"ZOOMSCAPE_MODEL_DIR": getattr(args, "model_dir", None),
+           "ZOOMSCAPE_DEVICE": getattr(args, "device", None),
+           "ZOOMSCAPE_STEPS": str(args.steps) if getattr(args, "steps", None) else None,
+           "ZOOMSCAPE_CPU_OFFLOAD": "1" if getattr(args, "cpu_offload", False) else None,
+           "ZOOMSCAPE_ATTENTION_SLICING": "1" if getattr(args, "attention_slicing", False) else None}
+    env.update({f"ZOOMSCAPE_{role.upper()}_MODEL": value for role, value in _model_overrides(args).items()})
+    for key, value in env.items():
+        if value:
+            os.environ[key] = value
 
 
 # ------------------------------------------------------------------------------------- generate
@@ -167,38 +184,73 @@ def cmd_generate(args) -> int:
 
 # --------------------------------------------------------------------------------------- models
 
+def _model_overrides(args) -> dict:
+    """{role: id} from the --text2img-model / --inpaint-model / --depth-model flags that were given."""
+    return {role: getattr(args, f"{role}_model") for role in ("text2img", "inpaint", "depth")
+            if getattr(args, f"{role}_model", None)}
+
+
 def cmd_models(args) -> int:
-    from zoomscape import engines
+    from zoomscape import models
     from zoomscape.server import engine_names
 
+    overrides = _model_overrides(args)
     if args.action == "list":
+        try:
+            locations = models.locate_all(overrides, local_dir=args.model_dir)
+        except models.ModelSettingsError as exc:
+            _err(str(exc))
+            return 2
+        missing = [loc for loc in locations.values() if not loc.available]
+        if args.json:
+            print(json.dumps({"procedural": {"available": True, "models": []},
+                              "diffusers": {"available": not missing,
+                                            "models": [loc.as_dict() for loc in locations.values()]}},
+                             indent=1))
+            return 0
         for name in engine_names():
-            try:
-                engine = engines.get_engine(name)
-            except engines.EngineUnavailable as exc:
-                print(f"{name}: not available: {exc}")
-                continue
-            print(f"{name}: available on {engine.device}")
-            models = list(engine.models)
-            for m in models:
-                print(f"  - {json.dumps(m) if not isinstance(m, str) else m}")
-            if not models:
+            if name == "procedural":
+                print("procedural: available on cpu")
                 print("  (no model weights needed)")
+            elif name == "diffusers":
+                print("diffusers: available" if not missing else
+                      f"diffusers: not available: {len(missing)} of {len(locations)} models missing "
+                      f"(fetch them with `{models.PULL_COMMAND}`)")
+                for loc in locations.values():
+                    where = f"{loc.source}: {loc.path}" if loc.available else f"missing: {loc.problem}"
+                    print(f"  - {loc.role}: {loc.model_id}  [{where}]")
+            else:
+                print(f"{name}: unknown to this command")
         return 0
-    name = args.engine
+
+    name = args.engine_flag or args.engine
     if name not in engine_names():
         _err(f"engine: unknown engine {name!r} (known: {', '.join(engine_names())})")
         return 2
-    try:
-        engines.get_engine(name)
-    except engines.EngineUnavailable as exc:
-        _err(f"{name}: not available, nothing downloaded: {exc}")
-        return 1
     if name == "procedural":
         print("procedural: nothing to download (a built-in analytic world, no model weights)")
         return 0
-    _err(f"{name}: downloading models is not supported yet in this version")
-    return 1
+    try:
+        models.pull(overrides, local_dir=args.model_dir, log=lambda line: print(line, flush=True))
+    except models.ModelSettingsError as exc:
+        _err(str(exc))
+        return 2
+    except models.PullError as exc:
+        _err(f"{name}: models not available, download failed: {exc}")
+        return 1
+    print(f"{name}: all models available", flush=True)
+    return 0
+
+
+def _add_model_flags(parser) -> None:
+    """--model-dir and one flag per model role (overriding the environment and the defaults)."""
+    parser.add_argument("--model-dir", help="folder of local model copies (DIR/<owner>/<name> or DIR/<name>); "
+                                            "default $ZOOMSCAPE_MODEL_DIR")
+    for role, what in (("text2img", "text-to-image pipeline"), ("inpaint", "inpainting pipeline"),
+                       ("depth", "depth model")):
+        parser.add_argument(f"--{role}-model", dest=f"{role}_model",
+                            help=f"{what}: a Hugging Face repo id or a local folder "
+                                 f"(default $ZOOMSCAPE_{role.upper()}_MODEL or the built-in default)")
 
 
 # ------------------------------------------------------------------------------------- discover
@@ -236,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", default="procedural", choices=["procedural", "diffusers"])
     s.add_argument("--no-zeroconf", action="store_true", help="do not advertise the service")
     s.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    _add_model_flags(s)
+    s.add_argument("--device", help="diffusers engine device: cuda, cuda:N, mps or cpu (default: the best available)")
+    s.add_argument("--steps", type=int, help="diffusers engine denoising steps (default $ZOOMSCAPE_STEPS or 50)")
+    s.add_argument("--cpu-offload", action="store_true", help="diffusers engine: model CPU offload (8 GB cards)")
+    s.add_argument("--attention-slicing", action="store_true", help="diffusers engine: attention slicing")
     s.set_defaults(func=cmd_serve)
 
     g = sub.add_parser("generate", help="run one request without a server")
@@ -245,9 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list engines and their models, or fetch them")
     msub = m.add_subparsers(dest="action", required=True)
-    msub.add_parser("list", help="engines, their models and whether they are available")
-    pull = msub.add_parser("pull", help="download an engine's models")
+    lst = msub.add_parser("list", help="each model id, where it would load from and whether it is available")
+    lst.add_argument("--json", action="store_true", help="print the list as JSON")
+    _add_model_flags(lst)
+    pull = msub.add_parser("pull", help="download an engine's models to the Hugging Face cache (needs internet)")
     pull.add_argument("engine", nargs="?", default="procedural")
+    pull.add_argument("--engine", dest="engine_flag", choices=["procedural", "diffusers"],
+                      help="the engine whose models to fetch (same as the positional ENGINE)")
+    _add_model_flags(pull)
     m.set_defaults(func=cmd_models)
 
     d = sub.add_parser("discover", help="list backends advertised with zeroconf")

@@ -8,21 +8,28 @@ the code Î_i, D̂_i, D̃_i, P̂_i are spelled I_hat_i, D_hat_i, D_tilde_i, P_ha
         Î_i, M_i, D̃_i = φ3→2(P_{i−1}, K_i, c2w_i)          image, covered mask, z-buffer depth
         I_i = S(Î_i, ¬M_i, prompt)                          paint the holes only
         D̂_i = D(I_i)                                        depth up to an unknown scale/shift
-        d_i = argmin_{s,t} Σ_{M_i} ρ((s·D̂_i + t − D̃_i) / D̃_i)   robust fit (align.py)
-        D_i = d_i(D̂_i) = s_i·D̂_i + t_i
+        d_i = argmin_{s,t} Σ_{M_i} ρ((s·D̂_i + t − D̃_i) / D̃_i)   robust global fit (align.py)
+        c_i = screened Poisson fill of log(D̃_i / d_i(D̂_i)) from M_i into ¬M_i   seam (align.py)
+        D_i = d_i(D̂_i) · exp(c_i)                           new points meet the old surface
         P̂_i = φ2→3([I_i, D_i | ¬M_i ∧ kept], K_i, c2w_i)    new points from hole pixels only
         P_i = P_{i−1} ∪ P̂_i
 
-(The paper fits d_i by gradient descent on the L1 distance of the lifted overlap to P_{i−1};
-here the same objective is minimised robustly in closed form.) View 0 sets the world's scale.
-A hole pixel is kept when its new point
+(The paper fits d_i by gradient descent on the L1 distance of the lifted overlap to P_{i−1} and
+bends the seam with a linear interpolation pinned to zero at the image corners; here the fit is
+robust and closed-form, and the seam correction decays away from the seam.) On the overlap, D̂_i
+is read where each covered pixel's old point projects (not at the pixel centre), so the pairs
+compare the same surface point even on steep, grazing surfaces. View 0 sets the world's scale,
+or, given the user's own RGB-D render (init = I_0, D_0, M_0), view 0 paints only ¬M_0 and its
+estimated depth is fitted and seamed to D_0 like any later view, so the world stays in the
+user's coordinates and scale. A hole pixel is kept when its new point
 - lies in front of its camera (D_i > 0),
 - is not seen through a crack: where the pixels on both sides of it are covered, it must not lie
   behind the farther of them (a gap between splats, not a view past the surface),
 - is not in the free space of an earlier view j: an earlier camera saw its observed surface O_j
   there, so nothing can stand in front of it (z_j < (1 − tol)·min₃ₓ₃ O_j drops the point).
 If a view has too little overlap to fit (align raises ValueError), d_i falls back to d_{i−1}
-and the view reports fallback=True.
+and the view reports fallback=True. The engine's depth_space attribute ("depth" for metric
+models, the default; "disparity" for relative inverse-depth models) picks the fit's space.
 """
 from __future__ import annotations
 
@@ -31,8 +38,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .align import DepthFit, apply_depth_fit, fit_depth_scale
-from .cameras import Camera, pixel_grid, world_to_pixels
+from .align import DepthFit, apply_depth_fit, apply_seam, bilinear, fit_depth_scale, seam_correction
+from .cameras import Camera, world_to_pixels
+from .engines.base import check_image
 from .pointcloud import PointCloud, merge, project, unproject
 
 Progress = Callable[[str, int, int, str], None]
@@ -47,10 +55,12 @@ class DreamResult:
     """What dream() grew.
 
     cloud: P_{N−1}; views: one dict per camera {camera, new_points, scale, shift, overlap,
-    fallback, dropped_crack, dropped_free_space}; source: [len(cloud)] index of the view each
-    point came from; masks: per view M_i [H, W] bool (covered before painting; view 0 all False);
-    observed: per view the depth the camera saw [H, W] (D̃_i where covered, D_i where a new point
-    was kept, +inf elsewhere).
+    fallback, seam_used, seam_max, dropped_crack, dropped_free_space} (seam_used: overlap pixels
+    that measured the seam residual; seam_max: largest |c_i| over the new points, a log-depth
+    factor); source: [len(cloud)] index of the view each point came from; masks: per view M_i
+    [H, W] bool (covered before painting; view 0: all False, or init's known depth); observed:
+    per view the depth the camera saw [H, W] (D̃_i where covered, D_i where a new point was
+    kept, +inf elsewhere).
     """
 
     cloud: PointCloud
@@ -115,11 +125,46 @@ def _pixel_of_points(cam: Camera, mask: np.ndarray) -> np.ndarray:
     return np.flatnonzero(mask.reshape(-1))
 
 
+def depth_at_points(D: np.ndarray, cloud: PointCloud, index: np.ndarray, cam: Camera) -> np.ndarray:
+    """D: [H, W] read where the point winning each pixel projects: [H, W] (+inf where index < 0).
+
+    index: [H, W] Projection.index of cloud in cam. A splat covers pixels whose centres are up
+    to a pixel from its point, so on a steep surface the pixel centre and the point see different
+    depths; bilinear D at the point's own (u, v) pairs the same surface point with its z.
+    """
+    out = np.full(index.shape, np.inf)
+    covered = index >= 0
+    uv, _ = world_to_pixels(cam, cloud.xyz[index[covered]])
+    out[covered] = bilinear(np.asarray(D, dtype=np.float64), uv)
+    return out
+
+
+def check_init(init, cam: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """init = (I_0 [H, W, 3] image, D_0 [H, W] metric z-depth (+inf/NaN where none), M_0 [H, W]
+    bool known pixels) for cam → (image float32, depth float64, known bool), or ValueError
+    naming the field and the expected shape."""
+    if not (isinstance(init, (tuple, list)) and len(init) == 3):
+        raise ValueError("init: must be a tuple (image [H, W, 3], depth [H, W], known [H, W] bool)")
+    image = check_image(init[0], cam, "init image")
+    depth = np.asarray(init[1], dtype=np.float64)
+    known = np.asarray(init[2])
+    for field, a in (("init depth", depth), ("init known", known)):
+        if a.shape != (cam.height, cam.width):
+            raise ValueError(f"{field}: shape {a.shape} does not match camera '{cam.name}', "
+                             f"expected {(cam.height, cam.width)}")
+    if known.dtype != bool:
+        raise ValueError(f"init known: must be a boolean mask (True = known pixel), got {known.dtype}")
+    return image, depth, known
+
+
 def dream(cams: list[Camera], prompt: str, engine, seed: int,
           progress: Optional[Progress] = None, should_cancel: Optional[Callable[[], bool]] = None,
-          *, crack_tol: float = 0.03, free_space_tol: float = 0.03) -> DreamResult:
+          *, crack_tol: float = 0.03, free_space_tol: float = 0.03, init=None) -> DreamResult:
     """Algorithm 1 over cams in order. engine: an engines.base.Engine. → DreamResult.
 
+    init: None, or (I_0, D_0, M_0) for cams[0] (check_init): the user's image [H, W, 3], metric
+    z-depth [H, W] (+inf/NaN where none) and known pixels [H, W] bool. View 0 then paints only
+    ¬M_0 and keeps D_0 wherever M_0 has a finite depth.
     progress("dream", step, total, message) after each view (step = views done, total = N);
     should_cancel() is polled before each view and raises JobCancelled when True.
     """
@@ -127,26 +172,62 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         raise ValueError("cameras: need at least one camera to dream")
     N = len(cams)
     report = progress or (lambda *a: None)
+    space = getattr(engine, "depth_space", "depth")
+    if init is not None:
+        init = check_init(init, cams[0])
 
     def check_cancel():
         if should_cancel is not None and should_cancel():
             raise JobCancelled("cancelled during dream")
 
-    # View 0: text-to-image, its depth sets the world's scale (d_0 = identity).
+    def align(D_hat, D_hat_at, D_ref, M, d_prev):
+        """d(D̂) · exp(c): the global fit, then the seam. → (D, d, seam, fallback, note)."""
+        try:
+            d = fit_depth_scale(D_hat_at, D_ref, M, space=space)
+        except ValueError as exc:
+            return (apply_depth_fit(D_hat, d_prev), d_prev, None, True,
+                    f"; too little overlap to fit depth ({exc}), reusing the previous scale")
+        seam = seam_correction(apply_depth_fit(D_hat_at, d), D_ref, M)
+        return apply_seam(apply_depth_fit(D_hat, d), seam), d, seam, False, ""
+
+    def view_report(cam, n_new, d, seam, fallback, overlap, kept, crack=0, free=0):
+        c = seam.correction[kept] if seam is not None and kept.any() else np.zeros(1)
+        return {"camera": cam.name, "new_points": n_new, "scale": float(d.scale),
+                "shift": float(d.shift), "overlap": overlap, "fallback": fallback,
+                "seam_used": seam.used if seam is not None else 0,
+                "seam_max": float(np.abs(c).max()), "dropped_crack": int(crack),
+                "dropped_free_space": int(free)}
+
+    # View 0: text-to-image, its depth sets the world's scale (d_0 = identity); or the user's
+    # RGB-D: paint the unknown pixels, fit their depth to D_0 on the known ones, keep D_0 there.
     check_cancel()
     cam = cams[0]
     H, W = cam.height, cam.width
-    I_0 = engine.inpaint(np.zeros((H, W, 3), np.float32), np.ones((H, W), bool), prompt, cam, seed)
-    D_0 = np.asarray(engine.estimate_depth(I_0, cam), dtype=np.float64)
+    d_prev = DepthFit(scale=1.0, shift=0.0, inliers=0, residual=0.0, space=space)
+    seam, fallback, note = None, False, ""
+    if init is None:
+        M_0 = np.zeros((H, W), bool)
+        I_0 = engine.inpaint(np.zeros((H, W, 3), np.float32), np.ones((H, W), bool), prompt, cam,
+                             seed)
+        D_0 = np.asarray(engine.estimate_depth(I_0, cam), dtype=np.float64)
+    else:
+        I_user, D_user, known = init
+        with np.errstate(invalid="ignore"):
+            M_0 = known & np.isfinite(D_user) & (D_user > 0)
+        I_0 = engine.inpaint(I_user, ~known, prompt, cam, seed) if not known.all() else I_user
+        D_0 = np.where(M_0, D_user, np.inf)
+        if not M_0.all():
+            D_hat_0 = np.asarray(engine.estimate_depth(I_0, cam), dtype=np.float64)
+            D_fit, d_prev, seam, fallback, note = align(D_hat_0, D_hat_0, D_0, M_0, d_prev)
+            D_0 = np.where(M_0, D_user, D_fit)
     P = unproject(cam, I_0, D_0)
-    kept0 = np.isfinite(D_0) & (D_0 > 0)
+    with np.errstate(invalid="ignore"):
+        kept0 = np.isfinite(D_0) & (D_0 > 0)
     source = [np.zeros(len(P), np.int32)]
-    masks = [np.zeros((H, W), bool)]
+    masks = [M_0]
     observed = [np.where(kept0, D_0, np.inf)]
-    views = [{"camera": cam.name, "new_points": len(P), "scale": 1.0, "shift": 0.0,
-              "overlap": 0.0, "fallback": False, "dropped_crack": 0, "dropped_free_space": 0}]
-    d_prev = DepthFit(scale=1.0, shift=0.0, inliers=0, residual=0.0)
-    report("dream", 1, N, f"view 1/{N} '{cam.name}': {len(P)} points")
+    views = [view_report(cam, len(P), d_prev, seam, fallback, float(M_0.mean()), kept0 & ~M_0)]
+    report("dream", 1, N, f"view 1/{N} '{cam.name}': {len(P)} points{note}")
 
     for i in range(1, N):
         check_cancel()
@@ -159,13 +240,9 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         I_i = engine.inpaint(I_hat_i, ~M_i, prompt, cam, seed)
         D_hat_i = np.asarray(engine.estimate_depth(I_i, cam), dtype=np.float64)
 
-        fallback, note = False, ""
-        try:
-            d_i = fit_depth_scale(D_hat_i, D_tilde_i, M_i)
-        except ValueError as exc:
-            d_i, fallback = d_prev, True
-            note = f"; too little overlap to fit depth ({exc}), reusing the previous scale"
-        D_i = apply_depth_fit(D_hat_i, d_i)
+        # d_i: robust global fit on the overlap, then c_i: the seam; D_i = d_i(D̂_i) · exp(c_i)
+        D_hat_at_i = depth_at_points(D_hat_i, P, proj.index, cam)
+        D_i, d_i, seam_i, fallback, note = align(D_hat_i, D_hat_at_i, D_tilde_i, M_i, d_prev)
 
         with np.errstate(invalid="ignore"):
             hole = ~M_i & np.isfinite(D_i) & (D_i > 0)
@@ -184,9 +261,8 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         source.append(np.full(len(P_hat_i), i, np.int32))
         masks.append(M_i)
         observed.append(np.where(M_i, D_tilde_i, np.where(kept, D_i, np.inf)))
-        views.append({"camera": cam.name, "new_points": len(P_hat_i), "scale": float(d_i.scale),
-                      "shift": float(d_i.shift), "overlap": overlap, "fallback": fallback,
-                      "dropped_crack": int(crack.sum()), "dropped_free_space": int(free.sum())})
+        views.append(view_report(cam, len(P_hat_i), d_i, seam_i, fallback, overlap, kept,
+                                 crack.sum(), free.sum()))
         d_prev = d_i
         report("dream", i + 1, N, f"view {i + 1}/{N} '{cam.name}': overlap {overlap:.0%}, "
                                   f"scale {d_i.scale:.3f}, {len(P_hat_i)} new points{note}")

@@ -5,17 +5,22 @@ rule here, and every rule turns into an error of the form ``"cameras[0].width: m
 the field path first, then what is wrong and the limit. The HTTP server (422) and ``zoomscape generate``
 (exit code 2) both report errors through :func:`field_errors`.
 
-Requests: :class:`JobRequest` (:class:`CameraIn`, :class:`Zoom`, :class:`ZoomLevel`).
+Requests: :class:`JobRequest` (:class:`CameraIn`, :class:`Zoom`, :class:`ZoomLevel`, :class:`InitRGBD`,
+:class:`ModelChoice`).
 Responses: :class:`JobStatus`, :class:`JobList`, :class:`Health`, :class:`FileList` (:class:`FileEntry`),
 :class:`ErrorBody`.
 """
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError,
+                      field_validator, model_serializer, model_validator)
 from pydantic_core import PydanticCustomError
+
+from .init_view import InitRGBDError, decode_base64, decode_depth, decode_rgb_png
 
 ENGINE_NAMES = ("procedural", "diffusers")
 MAX_CAMERAS = 64
@@ -27,6 +32,23 @@ MAX_LEVELS = 16
 RIGID_TOLERANCE = 1e-4
 SEED_LIMIT = 2**32
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+MAX_MODEL_CHARS = 500
+MODEL_ROLES = ("text2img", "inpaint", "depth")
+
+
+def _base64_chars(n_bytes: int) -> int:
+    return 4 * math.ceil(n_bytes / 3)
+
+
+# init_rgbd sizes at the largest view (2048 × 2048). The depth is exactly W·H float32. The PNG's bound
+# is an incompressible 8-bit RGBA image stored without compression (filter byte per row, zlib's 5-byte
+# header per 64 KiB block, chunk headers) plus 1 MiB of slack for ancillary chunks.
+MAX_DEPTH_CHARS = _base64_chars(4 * MAX_RESOLUTION * MAX_RESOLUTION)
+MAX_RGB_PNG_CHARS = _base64_chars(MAX_RESOLUTION * (1 + 4 * MAX_RESOLUTION) * 65541 // 65536 + (1 << 20))
+# The largest request body the API has to accept: a full-size init_rgbd (~45 MB of base64 in the worst
+# case; a typical 2048² render is ~25 MB) plus 64 cameras and 17 prompts of 1999 characters each
+# JSON-escaped (≤ 12 bytes a character). A server should refuse longer bodies with 413 before reading.
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Row4 = Annotated[list[FiniteFloat], Field(min_length=4, max_length=4)]
@@ -108,6 +130,42 @@ class Zoom(_Strict):
     anchor: Optional[Annotated[list[FiniteFloat], Field(min_length=3, max_length=3)]] = None
 
 
+class InitRGBD(_Strict):
+    """The user's own render of the first camera (LucidDreamer's RGB-D input), see init_view.py.
+
+    rgb_png: base64 8-bit PNG (sRGB, display-referred), width × height pixels;
+    depth: base64 of width·height little-endian float32 z-depths in metres, row-major from the top
+    row, +inf or 0 where nothing (background); at least init_view.MIN_KNOWN_PIXELS known.
+    """
+
+    camera: Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+    width: Resolution
+    height: Resolution
+    rgb_png: Annotated[str, Field(min_length=1, max_length=MAX_RGB_PNG_CHARS)]
+    depth: Annotated[str, Field(min_length=1, max_length=MAX_DEPTH_CHARS)]
+
+    @model_validator(mode="after")
+    def _decodes(self) -> "InitRGBD":
+        try:
+            decode_rgb_png(decode_base64(self.rgb_png, "rgb_png"), self.width, self.height)
+            decode_depth(decode_base64(self.depth, "depth"), self.width, self.height)
+        except InitRGBDError as exc:
+            raise _field_error(exc.field, exc.message) from None
+        return self
+
+
+ModelId = Annotated[Optional[str], Field(max_length=MAX_MODEL_CHARS)]
+
+
+class ModelChoice(_Strict):
+    """Which weights the diffusers engine uses per role: a Hub model id or a folder on the server.
+    None or blank = the server's default (models.py: settings > environment > defaults)."""
+
+    text2img: ModelId = None
+    inpaint: ModelId = None
+    depth: ModelId = None
+
+
 class JobRequest(_Strict):
     """A whole job: everything the backend needs, nothing it has to ask back for."""
 
@@ -116,7 +174,8 @@ class JobRequest(_Strict):
     scene_prompt: Prompt
     cameras: Annotated[list[CameraIn], Field(min_length=1, max_length=MAX_CAMERAS)]
     zoom: Zoom
-    init_rgbd: Any = None
+    init_rgbd: Optional[InitRGBD] = None
+    models: Optional[ModelChoice] = None
 
     _blank = field_validator("scene_prompt")(_not_blank)
 
@@ -131,13 +190,6 @@ class JobRequest(_Strict):
             first[cam.name] = i
         return cameras
 
-    @field_validator("init_rgbd")
-    @classmethod
-    def _no_init_rgbd(cls, value: Any) -> None:
-        if value is not None:
-            raise _field_error("", "not supported yet: must be null")
-        return None
-
     @model_validator(mode="after")
     def _zoom_camera_exists(self) -> "JobRequest":
         names = [c.name for c in self.cameras]
@@ -145,6 +197,28 @@ class JobRequest(_Strict):
             shown = ", ".join(repr(n) for n in names[:8]) + (", …" if len(names) > 8 else "")
             raise _field_error("zoom.camera", f"{self.zoom.camera!r} is not one of the cameras ({shown})")
         return self
+
+    @model_validator(mode="after")
+    def _init_rgbd_is_the_first_view(self) -> "JobRequest":
+        init, first = self.init_rgbd, self.cameras[0]
+        if init is None:
+            return self
+        if init.camera != first.name:
+            raise _field_error("init_rgbd.camera", f"{init.camera!r} must be the first camera "
+                               f"(cameras[0].name = {first.name!r}): the render is the first view")
+        for axis in ("width", "height"):
+            if getattr(init, axis) != getattr(first, axis):
+                raise _field_error(f"init_rgbd.{axis}", f"{getattr(init, axis)} must equal cameras[0].{axis} "
+                                   f"= {getattr(first, axis)} (render at the camera's resolution)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_models(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """Requests without "models" dump without it (stored jobs stay as they were sent)."""
+        data = handler(self)
+        if data.get("models") is None:
+            data.pop("models", None)
+        return data
 
 
 # ----------------------------------------------------------------------------------- responses

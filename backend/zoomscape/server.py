@@ -20,7 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zoomscape import __version__
 from zoomscape.jobs import JobFinished, JobNotFound, JobStore
-from zoomscape.schema import FileList, Health, JobList, JobRequest, JobStatus, field_errors
+from zoomscape.schema import (MAX_REQUEST_BYTES, FileList, Health, JobList, JobRequest, JobStatus,
+                              field_errors)
 
 log = logging.getLogger("zoomscape.server")
 
@@ -38,6 +39,49 @@ class ApiError(Exception):
 def error_response(status: int, error: str, detail: Optional[list] = None,
                    headers: Optional[dict] = None) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail or []}, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over max_bytes with 413, before the app parses them.
+
+    Checks Content-Length up front; a body sent without one (chunked) is read up to the limit
+    first and then handed to the app as it came.
+    """
+
+    def __init__(self, app, max_bytes: int = MAX_REQUEST_BYTES):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def _too_large(self, scope, receive, send):
+        mib = self.max_bytes / 2 ** 20
+        response = error_response(413, f"body: the request is larger than the limit of {mib:g} MiB "
+                                       "(an init_rgbd render counts: send a smaller resolution)")
+        await response(scope, receive, send)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > self.max_bytes:
+                return await self._too_large(scope, receive, send)
+            return await self.app(scope, receive, send)
+        messages, seen = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                return await self._too_large(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+        replay = iter(messages)
+
+        async def replayed():
+            return next(replay, None) or await receive()
+
+        await self.app(scope, replayed, send)
 
 
 def engine_names() -> list[str]:
@@ -91,6 +135,7 @@ def create_app(store: JobStore, engine_name: str, token: Optional[str] = None, *
 
     app = FastAPI(title="Zoomscape backend", version=__version__, lifespan=lifespan)
     app.state.store, app.state.token = store, token
+    app.add_middleware(BodyLimit)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):

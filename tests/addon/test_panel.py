@@ -22,6 +22,8 @@ class RecordingLayout:
 
     def prop(self, data, name, **kw):
         assert name in data.bl_rna.properties, f"{type(data).__name__} has no property {name!r}"
+        if name == "token":  # the token must come from the extension's preferences, never the scene
+            assert isinstance(data, bpy.types.AddonPreferences), type(data).__name__
         self.log.append(("prop", (name,), kw))
 
     def operator(self, idname, **kw):
@@ -70,3 +72,21 @@ def test_panel_draws(zs, state):
     if state == "done":
         assert progress == [{"factor": 1.0, "type": "BAR", "text": "done: imported"}]
         assert "camera_collection" in props_drawn and "Job abc" in labels
+
+
+def test_token_is_drawn_from_the_preferences_and_models_for_diffusers_only(zs):
+    props = bpy.context.scene.zoomscape
+    log = draw(zs)
+    drawn = [a[0] for name, a, kw in log if name == "prop"]
+    assert "token" in drawn and "use_scene_rgbd" in drawn
+    assert not {"text2img_model", "inpaint_model", "depth_model"} & set(drawn)
+
+    zs.properties.set_server_models(props, [{"role": "inpaint", "model_id": "org/inpaint-x", "available": True}])
+    props.engine = "diffusers"
+    props.depth_model = "/srv/my-depth"
+    log = draw(zs)
+    drawn = [a[0] for name, a, kw in log if name == "prop"]
+    assert {"text2img_model", "inpaint_model", "depth_model"} <= set(drawn)
+    labels = [kw.get("text", "") for name, a, kw in log if name == "label"]
+    assert "server default: org/inpaint-x" in labels  # blank inpaint → what the server will use
+    assert not any("server default" in t and "depth" in t for t in labels)

@@ -1,5 +1,7 @@
 """Scene → request: intrinsics agree with Blender's world_to_camera_view through the backend's
 cameras.py; cameras are gathered and validated with clear errors."""
+import base64
+
 import numpy as np
 import pytest
 
@@ -41,7 +43,7 @@ def test_request_intrinsics_match_world_to_camera_view(zs, backend_cameras, case
     assert (wire["width"], wire["height"]) == (W, H)
     camera = backend_cameras.from_wire(wire)
 
-    rng = np.random.default_rng(hash(case) % 2**32)
+    rng = np.random.default_rng(CASES.index(case))  # deterministic (hash() of str is salted per run)
     ndc = np.column_stack([rng.uniform(0.02, 0.98, 50), rng.uniform(0.02, 0.98, 50)])
     depth = rng.uniform(0.5, 30.0, 50)
     # random visible points: unproject Blender's own view frame at random depths
@@ -140,3 +142,111 @@ def test_non_perspective_and_empty_prompts_are_rejected(zs):
     props.scene_prompt = ""
     with pytest.raises(zs.scene_io.SceneError, match="scene_prompt"):
         zs.scene_io.build_request(scene, bpy.context, props)
+
+
+def test_models_are_sent_for_diffusers_only_and_blank_means_server_default(zs):
+    scene, props, cams = make_scene(zs)
+    scene.camera = cams[1]
+    props.text2img_model, props.depth_model = "  my/sd-model ", "/srv/depth"
+    req = zs.scene_io.build_request(scene, bpy.context, props)
+    assert "models" not in req  # procedural engine: no model choice
+    props.engine = "diffusers"
+    req = zs.scene_io.build_request(scene, bpy.context, props)
+    assert req["models"] == {"text2img": "my/sd-model", "depth": "/srv/depth"}
+    props.text2img_model = props.depth_model = ""
+    assert "models" not in zs.scene_io.build_request(scene, bpy.context, props)
+
+
+def test_connect_offers_the_servers_models(zs):
+    props = bpy.context.scene.zoomscape
+    health_models = [  # ModelLocation.as_dict() and the diffusers engine's {"name", "role", "status"}; noise
+        {"role": "text2img", "model_id": "stable-diffusion-v1-5/stable-diffusion-v1-5", "available": True},
+        {"role": "inpaint", "model_id": "stable-diffusion-v1-5/stable-diffusion-inpainting", "available": False},
+        {"name": "depth-anything/Depth-Anything-V2-Metric-Outdoor-Large-hf", "role": "depth", "status": "loaded"},
+        {"name": "procedural-world", "role": "inpaint+depth", "status": "builtin"}, "junk"]
+    zs.properties.set_server_models(props, health_models)
+    assert [(m.role, m.name, m.available) for m in props.server_models] == [
+        ("text2img", "stable-diffusion-v1-5/stable-diffusion-v1-5", True),
+        ("inpaint", "stable-diffusion-v1-5/stable-diffusion-inpainting", False),
+        ("depth", "depth-anything/Depth-Anything-V2-Metric-Outdoor-Large-hf", True)]
+    assert zs.properties.server_default(props, "inpaint") == "stable-diffusion-v1-5/stable-diffusion-inpainting"
+    search = zs.properties._model_search("depth")
+    assert [s for s, _ in search(props, bpy.context, "anything")] == [
+        "depth-anything/Depth-Anything-V2-Metric-Outdoor-Large-hf"]
+    assert list(search(props, bpy.context, "stable")) == []  # only the role's own models
+
+
+def test_start_from_my_scene_renders_the_zoom_camera_first(zs):
+    scene, props, cams = make_scene(zs)
+    scene.render.resolution_y = 64
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples = 1
+    bpy.ops.mesh.primitive_cube_add(size=2.0, location=(0.5, 0.0, 1.0))  # in front of every camera
+    for o in scene.objects:
+        o.select_set(o.type == "CAMERA")
+    props.zoom_camera = cams[0]  # Cam.002: last by name
+    props.use_scene_rgbd = True
+    bpy.context.view_layer.update()
+    req = zs.scene_io.build_request(scene, bpy.context, props)
+    assert [c["name"] for c in req["cameras"]] == ["Cam.002", "Cam.000", "Cam.001"]
+    init = req["init_rgbd"]
+    assert (init["camera"], init["width"], init["height"]) == ("Cam.002", 96, 64)
+    depth = np.frombuffer(base64.b64decode(init["depth"]), "<f4").reshape(64, 96)
+    assert np.isfinite(depth).mean() > 0.05 and np.isposinf(depth).any()  # cube and empty world
+    # the cube's front face is 5 m − 1 m from Cam.002 (y = −5 → y = −1): nearest depth ≈ 4 m
+    assert abs(np.nanmin(np.where(np.isfinite(depth), depth, np.nan)) - 4.0) < 0.05
+
+    props.use_scene_rgbd = False
+    req = zs.scene_io.build_request(scene, bpy.context, props)
+    assert [c["name"] for c in req["cameras"]] == ["Cam.000", "Cam.001", "Cam.002"] and req["init_rgbd"] is None
+
+
+def test_start_from_my_scene_error_names_init_rgbd(zs):
+    scene, props, cams = make_scene(zs)
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples = 1
+    scene.camera = cams[1]
+    props.use_scene_rgbd = True  # an empty world: nothing to start from
+    with pytest.raises(zs.scene_io.SceneError, match="init_rgbd: camera 'Cam.000' sees almost nothing"):
+        zs.scene_io.build_request(scene, bpy.context, props)
+
+
+# ------------------------------------------------------------------ the token is not in the .blend
+
+def test_token_lives_in_the_preferences_not_the_scene(zs, tmp_path):
+    prefs = zs.preferences.get()
+    assert prefs is not None and "token" not in bpy.context.scene.zoomscape.bl_rna.properties
+    prefs.token = "pref-tok-1234567890"
+    props = bpy.context.scene.zoomscape
+    assert zs.runner.client_for(props).token == "pref-tok-1234567890"
+    path = str(tmp_path / "shared.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=path, compress=False)
+    with open(path, "rb") as f:
+        assert b"pref-tok-1234567890" not in f.read()
+
+
+def test_a_legacy_scene_token_is_used_once_then_moved_out_of_the_file(zs, tmp_path):
+    prefs = zs.preferences.get()
+    prefs.token = ""
+    props = bpy.context.scene.zoomscape
+    props["token"] = "legacy-secret-42"  # what an older version saved in Scene.zoomscape
+    old = str(tmp_path / "old.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=old, compress=False)
+    with open(old, "rb") as f:
+        assert b"legacy-secret-42" in f.read()  # the old way leaks it with the file
+
+    # used once (no preferences token yet), moved to the preferences, gone from the scene
+    assert zs.runner.client_for(props).token == "legacy-secret-42"
+    assert props.get("token") is None and prefs.token == "legacy-secret-42"
+    assert zs.runner.client_for(props).token == "legacy-secret-42"
+
+    # opening the old file migrates it on load; saving it again no longer carries the token
+    prefs.token = "newer-token"
+    bpy.ops.wm.open_mainfile(filepath=old)
+    props = bpy.context.scene.zoomscape
+    assert props.get("token") is None
+    assert zs.runner.client_for(props).token == "newer-token"  # the preferences win over a stale file
+    resaved = str(tmp_path / "resaved.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=resaved, compress=False)
+    with open(resaved, "rb") as f:
+        assert b"legacy-secret-42" not in f.read()

@@ -26,7 +26,7 @@ CAMS = [make_cam((0, -16, 2.5), (0, 0, 0.5), "A"),
 
 @pytest.fixture(scope="module")
 def run():
-    engine = ProceduralEngine(depth_lies=LIES, depth_noise=0.01)
+    engine = ProceduralEngine(depth_lies=LIES, depth_noise=0.01, depth_warp=0.0)
     calls = []
     result = dream(CAMS, PROMPT, engine, SEED, progress=lambda *a: calls.append(a))
     return engine, result, calls

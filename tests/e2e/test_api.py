@@ -136,6 +136,49 @@ def test_malformed_bodies_are_422(idle, disk_snapshot, raw, words):
     assert disk_snapshot(idle.data_dir) == before
 
 
+def _post_streamed(url: str, chunks, length=None) -> tuple[int, dict]:
+    """POST chunks to url with http.client (Content-Length if given, else chunked) → (status, JSON).
+
+    The server may answer before it has read everything: a broken pipe while sending is fine."""
+    import http.client
+    import urllib.parse
+
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    conn.putrequest("POST", u.path)
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length" if length is not None else "Transfer-Encoding",
+                   str(length) if length is not None else "chunked")
+    conn.endheaders()
+    try:
+        for chunk in chunks:
+            conn.send(chunk if length is not None else b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        if length is None:
+            conn.send(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    resp = conn.getresponse()
+    try:
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_oversized_bodies_are_413_naming_the_limit(idle, disk_snapshot, declared):
+    from zoomscape.schema import MAX_REQUEST_BYTES
+
+    before = disk_snapshot(idle.data_dir)
+    chunk = b" " * (1 << 20)
+    n = MAX_REQUEST_BYTES // len(chunk) + 2
+    status, body = _post_streamed(idle.url + "/v1/jobs", (chunk for _ in range(n)),
+                                  length=n * len(chunk) if declared else None)
+    assert status == 413, body
+    assert body["error"].startswith("body: ") and f"{MAX_REQUEST_BYTES / 2 ** 20:g} MiB" in body["error"]
+    assert disk_snapshot(idle.data_dir) == before
+    assert http_json("GET", idle.url + "/v1/health")[0] == 200
+
+
 def test_unknown_jobs_and_files_are_404(idle, disk_snapshot):
     srv = idle
     done = submit(srv, job_request(3, size=64))

@@ -102,7 +102,7 @@ BAD_REQUESTS = [
     ("unknown engine", _set(["engine"], "magic"), "engine", "procedural"),
     ("unknown field", _set(["colour"], "red"), "colour", "unknown field"),
     ("unknown camera field", _set(["cameras", 0, "lens"], 50), "cameras[0].lens", "unknown field"),
-    ("init_rgbd given", _set(["init_rgbd"], {"rgb": []}), "init_rgbd", "not supported"),
+    ("init_rgbd without its fields", _set(["init_rgbd"], {"rgb": []}), "init_rgbd.camera", "required"),
     ("negative seed", _set(["seed"], -1), "seed", "at least 0"),
     ("seed too large", _set(["seed"], 2**32), "seed", "4294967296"),
     ("missing zoom", lambda r: r.pop("zoom"), "zoom", "required"),

@@ -16,9 +16,14 @@ appearing as a camera zooms in. Texture octaves have equal amplitude (every zoom
 relief octaves have amplitude ∝ λ_k (the same slopes at every scale).
 
 As an engine it "inpaints" by rendering the world at the hole pixels and "estimates depth" as the
-true z-depth D seen through a per-view lie, like a monocular model:  D̂ = s · D + t + s · D · ε,
+true z-depth D seen through a per-view lie, like a monocular model:
+
+    D̂ = s · D · (1 + w(u, v) + ε) + t
+
 with s drawn log-uniformly in depth_scale_range (the first call of a dream close to 1), t a few %
-of the median depth and ε ~ N(0, depth_noise²) per pixel.
+of the median depth, w a smooth low-frequency warp of the image (a real monocular model bends:
+a random mix of two 1–3 cycle sinusoids and a bilinear ramp, max |w| = depth_warp, seeded per
+call) and ε ~ N(0, depth_noise²) per pixel.
 """
 from __future__ import annotations
 
@@ -489,14 +494,16 @@ class World:
 
 @dataclass(frozen=True)
 class DepthLie:
-    """What estimate_depth call number `call` did: D̂ = scale · D + shift + scale · D · ε,
-    ε ~ N(0, noise²). shift in metres (= shift_frac · median D)."""
+    """What estimate_depth call number `call` did: D̂ = scale · D · (1 + w + ε) + shift,
+    ε ~ N(0, noise²), w = depth_warp_field(seed, call, H, W, warp). shift in metres
+    (= shift_frac · median D); warp = max |w|."""
 
     call: int
     scale: float
     shift: float
     shift_frac: float
     noise: float
+    warp: float = 0.0
 
 
 def depth_lie(seed: int, call: int, *, scale_range=(0.3, 3.0), first_jitter: float = 0.05,
@@ -516,6 +523,31 @@ def depth_lie(seed: int, call: int, *, scale_range=(0.3, 3.0), first_jitter: flo
     return float(s), float(rng.uniform(0.0, shift))
 
 
+def depth_warp_field(seed: int, call: int, height: int, width: int, amplitude: float) -> np.ndarray:
+    """The smooth warp w of call number `call`: [H, W] float64 with max |w| = amplitude.
+
+    w ∝ Σ_k a_k sin(2π f_k (cos θ_k x + sin θ_k y) + φ_k) + b₁x + b₂y + b₃xy over pixel centres
+    (x, y) = ((j + ½) / L − ½·W/L, (i + ½) / L − ½·H/L), L = max(H, W): two sinusoids of f_k in
+    [1, 3] cycles across the long side and a bilinear ramp, random weights from (seed, call),
+    scaled so the largest |w| over the image is amplitude. The same field at every resolution.
+    """
+    if amplitude == 0:
+        return np.zeros((height, width))
+    rng = np.random.default_rng(stable_int("depth-warp", seed, call))
+    L = float(max(height, width))
+    x = ((np.arange(width) + 0.5) - 0.5 * width) / L
+    y = ((np.arange(height) + 0.5) - 0.5 * height) / L
+    X, Y = np.meshgrid(x, y)
+    w = np.zeros((height, width))
+    for _ in range(2):
+        f, th, ph, a = rng.uniform(1.0, 3.0), rng.uniform(0, 2 * np.pi), rng.uniform(0, 2 * np.pi), \
+            rng.uniform(0.3, 1.0)
+        w += a * np.sin(2 * np.pi * f * (np.cos(th) * X + np.sin(th) * Y) + ph)
+    b = rng.uniform(-1.0, 1.0, 3)
+    w += b[0] * X + b[1] * Y + 4.0 * b[2] * X * Y
+    return w * (amplitude / max(float(np.abs(w).max()), 1e-12))
+
+
 class ProceduralEngine:
     """The offline engine: paints the analytic World of (prompt, seed) and lies about its depth.
 
@@ -524,6 +556,7 @@ class ProceduralEngine:
       first_scale_jitter=0.05       call 0 draws s in 1 ± this
       depth_shift=0.03              shift t in [0, this] × median depth
       depth_noise=0.01              relative per-pixel noise (std)
+      depth_warp=0.03               max |w| of the smooth per-view warp (0 = a straight lie)
       depth_lies=None               explicit [(s, t_frac), ...] per call, overriding the draws
                                     (calls past the list's end draw as usual)
     The call count restarts when the world changes (another prompt or seed) and at every
@@ -534,7 +567,8 @@ class ProceduralEngine:
     device = "cpu"
 
     def __init__(self, *, depth_scale_range=(0.3, 3.0), first_scale_jitter: float = 0.05,
-                 depth_shift: float = 0.03, depth_noise: float = 0.01, depth_lies=None):
+                 depth_shift: float = 0.03, depth_noise: float = 0.01, depth_warp: float = 0.03,
+                 depth_lies=None):
         lo, hi = (float(v) for v in depth_scale_range)
         if not (0 < lo <= hi):
             raise ValueError(f"depth_scale_range: need 0 < low ≤ high, got {depth_scale_range}")
@@ -544,10 +578,13 @@ class ProceduralEngine:
             raise ValueError(f"depth_shift: must be in [0, 1), got {depth_shift}")
         if not (0 <= depth_noise < 0.5):
             raise ValueError(f"depth_noise: must be in [0, 0.5), got {depth_noise}")
+        if not (0 <= depth_warp < 0.5):
+            raise ValueError(f"depth_warp: must be in [0, 0.5), got {depth_warp}")
         self.depth_scale_range = (lo, hi)
         self.first_scale_jitter = float(first_scale_jitter)
         self.depth_shift = float(depth_shift)
         self.depth_noise = float(depth_noise)
+        self.depth_warp = float(depth_warp)
         self.depth_lies = None if depth_lies is None else [(float(s), float(t)) for s, t in depth_lies]
         if self.depth_lies and any(s <= 0 for s, _ in self.depth_lies):
             raise ValueError("depth_lies: every scale must be > 0")
@@ -589,7 +626,9 @@ class ProceduralEngine:
                          first_jitter=self.first_scale_jitter, shift=self.depth_shift)
 
     def estimate_depth(self, image, cam: Camera) -> np.ndarray:
-        """The true z-depth seen through this call's lie: [H, W] float32 (image is only checked)."""
+        """The true z-depth seen through this call's lie (module docstring): [H, W] float32.
+
+        The image is only checked."""
         check_image(image, cam)
         if self.world is None:
             raise RuntimeError("estimate_depth: the procedural engine has no world yet; call "
@@ -601,5 +640,6 @@ class ProceduralEngine:
         t = t_frac * float(np.median(D))
         eps = np.random.default_rng(stable_int("depth-noise", self.world.seed, call)).normal(
             0.0, 1.0, D.shape) * self.depth_noise
-        self.depth_log.append(DepthLie(call, s, t, t_frac, self.depth_noise))
-        return (s * D * (1.0 + eps) + t).astype(np.float32)
+        w = depth_warp_field(self.world.seed, call, cam.height, cam.width, self.depth_warp)
+        self.depth_log.append(DepthLie(call, s, t, t_frac, self.depth_noise, self.depth_warp))
+        return (s * D * (1.0 + w + eps) + t).astype(np.float32)

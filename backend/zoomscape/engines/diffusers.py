@@ -1,0 +1,359 @@
+"""The diffusers engine: Stable Diffusion paints, a transformers depth model measures.
+
+    S(Î_i, M_i)   inpaint(image, hole, prompt, cam, seed)
+                    full hole  → text-to-image (the first view of a world)
+                    some hole  → an inpainting pipeline: a dedicated 9-channel checkpoint, or a plain
+                                 4-channel text-to-image checkpoint through diffusers' inpainting
+                                 pipeline (known latents blended back every step)
+                    pixels outside the hole come back exactly as given: Ĩ = M ⊙ Î + (1 − M) ⊙ I_SD
+    D(I_i)        estimate_depth(image, cam) → z-depth [H, W] (metres for a metric model)
+
+Any camera size works (LucidDreamer is stuck at 512²): the image is snapped to a working size the
+model supports (sides multiples of the VAE factor 8, area ≈ the model's native size², aspect kept,
+sides clamped to [native/4, 2·native]), painted, and resized back to the camera's resolution
+exactly. The hole is resized conservatively (any covered pixel counts) and dilated by one latent
+cell so every hole pixel is repainted; the composite then uses the camera-resolution hole.
+
+Model ids and folders come from zoomscape.models (defaults, env vars, overrides). Devices: CUDA in
+fp16, Apple MPS in fp16, else CPU in fp32; attention slicing and model CPU offload for 8 GB cards.
+Seeds are deterministic: a CPU torch.Generator seeded from (seed, camera name). Progress: set
+``engine.on_step = f(step, total)``, called once per denoising step; ``engine.should_cancel = g()``
+is polled at every step and raises dream.JobCancelled when it returns True.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from typing import Callable, Mapping, Optional
+
+import numpy as np
+
+from ..cameras import Camera
+from ..models import (ROLES, ModelLocation, ModelSettingsError, locate, missing_message,
+                      model_settings)
+from .base import check_hole, check_image
+
+DEFAULT_STEPS = 50
+DEFAULT_GUIDANCE = 7.5
+ENV_STEPS = "ZOOMSCAPE_STEPS"
+ENV_DEVICE = "ZOOMSCAPE_DEVICE"
+ENV_PIXEL_BUDGET = "ZOOMSCAPE_PIXEL_BUDGET"
+ENV_ATTENTION_SLICING = "ZOOMSCAPE_ATTENTION_SLICING"
+ENV_CPU_OFFLOAD = "ZOOMSCAPE_CPU_OFFLOAD"
+SMALL_GPU_BYTES = 10 * 2**30  # at most this much memory → attention slicing by default
+
+
+# ----------------------------------------------------------------------------------- pure helpers
+
+def view_seed(seed: int, view: str) -> int:
+    """A 63-bit seed for one view: sha256 of (seed, view name), stable across runs and machines."""
+    digest = hashlib.sha256(f"{int(seed)}\x1f{view}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def working_size(width: int, height: int, native: int, *, multiple: int = 8,
+                 pixel_budget: Optional[int] = None) -> tuple[int, int]:
+    """The (w, h) to run a model of native size (e.g. 512) at for a width×height view.
+
+    Area ≈ pixel_budget (default native²) with the aspect kept: s = sqrt(budget / (W·H)); each side
+    round(side · s) snapped to a multiple of `multiple` and clamped to [native/4, 2·native].
+    """
+    if width < 1 or height < 1:
+        raise ValueError(f"size: {width}×{height} must be at least 1×1")
+    budget = int(pixel_budget or native * native)
+    s = math.sqrt(budget / float(width * height))
+    lo = max(multiple, (native // 4) // multiple * multiple)
+    hi = max(lo, (2 * native) // multiple * multiple)
+
+    def snap(side: float) -> int:
+        return int(min(max(round(side / multiple) * multiple, lo), hi))
+
+    return snap(width * s), snap(height * s)
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """image: [H, W, C] float32 → [h, w, C] at size = (w, h); antialiased when shrinking, in [0, 1]."""
+    import torch
+    import torch.nn.functional as F
+
+    w, h = size
+    if image.shape[:2] == (h, w):
+        return image.astype(np.float32, copy=True)
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    shrink = h < image.shape[0] or w < image.shape[1]
+    y = F.interpolate(x, size=(h, w), mode="bilinear" if shrink else "bicubic", align_corners=False,
+                      antialias=shrink)
+    return y[0].permute(1, 2, 0).clamp_(0.0, 1.0).numpy()
+
+
+def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """depth: [h, w] → [H, W] at size = (W, H), bilinear (no overshoot: stays within the input range)."""
+    import torch
+    import torch.nn.functional as F
+
+    W, H = size
+    x = torch.as_tensor(np.ascontiguousarray(depth, dtype=np.float32))[None, None]
+    if tuple(x.shape[-2:]) == (H, W):
+        return x[0, 0].numpy().copy()
+    shrink = H < x.shape[-2] or W < x.shape[-1]
+    return F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False, antialias=shrink)[0, 0].numpy()
+
+
+def resize_hole(hole: np.ndarray, size: tuple[int, int], dilate: int = 0) -> np.ndarray:
+    """hole: [H, W] bool → [h, w] bool at size = (w, h), conservative: a working pixel is a hole if
+    any camera pixel under it is (area coverage > 0), then dilated by `dilate` pixels (square)."""
+    import torch
+    import torch.nn.functional as F
+
+    w, h = size
+    x = torch.from_numpy(hole.astype(np.float32))[None, None]
+    y = F.interpolate(x, size=(h, w), mode="area") > 0 if (h, w) != hole.shape else x > 0
+    if dilate > 0:
+        y = F.max_pool2d(y.float(), 2 * dilate + 1, stride=1, padding=dilate) > 0
+    return y[0, 0].numpy()
+
+
+def ray_distance_to_z(distance: np.ndarray, cam: Camera) -> np.ndarray:
+    """Ray length r: [H, W] → z-depth: z = r / ‖K⁻¹ (u, v, 1)‖ at pixel centres."""
+    H, W = distance.shape
+    u = (np.arange(W) + 0.5 - cam.K[0, 2]) / cam.K[0, 0]
+    v = (np.arange(H) + 0.5 - cam.K[1, 2]) / cam.K[1, 1]
+    norm = np.sqrt(1.0 + u[None, :] ** 2 + v[:, None] ** 2)
+    return (distance / norm).astype(np.float32)
+
+
+def disparity_to_depth(disparity: np.ndarray, floor: float = 1e-2) -> np.ndarray:
+    """Relative (affine-invariant) inverse depth → a positive depth up to scale: 1 / max(δ/median δ, floor)."""
+    valid = np.isfinite(disparity) & (disparity > 0)
+    med = float(np.median(disparity[valid])) if valid.any() else 1.0
+    d = np.where(valid, disparity / med, floor)
+    return (1.0 / np.maximum(d, floor)).astype(np.float32)
+
+
+def default_device() -> str:
+    """ "cuda" if available, else "mps" (Apple), else "cpu"."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _env_flag(name: str) -> Optional[bool]:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return None
+    return value in ("1", "true", "yes", "on")
+
+
+# ----------------------------------------------------------------------------------- the engine
+
+class DiffusersEngine:
+    """Stable Diffusion text-to-image + inpainting and a monocular depth model (engines.base.Engine).
+
+    models: overrides {"text2img", "inpaint", "depth"} (model ids or folders; None/blank = the
+    setting from the environment or the default). An inpaint model equal to the text2img model reuses
+    its components (4-channel inpainting through diffusers). device: "cuda", "cuda:1", "mps", "cpu"
+    (default: $ZOOMSCAPE_DEVICE or the best available). dtype: torch dtype (default fp16 on CUDA/MPS,
+    fp32 on CPU). steps, guidance: denoising steps ($ZOOMSCAPE_STEPS or 50) and classifier-free
+    guidance. pixel_budget: working area in pixels ($ZOOMSCAPE_PIXEL_BUDGET or the model's native²).
+    attention_slicing / cpu_offload: for 8 GB cards (default: slicing on CUDA cards with ≤ 10 GB,
+    offload off; env ZOOMSCAPE_ATTENTION_SLICING / ZOOMSCAPE_CPU_OFFLOAD = 1/0).
+    depth_is_ray_distance: the depth model predicts distance along the ray (converted to z-depth).
+
+    Raises EngineUnavailable at construction when a model is missing (naming it and
+    `zoomscape models pull`) or cannot be loaded.
+    """
+
+    name = "diffusers"
+
+    def __init__(self, models: Optional[Mapping[str, Optional[str]]] = None, *, device: Optional[str] = None,
+                 dtype=None, steps: Optional[int] = None, guidance: float = DEFAULT_GUIDANCE,
+                 negative_prompt: Optional[str] = None, pixel_budget: Optional[int] = None,
+                 attention_slicing: Optional[bool] = None, cpu_offload: Optional[bool] = None,
+                 depth_is_ray_distance: bool = False, model_dir=None, cache_dir=None):
+        from . import EngineUnavailable
+
+        try:
+            self.settings = model_settings(models)
+        except ModelSettingsError as exc:
+            raise EngineUnavailable(str(exc)) from None
+        self.locations: dict[str, ModelLocation] = {
+            role: locate(role, mid, local_dir=model_dir, cache_dir=cache_dir) for role, mid in self.settings.items()}
+        missing = [loc for loc in self.locations.values() if not loc.available]
+        if missing:
+            raise EngineUnavailable(missing_message(missing))
+
+        try:
+            import torch  # noqa: F401
+            import diffusers  # noqa: F401
+            import transformers  # noqa: F401
+        except ImportError as exc:
+            raise EngineUnavailable(f"the diffusers engine needs the packages diffusers, transformers and "
+                                    f"accelerate ({exc}); install with: pip install 'zoomscape[diffusers]'") from None
+        import torch
+
+        self.device = str(device or os.environ.get(ENV_DEVICE) or default_device())
+        kind = self.device.split(":")[0]
+        if kind not in ("cuda", "mps", "cpu"):
+            raise EngineUnavailable(f"device: {self.device!r} is not one of cuda, cuda:N, mps, cpu")
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise EngineUnavailable(f"device: {self.device!r} requested but torch sees no CUDA GPU")
+        self.dtype = dtype or (torch.float16 if kind in ("cuda", "mps") else torch.float32)
+        env_steps = os.environ.get(ENV_STEPS)
+        self.steps = int(steps if steps is not None else (env_steps or DEFAULT_STEPS))
+        if not 1 <= self.steps <= 1000:
+            raise EngineUnavailable(f"steps: {self.steps} must be within 1..1000")
+        self.guidance = float(guidance)
+        self.negative_prompt = negative_prompt
+        env_budget = os.environ.get(ENV_PIXEL_BUDGET)
+        self.pixel_budget = int(pixel_budget or env_budget) if (pixel_budget or env_budget) else None
+        self.depth_is_ray_distance = bool(depth_is_ray_distance)
+        small_gpu = kind == "cuda" and torch.cuda.get_device_properties(
+            torch.device(self.device)).total_memory <= SMALL_GPU_BYTES
+        for value, env, default, attr in ((attention_slicing, ENV_ATTENTION_SLICING, small_gpu, "attention_slicing"),
+                                          (cpu_offload, ENV_CPU_OFFLOAD, False, "cpu_offload")):
+            chosen = value if value is not None else _env_flag(env)
+            setattr(self, attr, bool(default if chosen is None else chosen))
+        if self.cpu_offload and kind != "cuda":
+            self.cpu_offload = False  # accelerate's model offload only helps (and only works) with a GPU
+
+        self.on_step: Optional[Callable[[int, int], None]] = None
+        self.should_cancel: Optional[Callable[[], bool]] = None
+
+        try:
+            self._load()
+        except EngineUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a corrupt folder must not be a traceback
+            names = ", ".join(f"{r} {self.settings[r]!r} ({self.locations[r].path})" for r in ROLES)
+            raise EngineUnavailable(f"could not load the models ({type(exc).__name__}: {exc}); "
+                                    f"models: {names}. Re-fetch them with `zoomscape models pull "
+                                    "--engine diffusers`") from None
+
+    # ------------------------------------------------------------------ loading
+    def _load(self) -> None:
+        import transformers
+        from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
+        from diffusers.pipelines import pipeline_utils
+        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+        # newer diffusers/transformers call it dtype (torch_dtype is deprecated); older ones torch_dtype
+        sd_dtype_kw = "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
+        common = dict(safety_checker=None, requires_safety_checker=False, **{sd_dtype_kw: self.dtype})
+        self.text2img = StableDiffusionPipeline.from_pretrained(self.locations["text2img"].path, **common)
+        if self.locations["inpaint"].path == self.locations["text2img"].path:
+            self.inpainter = StableDiffusionInpaintPipeline(**self.text2img.components)
+        else:
+            self.inpainter = StableDiffusionInpaintPipeline.from_pretrained(self.locations["inpaint"].path, **common)
+        for pipe in (self.text2img, self.inpainter):
+            pipe.set_progress_bar_config(disable=True)
+            if self.attention_slicing:
+                pipe.enable_attention_slicing()
+            if self.cpu_offload:
+                pipe.enable_model_cpu_offload(device=self.device)
+            else:
+                pipe.to(self.device)
+
+        dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+        depth_path = self.locations["depth"].path
+        self.depth_processor = AutoImageProcessor.from_pretrained(depth_path)
+        self.depth_model = AutoModelForDepthEstimation.from_pretrained(depth_path, **{dtype_kw: self.dtype})
+        self.depth_model.to(self.device).eval()
+        cfg = self.depth_model.config
+        metric = cfg.model_type == "zoedepth" or getattr(cfg, "depth_estimation_type", None) == "metric"
+        self.depth_kind = "metric" if metric else "relative"
+
+        self.models = [{"name": self.settings[r], "role": r, "status": "loaded",
+                        "source": self.locations[r].source} for r in ROLES]
+        self.models[2]["depth_kind"] = self.depth_kind
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _native(pipe) -> tuple[int, int]:
+        """(native side in pixels, VAE factor) of a pipeline: unet.sample_size · vae factor."""
+        factor = int(getattr(pipe, "vae_scale_factor", 8))
+        return int(pipe.unet.config.sample_size) * factor, factor
+
+    def _step_callback(self, pipe_obj, total_hint: int):
+        """A diffusers callback_on_step_end reporting (step, total) and honouring should_cancel."""
+        from ..dream import JobCancelled
+
+        def callback(pipe, i, t, kwargs):
+            if self.on_step is not None:
+                total = int(getattr(pipe, "num_timesteps", 0) or total_hint)
+                self.on_step(i + 1, total)
+            if self.should_cancel is not None and self.should_cancel():
+                raise JobCancelled("cancelled during denoising")
+            return kwargs
+
+        return callback
+
+    def _generator(self, seed: int, cam: Camera):
+        import torch
+
+        return torch.Generator(device="cpu").manual_seed(view_seed(seed, cam.name))
+
+    # ------------------------------------------------------------------ the protocols
+    def inpaint(self, image: np.ndarray, hole: np.ndarray, prompt: str, cam: Camera, seed: int) -> np.ndarray:
+        """image: [H, W, 3] float32 in [0, 1]; hole: [H, W] bool (True = paint) → [H, W, 3] float32.
+
+        A full hole is text-to-image; otherwise the inpainting pipeline. Pixels outside the hole are
+        returned bit-exactly as given.
+        """
+        image = check_image(image, cam)
+        hole = check_hole(hole, cam)
+        if not hole.any():
+            return image.copy()
+        full = bool(hole.all())
+        pipe = self.text2img if full and self.text2img.unet.config.in_channels == 4 else self.inpainter
+        native, factor = self._native(pipe)
+        size = working_size(cam.width, cam.height, native, multiple=factor, pixel_budget=self.pixel_budget)
+        w, h = size
+        args = dict(prompt=prompt, negative_prompt=self.negative_prompt, height=h, width=w,
+                    num_inference_steps=self.steps, guidance_scale=self.guidance,
+                    generator=self._generator(seed, cam), output_type="np",
+                    callback_on_step_end=self._step_callback(pipe, self.steps))
+        if pipe is self.inpainter:
+            work_hole = np.ones((h, w), bool) if full else resize_hole(hole, size, dilate=factor)
+            known = np.where(hole[..., None], 0.0, image).astype(np.float32)
+            args.update(image=resize_image(known, size)[None], mask_image=work_hole[None, ..., None].astype(np.float32),
+                        strength=1.0)
+        painted = np.asarray(pipe(**args).images[0], dtype=np.float32)
+        painted = resize_image(np.clip(painted, 0.0, 1.0), (cam.width, cam.height))
+        return np.where(hole[..., None], painted, image).astype(np.float32)
+
+    def estimate_depth(self, image: np.ndarray, cam: Camera) -> np.ndarray:
+        """image: [H, W, 3] → z-depth [H, W] float32 > 0 (metres for a metric model; for a relative
+        model the inverse of its disparity normalised to median 1, i.e. depth up to scale). Zero or
+        non-finite predictions are floored at 1e-3 × the median depth."""
+        import torch
+        from PIL import Image
+
+        image = check_image(image, cam)
+        pil = Image.fromarray(np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8))
+        inputs = self.depth_processor(images=pil, return_tensors="pt")
+        pixel_values = inputs["pixel_values"].to(self.device, self.depth_model.dtype)
+        with torch.inference_mode():
+            predicted = self.depth_model(pixel_values=pixel_values).predicted_depth
+        raw = predicted.reshape(predicted.shape[-2:]).float().cpu().numpy()
+        depth = resize_depth(raw, (cam.width, cam.height))
+        if self.depth_kind == "relative":
+            depth = disparity_to_depth(depth)
+        elif self.depth_is_ray_distance:
+            depth = ray_distance_to_z(depth, cam)
+        valid = np.isfinite(depth) & (depth > 0)
+        floor = 1e-3 * (float(np.median(depth[valid])) if valid.any() else 1.0)
+        return np.where(valid, np.maximum(depth, floor), floor).astype(np.float32)
+
+    # ------------------------------------------------------------------ zoom
+    def denoiser(self):
+        """The text-to-image pipeline's components (shared, not copied) as an
+        engines.denoiser.SDDenoiser on this engine's device and dtype (for zoom.py)."""
+        from .denoiser import SDDenoiser
+
+        return SDDenoiser.from_pipeline(self.text2img, device=self.device, dtype=self.dtype)

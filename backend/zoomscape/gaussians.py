@@ -1,0 +1,524 @@
+"""Zoom-level Gaussians: lift every zoom level to 3D Gaussians, then refine them.
+
+Level i is the zoom camera zoomed by p^i about its image centre (``cameras.zoom_level_camera``):
+same pose, f_i = p^i·f. For each level, top to bottom (``lift_levels``):
+
+    D̂_i = D(I_i)                                   monocular depth, unknown scale and shift
+    ref_i(u) = D_{i−1}(c + (u − c)/p)              level i−1's depth on the overlap (its centre
+                                                   1/p crop; same pose, so the same rays)
+    d_i = argmin_{s,t} Σ ρ((s·D̂_i + t − ref_i)/ref_i)       robust fit (align.py); scale only
+                                                   when ref_i spans too little depth to tell a
+                                                   shift from a scale
+    D_i = ref_i + clip(d_i(D̂_i) − ref_i, ±κ·ref_i/f_{i−1})  detail level i−1 could not resolve
+                                                   is at most κ of its pixel footprints deep
+    one Gaussian per pixel u:  μ = D_i(u)·K_i⁻¹[u, v, 1]  (camera space, then the level frame),
+        Σ = σ²·(t_u t_uᵀ + t_v t_vᵀ) + (φ·σ_min)² n nᵀ,  t_u = ∂X/∂u, t_v = ∂X/∂v
+        (tangents from the smoothed depth's gradients, so Σ is flat along the normal n and
+        projects to σ² I₂ in the level camera: the pixel footprint z/(f·p^i), stretched where
+        the surface is seen at a slant), colour = the pixel, opacity o₀ (high)
+    refine with the coarser levels frozen: render level i over levels < i (their image is the
+        background), minimise 0.8·L1 + 0.2·(1 − SSIM) against I_i with Adam, densify/prune with
+        gsplat's DefaultStrategy (its ops are plain PyTorch, so the same code runs on CPU on the
+        reference rasterizer, raster.py, at small sizes; with CUDA on gsplat's rasterizer).
+
+Level 0 has no coarser level: with a reference depth (the dream cloud's z-buffer in the zoom
+camera) it is fitted like the others; without one its scale is set so that the depth at the
+image centre is the anchor's.
+
+Every level is stored in its own local frame (``cameras.level_frame``: origin = anchor, axes =
+the zoom camera's Blender axes, unit = p^−i metres) so a level 4^10 deep keeps float32 precision:
+x_world = origin + unit·R·x_local. All levels share origin and axes, so level k's coordinates
+are level i's times p^(i−k).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from .align import DepthFit, apply_depth_fit, depth_edges, fit_depth_scale
+from .cameras import Camera, level_frame, pixel_grid, pixel_rays, world_to_pixels, zoom_level_camera
+from .raster import rasterize, rotmat_to_quat
+
+Progress = Callable[[str, int, int, str], None]
+
+SIGMA_PX = 0.7          # σ of a per-pixel Gaussian, in pixels of its level
+COLOUR_STEPS = 20       # steps of the colour deconvolution of the initial Gaussians
+FLATNESS = 0.1          # normal-axis scale / smaller tangent scale
+OPACITY0 = 0.98         # initial opacity ("high")
+DETAIL_KAPPA = 4.0      # κ: level i's depth stays within κ level-(i−1) footprints of ref_i
+MAX_SLANT = 4.0         # |∂z/∂u| ≤ MAX_SLANT·z/f: tangents no longer than a 76° slant
+SHIFT_MIN_SPREAD = 0.2  # fit a shift only when ref's (p90 − p10)/median exceeds this
+NORMAL_SMOOTH = 2       # box radius (pixels) of the depth smoothing for normals
+
+
+class JobCancelled(Exception):
+    """Raised when should_cancel() turns True (the pipeline's dream.JobCancelled if present)."""
+
+
+try:  # one exception type across the pipeline
+    from .dream import JobCancelled  # noqa: F811
+except ImportError:  # pragma: no cover
+    pass
+
+
+@dataclass
+class LevelGaussians:
+    """The Gaussians of zoom level `index`, in its local frame (float32 arrays).
+
+    means: [N, 3] local units; quats: [N, 4] wxyz; scales: [N, 3] local units (activated);
+    opacities: [N] in (0, 1); colors: [N, 3] RGB in [0, 1]; frame: {"origin", "rotation", "unit"}
+    float64 (cameras.level_frame); zoom_range: (p^i, p^(i+1)); depth: [H, W] float64 aligned
+    z-depth D_i (metres) that the next level aligns to; stats: fit and refinement figures.
+    """
+
+    index: int
+    means: np.ndarray
+    quats: np.ndarray
+    scales: np.ndarray
+    opacities: np.ndarray
+    colors: np.ndarray
+    frame: dict
+    zoom_range: tuple
+    depth: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.means)
+
+    def world_means(self) -> np.ndarray:
+        """Means in world coordinates, float64: [N, 3]."""
+        return to_world(self.means, self.frame)
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames
+
+def to_local(points: np.ndarray, frame: dict) -> np.ndarray:
+    """World points [N, 3] → local [N, 3] float64:  x_l = Rᵀ (x − origin) / unit."""
+    R = np.asarray(frame["rotation"], np.float64)
+    return (np.asarray(points, np.float64) - np.asarray(frame["origin"], np.float64)) @ R / frame["unit"]
+
+
+def to_world(points: np.ndarray, frame: dict) -> np.ndarray:
+    """Local points [N, 3] → world [N, 3] float64:  x = origin + unit · R x_l."""
+    R = np.asarray(frame["rotation"], np.float64)
+    return np.asarray(frame["origin"], np.float64) + frame["unit"] * (np.asarray(points, np.float64) @ R.T)
+
+
+def local_viewmat(cam: Camera, frame: dict) -> np.ndarray:
+    """World-to-camera [4, 4] float64 of cam acting on local coordinates, in local units.
+
+    x_cam/unit = R_cvᵀ R · x_l + R_cvᵀ (origin − C)/unit  (a rigid map: projection is unchanged by
+    the uniform scale 1/unit).
+    """
+    R = np.asarray(frame["rotation"], np.float64)
+    R_cv, C = cam.c2w[:3, :3], cam.c2w[:3, 3]
+    V = np.eye(4)
+    V[:3, :3] = R_cv.T @ R
+    V[:3, 3] = R_cv.T @ (np.asarray(frame["origin"], np.float64) - C) / frame["unit"]
+    return V
+
+
+# ---------------------------------------------------------------------------------------------
+# Depth: overlap reference, alignment, tangents
+
+def bilinear(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Sample img: [H, W] at continuous pixel positions uv: [..., 2] (pixel centres at +½),
+    bilinear, edges clamped → [...]. Non-finite samples propagate."""
+    H, W = img.shape
+    x = np.clip(uv[..., 0] - 0.5, 0, W - 1)
+    y = np.clip(uv[..., 1] - 0.5, 0, H - 1)
+    x0, y0 = np.minimum(np.floor(x).astype(np.int64), W - 2), np.minimum(np.floor(y).astype(np.int64), H - 2)
+    x0, y0 = np.maximum(x0, 0), np.maximum(y0, 0)
+    fx, fy = x - x0, y - y0
+    x1, y1 = np.minimum(x0 + 1, W - 1), np.minimum(y0 + 1, H - 1)
+    return ((1 - fy) * ((1 - fx) * img[y0, x0] + fx * img[y0, x1])
+            + fy * ((1 - fx) * img[y1, x0] + fx * img[y1, x1]))
+
+
+def overlap_reference(prev_depth: np.ndarray, factor: float) -> np.ndarray:
+    """ref_i: level i−1's z-depth [H, W] seen through level i's pixels → [H, W].
+
+    Level i pixel u looks along the same ray as level i−1 pixel c + (u − c)/p, c = (W/2, H/2).
+    """
+    H, W = prev_depth.shape
+    c = np.array([W / 2.0, H / 2.0])
+    uv = c + (pixel_grid(W, H) - c) / float(factor)
+    return bilinear(np.asarray(prev_depth, np.float64), uv).reshape(H, W)
+
+
+def align_depth(pred: np.ndarray, ref: np.ndarray, f_ref: Optional[float] = None, *,
+                kappa: float = DETAIL_KAPPA) -> tuple[np.ndarray, DepthFit]:
+    """Fit pred: [H, W] to ref: [H, W] (+inf/nan = no reference) → (D [H, W] float64, fit).
+
+    ref ≈ s·pred + t robustly over the finite ref; t = 0 when ref's relative spread
+    (p90 − p10)/median is below SHIFT_MIN_SPREAD (a narrow depth range cannot tell a shift
+    from a scale). With f_ref (the focal length in pixels of the level ref came from), the
+    result is clamped to ref ± κ·ref/f_ref away from ref's depth edges.
+    """
+    pred = np.asarray(pred, np.float64)
+    ref = np.asarray(ref, np.float64)
+    ok = np.isfinite(ref) & (ref > 0)
+    if ok.sum() < 50:
+        raise ValueError(f"align_depth: only {int(ok.sum())} reference pixels, need at least 50")
+    q10, q50, q90 = np.percentile(ref[ok], [10, 50, 90])
+    shift = (q90 - q10) / q50 > SHIFT_MIN_SPREAD
+    try:
+        fit = fit_depth_scale(pred, ref, ok, shift=shift)
+    except ValueError:
+        if not shift:
+            raise
+        fit = fit_depth_scale(pred, ref, ok, shift=False)
+    D = apply_depth_fit(pred, fit).astype(np.float64)
+    if f_ref is not None:
+        tol = kappa * ref / float(f_ref)
+        clampable = ok & ~depth_edges(ref, 0.05, 1)
+        D = np.where(clampable, np.clip(D, ref - tol, ref + tol), D)
+    return D, fit
+
+
+def box_blur(a: np.ndarray, r: int) -> np.ndarray:
+    """Mean over a (2r+1)² window (edges replicated) of a: [H, W] → [H, W], via cumulative sums."""
+    if r <= 0:
+        return a.copy()
+    p = np.pad(a, r, mode="edge")
+    c = np.cumsum(np.cumsum(p, 0), 1)
+    c = np.pad(c, ((1, 0), (1, 0)))
+    n = 2 * r + 1
+    H, W = a.shape
+    return (c[n:n + H, n:n + W] - c[:H, n:n + W] - c[n:n + H, :W] + c[:H, :W]) / (n * n)
+
+
+def surface_tangents(cam: Camera, depth: np.ndarray, *, smooth: int = NORMAL_SMOOTH,
+                     max_slant: float = MAX_SLANT) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-space tangents t_u = ∂X/∂u, t_v = ∂X/∂v of the surface X(u, v) = z·K⁻¹[u, v, 1]:
+    (t_u [H·W, 3], t_v [H·W, 3]), row-major.
+
+    ∂X/∂u = z_u·r + z·(1/fx, 0, 0): z is the pixel's depth, z_u the gradient of the depth
+    box-smoothed over (2·smooth+1)² pixels (a monocular estimate is noisy per pixel), clamped to
+    max_slant·z/fx, and zero next to depth edges (there the pixel faces the camera).
+    """
+    H, W = depth.shape
+    z = np.asarray(depth, np.float64)
+    zs = box_blur(z, smooth)
+    z_v, z_u = np.gradient(zs)
+    lim = max_slant * z
+    z_u = np.clip(z_u, -lim / cam.K[0, 0], lim / cam.K[0, 0])
+    z_v = np.clip(z_v, -lim / cam.K[1, 1], lim / cam.K[1, 1])
+    edge = depth_edges(z, 0.05, smooth)
+    z_u, z_v = np.where(edge, 0.0, z_u).reshape(-1), np.where(edge, 0.0, z_v).reshape(-1)
+    r = pixel_rays(cam, pixel_grid(W, H))
+    zf = z.reshape(-1)
+    t_u = z_u[:, None] * r
+    t_u[:, 0] += zf / cam.K[0, 0]
+    t_v = z_v[:, None] * r
+    t_v[:, 1] += zf / cam.K[1, 1]
+    return t_u, t_v
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-pixel Gaussians
+
+def pixel_gaussians(cam: Camera, image: np.ndarray, depth: np.ndarray, frame: dict, *,
+                    sigma_px: float = SIGMA_PX, flatness: float = FLATNESS,
+                    opacity: float = OPACITY0) -> dict:
+    """One Gaussian per pixel with finite depth > 0, in frame's local coordinates.
+
+    image: [H, W, 3]; depth: [H, W] z-depth (metres). → {"means" [N, 3], "quats" [N, 4],
+    "scales" [N, 3], "opacities" [N], "colors" [N, 3]} float32, plus "pixels" [N] flat indices.
+    Σ_cam = M Mᵀ, M = σ·[t_u, t_v] = U S Vᵀ (thin SVD): axes U, n = U₀ × U₁; scales σ·S and
+    φ·σ·S_min along n. In the level camera it projects to σ² I₂ (J t_u = e_u).
+    """
+    H, W = depth.shape
+    z = np.asarray(depth, np.float64)
+    keep = (np.isfinite(z) & (z > 0)).reshape(-1)
+    t_u, t_v = surface_tangents(cam, np.where(np.isfinite(z) & (z > 0), z, np.nanmedian(z[z > 0])))
+    Mt = torch.from_numpy(np.stack([t_u[keep], t_v[keep]], -1))               # [N, 3, 2] metres/px
+    U, S, _ = torch.linalg.svd(Mt, full_matrices=False)                        # [N, 3, 2], [N, 2]
+    n = torch.linalg.cross(U[..., 0], U[..., 1], dim=-1)
+    A = torch.from_numpy(np.asarray(frame["rotation"], np.float64).T @ cam.c2w[:3, :3])
+    Rl = A @ torch.cat([U, n[..., None]], -1)                                  # local axes [N, 3, 3]
+    unit = float(frame["unit"])
+    scales = torch.cat([sigma_px * S, flatness * sigma_px * S[:, 1:]], -1) / unit
+
+    uv = pixel_grid(W, H)[keep]
+    Xc = pixel_rays(cam, uv) * z.reshape(-1)[keep, None]                       # camera, metres
+    # x_l = Rᵀ(C − origin)/unit + A·X_cam/unit, float64 until the end
+    c_l = np.asarray(frame["rotation"], np.float64).T @ (cam.c2w[:3, 3] - np.asarray(frame["origin"])) / unit
+    means = c_l + (Xc @ A.numpy().T) / unit
+    return {"means": means.astype(np.float32),
+            "quats": rotmat_to_quat(Rl).numpy().astype(np.float32),
+            "scales": scales.numpy().astype(np.float32),
+            "opacities": np.full(len(means), opacity, np.float32),
+            "colors": np.asarray(image, np.float32).reshape(-1, 3)[keep].copy(),
+            "pixels": np.flatnonzero(keep)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering and refinement
+
+def render_level(g: dict, cam: Camera, frame: dict, *, background: Optional[torch.Tensor] = None,
+                 info: Optional[dict] = None, backend: str = "auto"):
+    """Render Gaussians g (tensors or arrays in frame's local coordinates) into cam.
+
+    g: {"means", "quats", "scales", "opacities", "colors"} activated; background: [H, W, 3] or
+    None. → (rgb [H, W, 3], alpha [H, W, 1]) tensors.
+    """
+    t = {k: torch.as_tensor(g[k], dtype=torch.float32) for k in
+         ("means", "quats", "scales", "opacities", "colors")}
+    V = torch.as_tensor(local_viewmat(cam, frame), dtype=torch.float32)[None]
+    K = torch.as_tensor(cam.K, dtype=torch.float32)[None]
+    # near plane relative to the camera distance in local units: a level 4^10 deep sits ~10^6
+    # units from its camera
+    rgb, alpha = rasterize(t["means"], t["quats"], t["scales"], t["opacities"], t["colors"], V, K,
+                           cam.width, cam.height, near_plane=1e-6, info=info, backend=backend)
+    rgb, alpha = rgb[0], alpha[0]
+    if background is not None:
+        rgb = rgb + (1 - alpha) * background
+    return rgb, alpha
+
+
+def coarse_background(levels: list[LevelGaussians], cam: Camera, frame: dict,
+                      backend: str = "auto") -> Optional[torch.Tensor]:
+    """The frozen coarser levels rendered into cam (level frame `frame`): [H, W, 3] or None.
+
+    Level k's local coordinates become level i's by ×unit_k/unit_i (shared origin and axes);
+    only Gaussians whose centres project within a margin of the image are kept (in float64,
+    before anything is cast to float32).
+    """
+    if not levels:
+        return None
+    parts = {k: [] for k in ("means", "quats", "scales", "opacities", "colors")}
+    for lv in levels:
+        m = lv.frame["unit"] / frame["unit"]
+        means = lv.means.astype(np.float64) * m
+        uv, z = world_to_pixels(cam, to_world(means, frame))
+        r = 3.0 * lv.scales.max(1).astype(np.float64) * m * frame["unit"] * cam.K[0, 0] / np.maximum(z, 1e-300)
+        with np.errstate(invalid="ignore"):
+            sel = ((z > 0) & (uv[:, 0] + r > 0) & (uv[:, 0] - r < cam.width)
+                   & (uv[:, 1] + r > 0) & (uv[:, 1] - r < cam.height))
+        parts["means"].append(means[sel])
+        parts["scales"].append(lv.scales[sel].astype(np.float64) * m)
+        for k in ("quats", "opacities", "colors"):
+            parts[k].append(getattr(lv, k)[sel])
+    g = {k: np.concatenate(v) for k, v in parts.items()}
+    if len(g["means"]) == 0:
+        return None
+    with torch.no_grad():
+        rgb, alpha = render_level(g, cam, frame, backend=backend)
+    return rgb
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio (dB) of images in [0, 1]."""
+    mse = float(torch.mean((torch.as_tensor(a).detach().float() - torch.as_tensor(b).float()) ** 2))
+    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Mean SSIM (Wang et al. 2004, Gaussian window, C1 = 0.01², C2 = 0.03²) of a, b: [H, W, 3]."""
+    x = torch.arange(window, dtype=a.dtype) - (window - 1) / 2
+    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    k = (g[:, None] * g[None, :]).expand(3, 1, window, window)
+    blur = lambda t: torch.nn.functional.conv2d(t, k, groups=3)  # noqa: E731
+    A, B = a.permute(2, 0, 1)[None], b.permute(2, 0, 1)[None]
+    mu_a, mu_b = blur(A), blur(B)
+    s_aa = blur(A * A) - mu_a ** 2
+    s_bb = blur(B * B) - mu_b ** 2
+    s_ab = blur(A * B) - mu_a * mu_b
+    C1, C2 = 0.01 ** 2, 0.03 ** 2
+    m = ((2 * mu_a * mu_b + C1) * (2 * s_ab + C2)) / ((mu_a ** 2 + mu_b ** 2 + C1) * (s_aa + s_bb + C2))
+    return m.mean()
+
+
+def fit_colors(g: dict, image: np.ndarray, cam: Camera, frame: dict, *, steps: int = COLOUR_STEPS,
+               background: Optional[torch.Tensor] = None, backend: str = "auto",
+               lr: float = 0.03) -> np.ndarray:
+    """Deconvolve the per-pixel colours: c* = argmin_{c ∈ [0,1]} ‖A c + b − I‖², → colors [N, 3].
+
+    The render is linear in the colours, rgb = A c + b (A: the composited weights of the fixed
+    geometry, b: the frozen background through the remaining transmittance); neighbouring
+    Gaussians overlap every pixel, so the pixel colours themselves come out blurred. Projected
+    Adam from c = the pixel colours, `steps` steps.
+    """
+    target = torch.as_tensor(np.asarray(image, np.float32))
+    c = torch.tensor(np.asarray(g["colors"], np.float32), requires_grad=True)
+    opt = torch.optim.Adam([c], lr=lr)
+    for _ in range(steps):
+        rgb, _ = render_level(dict(g, colors=c), cam, frame, background=background, backend=backend)
+        loss = ((rgb - target) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            c.clamp_(0, 1)
+    return c.detach().numpy().copy()
+
+
+def refine(g: dict, image: np.ndarray, cam: Camera, frame: dict, *, steps: int,
+           background: Optional[torch.Tensor] = None, backend: str = "auto",
+           lr: Optional[dict] = None, densify: bool = True, ssim_weight: float = 0.2,
+           grow_grad2d: float = 1e-3,
+           should_cancel: Optional[Callable[[], bool]] = None) -> tuple[dict, dict]:
+    """Fit Gaussians g (local frame) to the level image with the coarser levels frozen.
+
+    Loss (3DGS): (1 − λ)·L1 + λ·(1 − SSIM), λ = ssim_weight, of rgb_i + (1 − α_i)·background
+    against image [H, W, 3]. Parameters as in 3DGS: means, log scales, quats, logit opacities,
+    colours; Adam; densify/prune with gsplat's DefaultStrategy (grow from step steps//4, every
+    steps//4, no opacity reset). → (refined g as float32 arrays, {"loss": [...], "count": N}).
+    """
+    from gsplat.strategy import DefaultStrategy
+
+    target = torch.as_tensor(np.asarray(image, np.float32))
+    scale0 = float(np.median(g["scales"][:, 0]))
+    extent = float(np.linalg.norm(np.ptp(g["means"], axis=0))) or 1.0
+    params = torch.nn.ParameterDict({
+        "means": torch.nn.Parameter(torch.as_tensor(g["means"], dtype=torch.float32)),
+        "scales": torch.nn.Parameter(torch.log(torch.as_tensor(g["scales"], dtype=torch.float32))),
+        "quats": torch.nn.Parameter(torch.as_tensor(g["quats"], dtype=torch.float32)),
+        "opacities": torch.nn.Parameter(torch.logit(torch.as_tensor(g["opacities"], dtype=torch.float32).clamp(1e-4, 1 - 1e-4))),
+        "colors": torch.nn.Parameter(torch.as_tensor(g["colors"], dtype=torch.float32)),
+    })
+    rates = {"means": 0.05 * scale0, "scales": 5e-3, "quats": 1e-3, "opacities": 2.5e-2,
+             "colors": 1e-2}
+    rates.update(lr or {})
+    optimizers = {k: torch.optim.Adam([params[k]], lr=rates[k], eps=1e-15) for k in params}
+    every = max(1, steps // 4)
+    strategy = DefaultStrategy(refine_start_iter=every - 1, refine_every=every,
+                               refine_stop_iter=steps - every // 2 if densify else 0,
+                               reset_every=10 ** 9, grow_grad2d=grow_grad2d)
+    strategy.check_sanity(params, optimizers)
+    state = strategy.initialize_state(scene_scale=extent)
+    losses = []
+    for step in range(steps):
+        if should_cancel is not None and should_cancel():
+            raise JobCancelled("cancelled during refinement")
+        info: dict = {}
+        rgb, _ = render_level({"means": params["means"], "quats": params["quats"],
+                               "scales": torch.exp(params["scales"]),
+                               "opacities": torch.sigmoid(params["opacities"]),
+                               "colors": params["colors"].clamp(0, 1)},
+                              cam, frame, background=background, info=info, backend=backend)
+        strategy.step_pre_backward(params, optimizers, state, step, info)
+        loss = ((1 - ssim_weight) * (rgb - target).abs().mean()
+                + ssim_weight * (1 - ssim(rgb, target)))
+        loss.backward()
+        for opt in optimizers.values():
+            opt.step()
+        if densify:
+            strategy.step_post_backward(params, optimizers, state, step, info, packed=False)
+        for opt in optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+    with torch.no_grad():
+        out = {"means": params["means"].numpy().copy(),
+               "quats": torch.nn.functional.normalize(params["quats"], dim=-1).numpy().copy(),
+               "scales": torch.exp(params["scales"]).numpy().copy(),
+               "opacities": torch.sigmoid(params["opacities"]).numpy().copy(),
+               "colors": params["colors"].clamp(0, 1).numpy().copy()}
+    return out, {"loss": losses, "count": len(out["means"])}
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop over levels
+
+def _check_inputs(level_images, zoom_cam: Camera, anchor, factor: float) -> list[np.ndarray]:
+    if not isinstance(zoom_cam, Camera):
+        raise ValueError(f"zoom_cam: must be a cameras.Camera, got {type(zoom_cam).__name__}")
+    if not (np.isfinite(factor) and 1.5 <= float(factor) <= 8):
+        raise ValueError(f"factor: must be in 1.5..8 (zoom.factor), got {factor}")
+    a = np.asarray(anchor, np.float64)
+    if a.shape != (3,) or not np.isfinite(a).all():
+        raise ValueError(f"anchor: must be 3 finite numbers, got {anchor!r}")
+    if not 1 <= len(level_images) <= 16:
+        raise ValueError(f"level_images: need 1..16 levels (zoom.levels), got {len(level_images)}")
+    out = []
+    for i, im in enumerate(level_images):
+        im = np.asarray(im, np.float32)
+        if im.shape != (zoom_cam.height, zoom_cam.width, 3):
+            raise ValueError(f"level_images[{i}]: shape {im.shape} does not match the zoom camera, "
+                             f"expected {(zoom_cam.height, zoom_cam.width, 3)}")
+        if not np.isfinite(im).all():
+            raise ValueError(f"level_images[{i}]: has non-finite values; colours must be in [0, 1]")
+        out.append(im)
+    return out
+
+
+def _fit_level0(D_hat: np.ndarray, cam: Camera, anchor: np.ndarray, depth0) -> tuple[np.ndarray, DepthFit]:
+    """Level 0's depth: fitted to depth0 [H, W] when given, else scaled so that the median depth
+    of the centre window is the anchor's z-depth."""
+    if depth0 is not None:
+        return align_depth(D_hat, np.asarray(depth0, np.float64))
+    _, z_a = world_to_pixels(cam, anchor[None])
+    H, W = D_hat.shape
+    r = max(2, min(W, H) // 32)
+    win = D_hat[H // 2 - r:H // 2 + r, W // 2 - r:W // 2 + r]
+    s = float(z_a[0]) / float(np.median(win))
+    if not (np.isfinite(s) and s > 0):
+        raise ValueError(f"anchor: lies behind the zoom camera (z = {float(z_a[0]):g})")
+    return D_hat * s, DepthFit(scale=s, shift=0.0, inliers=win.size, residual=0.0, usable=win.size)
+
+
+def lift_levels(level_images, zoom_cam: Camera, anchor, factor: float, engine, *,
+                refine_steps: int = 0, colour_steps: int = COLOUR_STEPS, progress: Optional[Progress] = None,
+                should_cancel: Optional[Callable[[], bool]] = None, depth0=None,
+                refine_max_pixels: Optional[int] = None, backend: str = "auto",
+                sigma_px: float = SIGMA_PX, opacity: float = OPACITY0) -> list[LevelGaussians]:
+    """Lift the zoom stack to Gaussians, level by level (the module docstring's loop).
+
+    level_images: list of [H, W, 3] float32 in [0, 1] (level i seen by zoom_level_camera(i));
+    zoom_cam: cameras.Camera; anchor: [3] world (the zoom's centre); factor: p;
+    engine: has estimate_depth(image, cam) (engines.base.DepthEstimator); depth0: optional
+    [H, W] reference z-depth of level 0 (e.g. the dream cloud's z-buffer in the zoom camera).
+    colour_steps: steps of the colour deconvolution (fit_colors) of the per-pixel Gaussians;
+    refine_steps: Adam steps per level (0 = none). Without CUDA, levels with more than
+    refine_max_pixels pixels (default 128², None on CUDA) are not refined (stats["refined"]).
+    progress("lift", level, n_levels, message) after each level; should_cancel() is polled.
+    """
+    images = _check_inputs(level_images, zoom_cam, anchor, factor)
+    anchor = np.asarray(anchor, np.float64)
+    p = float(factor)
+    if refine_max_pixels is None:
+        refine_max_pixels = 1 << 62 if torch.cuda.is_available() else 128 * 128
+    report = progress or (lambda *a: None)
+    levels: list[LevelGaussians] = []
+    for i, I_i in enumerate(images):
+        if should_cancel is not None and should_cancel():
+            raise JobCancelled(f"cancelled before lifting level {i}")
+        cam = zoom_level_camera(zoom_cam, p, i)
+        frame = level_frame(zoom_cam, anchor, p, i)
+        D_hat = np.asarray(engine.estimate_depth(I_i, cam), np.float64)
+        if i == 0:
+            D, fit = _fit_level0(D_hat, cam, anchor, depth0)
+        else:
+            ref = overlap_reference(levels[-1].depth, p)
+            D, fit = align_depth(D_hat, ref, f_ref=float(np.sqrt(cam.K[0, 0] * cam.K[1, 1])) / p)
+        g = pixel_gaussians(cam, I_i, D, frame, sigma_px=sigma_px, opacity=opacity)
+        stats = {"scale": fit.scale, "shift": fit.shift, "fit_residual": fit.residual,
+                 "pixels": int(len(g["means"])), "refined": False}
+        bg = coarse_background(levels, cam, frame, backend=backend) if (colour_steps or refine_steps) else None
+        if colour_steps > 0:
+            g["colors"] = fit_colors(g, I_i, cam, frame, steps=colour_steps, background=bg,
+                                     backend=backend)
+        if refine_steps > 0 and cam.width * cam.height <= refine_max_pixels:
+            with torch.no_grad():
+                stats["psnr_init"] = psnr(render_level(g, cam, frame, background=bg, backend=backend)[0],
+                                          I_i)
+            g, rs = refine(g, I_i, cam, frame, steps=refine_steps, background=bg,
+                           backend=backend, should_cancel=should_cancel)
+            with torch.no_grad():
+                stats["psnr"] = psnr(render_level(g, cam, frame, background=bg, backend=backend)[0],
+                                     I_i)
+            stats.update(refined=True, loss_first=rs["loss"][0], loss_last=rs["loss"][-1])
+        lv = LevelGaussians(index=i, means=g["means"], quats=g["quats"], scales=g["scales"],
+                            opacities=g["opacities"], colors=g["colors"], frame=frame,
+                            zoom_range=(p ** i, p ** (i + 1)), depth=D, stats=stats)
+        levels.append(lv)
+        report("lift", i + 1, len(images), f"level {i + 1}/{len(images)}: {len(lv)} Gaussians, "
+                                           f"depth scale {fit.scale:.3g}")
+    return levels

@@ -1,0 +1,220 @@
+"""Zoom levels in Blender: a 4^10 dive stays sub-pixel exact in Blender's float32, level hand-overs
+render without a pop in Cycles, and the rig survives save/reload with nothing external.
+
+The level files are written here with numpy exactly as docs/API.md "Zoom levels" specifies
+(Inria-layout PLYs in each level's local frame, float64 frames in manifest.json)."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import bpy
+
+from conftest import add_camera
+from test_splats import C0, write_inria_ply
+
+LENS, SENSOR = 35.0, 36.0
+
+
+def source_camera(res=48):
+    """The zoom camera at (0, −5, 1) looking along +Y; the anchor (0, 0, 1) is on its axis."""
+    scene = bpy.context.scene
+    scene.render.resolution_x = scene.render.resolution_y = res
+    cam = add_camera("Cam.000", (0.0, -5.0, 1.0), lens=LENS)
+    cam.data.sensor_width = SENSOR
+    scene.camera = cam
+    bpy.context.view_layer.update()
+    return cam
+
+
+def level_pattern(xy, period):
+    """A colour pattern over level-local coordinates: [N, 2] → rgb [N, 3] in [0.15, 0.85]."""
+    a, b = np.sin(2 * np.pi * xy[:, 0] / period), np.cos(2 * np.pi * xy[:, 1] / period)
+    return np.column_stack([0.5 + 0.35 * a, 0.5 + 0.35 * b, 0.5 - 0.175 * (a + b)])
+
+
+def write_dive(zs, out_dir, cam, anchor, factor, n_levels, side, job_id="dive"):
+    """Results of a job with n_levels zoom levels of side² flat Gaussians each → the manifest.
+
+    Level i covers (with a margin) what the zoom camera sees at magnification p^i: a plane through
+    the anchor facing the camera; in its local frame (unit p^−i) every level spans the same W0.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    M = np.array(cam.matrix_world, dtype=np.float64)
+    res = bpy.context.scene.render.resolution_x
+    f_px = LENS / SENSOR * res
+    R = M[:3, :3]
+    W0 = np.linalg.norm(np.asarray(anchor) - M[:3, 3]) * SENSOR / LENS  # view width at the anchor
+    g = (np.arange(side) + 0.5) / side * 1.3 * W0 - 0.65 * W0
+    X, Y = np.meshgrid(g, g)
+    xy = np.column_stack([X.ravel(), Y.ravel()])
+    n = len(xy)
+    sigma = 0.75 * (g[1] - g[0])
+    levels = []
+    for i in range(n_levels):
+        means = np.column_stack([xy, np.zeros(n)]).astype(np.float32)  # local z = toward the camera
+        rgb = level_pattern(xy, W0 / 3.0)  # 3 periods per level view: each level adds detail
+        f_dc = ((rgb - 0.5) / C0).astype(np.float32)
+        log_scales = np.log(np.tile([[sigma, sigma, 1e-4 * sigma]], (n, 1))).astype(np.float32)
+        quats = np.tile([[1.0, 0.0, 0.0, 0.0]], (n, 1)).astype(np.float32)
+        write_inria_ply(os.path.join(out_dir, f"level_{i:02d}.ply"), means, f_dc,
+                        np.full(n, 3.0, np.float32), log_scales, quats)
+        levels.append({"index": i, "prompt": f"level {i}", "image": f"level_{i:02d}.png",
+                       "gaussians": f"level_{i:02d}.ply", "count": n,
+                       "frame": {"origin": [float(v) for v in anchor], "rotation": R.tolist(),
+                                 "unit": float(factor) ** -i},
+                       "zoom_range": [float(factor) ** i, float(factor) ** (i + 1)]})
+    pts = np.asarray(anchor, dtype=np.float32)[None, :] + np.zeros((4, 3), np.float32)
+    zs.ply_io.write_ply(os.path.join(out_dir, "pointcloud.ply"), pts, np.zeros((4, 3), np.uint8),
+                     np.full(4, 0.01, np.float32))
+    manifest = {"format": "zoomscape-results", "version": 1, "job_id": job_id, "engine": "procedural",
+                "seed": 0, "scene_prompt": "x", "pointcloud": {"file": "pointcloud.ply", "points": 4},
+                "views": [], "zoom": {"camera": cam.name, "matrix_world": M.tolist(), "factor": factor,
+                                      "fx": f_px, "fy": f_px, "cx": res / 2, "cy": res / 2,
+                                      "width": res, "height": res,
+                                      "levels": [{"prompt": lv["prompt"]} for lv in levels],
+                                      "anchor": [float(v) for v in anchor], "anchor_source": "surface"},
+                "levels": levels}
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    return manifest
+
+
+def project(Xc, f_px, res):
+    """Camera-space points [N, 3] (Blender: looking down −Z) → pixels [N, 2] (x right, y up)."""
+    return Xc[:, :2] / -Xc[:, 2:3] * f_px + res / 2.0
+
+
+@pytest.mark.parametrize("mode", ["DOLLY", "LENS"])
+def test_a_4_to_the_10_dive_stays_within_half_a_pixel_in_float32(zs, tmp_path, mode):
+    res, p, n_levels, fpl = 512, 4.0, 10, 4
+    scene = bpy.context.scene
+    cam = source_camera(res)
+    anchor = np.array([0.0, 0.0, 1.0])
+    manifest = write_dive(zs, str(tmp_path), cam, anchor, p, n_levels, side=2)
+    root, objs = zs.level_rig.import_levels(scene, manifest, str(tmp_path), "dive")
+    zoom = zs.zoom_path.build_level_zoom(scene, cam, root, objs, p, fpl, mode, "dive")
+    deepest = objs[-1]
+    assert deepest["zoomscape_level"] == n_levels - 1 and len(objs) == n_levels
+    # a Gaussian of the deepest level, away from the anchor: where is it in float64?
+    x_l = np.array([0.08, -0.05, 0.005]) * 5.0 * SENSOR / LENS  # on screen at p^10 (level 9 ×4)
+    R = np.array(manifest["levels"][-1]["frame"]["rotation"])
+    X = anchor + p ** -(n_levels - 1) * R @ x_l
+    c0 = np.array(cam.matrix_world.translation, dtype=np.float64)
+    f_px = LENS / SENSOR * res
+    errs, naive_errs, last = [], [], None
+    for k, frame in enumerate(range(scene.frame_start, scene.frame_end + 1)):
+        scene.frame_set(frame)
+        tau = k / fpl
+        if mode == "DOLLY":  # truth: the camera at distance d0·p^−τ, same lens
+            truth = project((R.T @ (X - (anchor + (c0 - anchor) * p ** -tau)))[None], f_px, res)
+        else:  # truth: the camera stays and the image is magnified p^τ about the anchor's pixel
+            u_a = project((R.T @ (anchor - c0))[None], f_px, res)  # (a lens p^τ longer whose axis
+            truth = u_a + p ** tau * (project((R.T @ (X - c0))[None], f_px, res) - u_a)  # hits a)
+        dg = bpy.context.evaluated_depsgraph_get()
+        Mo = np.array(deepest.evaluated_get(dg).matrix_world, dtype=np.float32)
+        Mc = np.array(zoom.evaluated_get(dg).matrix_world, dtype=np.float32)
+        lens = zoom.data.lens  # not keyed: the rig zooms, not the lens
+        xw = Mo[:3, :3] @ x_l.astype(np.float32) + Mo[:3, 3]  # float32 throughout, as Blender holds it
+        Xc = Mc[:3, :3].T @ (xw - Mc[:3, 3])
+        errs.append(np.abs(project(Xc[None], np.float32(lens / SENSOR * res), res) - truth).max())
+        # the same shot with plain world coordinates in float32 (a camera dollying 4^10 closer)
+        Xn, cn = X.astype(np.float32), (anchor + (c0 - anchor) * p ** -tau).astype(np.float32)
+        if mode == "DOLLY":
+            naive_errs.append(np.abs(project((R.T.astype(np.float32) @ (Xn - cn))[None], f_px, res) - truth).max())
+        last = truth
+    assert len(errs) == n_levels * fpl + 1
+    assert np.all(np.abs(last - res / 2) < res / 2), "the Gaussian must be on screen at the end"
+    assert max(errs) < 0.5, f"max error {max(errs):.3g} px (per frame: {np.round(errs, 3).tolist()})"
+    if mode == "DOLLY":
+        assert max(naive_errs) > 0.5  # float32 world coordinates could not do it: the test can fail
+
+
+def render_frames(scene, frames, path):
+    """Render frames with Cycles (small, few samples) → [F, H, W, 3] float32."""
+    images = []
+    for f in frames:
+        scene.frame_set(f)
+        scene.render.filepath = os.path.join(path, f"f{f:03d}.png")
+        bpy.ops.render.render(write_still=True)
+        img = bpy.data.images.load(scene.render.filepath)
+        px = np.empty(img.size[0] * img.size[1] * img.channels, dtype=np.float32)
+        img.pixels.foreach_get(px)
+        images.append(px.reshape(img.size[1], img.size[0], img.channels)[..., :3])
+        bpy.data.images.remove(img)
+    return np.array(images)
+
+
+def setup_cycles(scene, res=40, samples=16):
+    r = scene.render
+    r.engine = "CYCLES"
+    scene.cycles.device, scene.cycles.samples = "CPU", samples
+    scene.cycles.use_denoising = False
+    r.resolution_x = r.resolution_y = res
+    r.image_settings.file_format = "PNG"
+    scene.view_settings.view_transform = "Standard"
+
+
+POP_TOL = 0.03  # mean |Δ| per channel between neighbouring frames at a hand-over (0..1 scale)
+
+
+def test_level_handover_renders_without_a_pop(zs, tmp_path):
+    scene = bpy.context.scene
+    cam = source_camera(40)
+    setup_cycles(scene)
+    p, fpl = 4.0, 8
+    manifest = write_dive(zs, str(tmp_path), cam, np.array([0.0, 0.0, 1.0]), p, 3, side=24)
+    root, objs = zs.level_rig.import_levels(scene, manifest, str(tmp_path), "pop")
+    zs.zoom_path.build_level_zoom(scene, cam, root, objs, p, fpl, "DOLLY", "pop")
+    s0 = scene.frame_start
+    diffs = {}
+    for k in (1, 2):  # level k is fully in and level k+1 starts to fade in at τ = k
+        h = s0 + k * fpl
+        im = render_frames(scene, [h - 1, h, h + 1], str(tmp_path))
+        assert im[1].mean() > 0.2, "the levels must cover the view"
+        diffs[k] = (np.abs(im[1] - im[0]).mean(), np.abs(im[2] - im[1]).mean())
+    assert max(max(d) for d in diffs.values()) < POP_TOL, diffs
+    # the same hand-over with a hard switch (fades 1/100 level wide) does pop: the test can fail
+    zs.zoom_path.key_fades(objs, s0, fpl, fade_width=0.01)
+    h = s0 + 2 * fpl
+    im = render_frames(scene, [h - 1, h], str(tmp_path))
+    assert np.abs(im[1] - im[0]).mean() > POP_TOL, (np.abs(im[1] - im[0]).mean(), diffs)
+
+
+def test_the_rig_survives_save_and_reload_with_nothing_external(zs, tmp_path):
+    scene = bpy.context.scene
+    cam = source_camera(32)
+    setup_cycles(scene, res=32, samples=4)
+    out_dir = str(tmp_path / "results")
+    write_dive(zs, out_dir, cam, np.array([0.0, 0.0, 1.0]), 4.0, 3, side=10, job_id="save")
+    props = scene.zoomscape
+    props.job_id, props.frames_per_level, props.zoom_mode = "save", 6, "DOLLY"
+    zs.runner.finish(scene, out_dir)  # what the extension does when a job is done
+    root, objs = zs.level_rig.rig_of("save")
+    assert root is not None and [o["zoomscape_level"] for o in objs] == [0, 1, 2]
+    pts = next(o for o in bpy.data.objects if o.get("zoomscape_kind") == "points")
+    assert pts.parent == root  # the point cloud zooms with the levels
+    assert scene.camera.get("zoomscape_kind") == "zoom_camera" and scene.frame_end - scene.frame_start == 18
+    frame = scene.frame_start + 10
+    before = render_frames(scene, [frame], str(tmp_path))[0]
+    assert before.mean() > 0.1
+    blend = str(tmp_path / "moved" / "dive.blend")
+    os.makedirs(os.path.dirname(blend))
+    bpy.ops.wm.save_as_mainfile(filepath=blend)
+    for name in os.listdir(out_dir):  # nothing outside the .blend is needed any more
+        os.remove(os.path.join(out_dir, name))
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    scene = bpy.context.scene
+    assert bpy.utils.blend_paths(absolute=True) == []  # no images, caches or libraries to ship
+    root = next(o for o in bpy.data.objects if o.get("zoomscape_kind") == "level_root")
+    levels = sorted((o for o in root.children if o.get("zoomscape_kind") == "level"),
+                    key=lambda o: o["zoomscape_level"])
+    assert len(levels) == 3 and all(len(o.data.vertices) == 100 for o in levels)
+    dg = bpy.context.evaluated_depsgraph_get()
+    instances = sum(1 for i in dg.object_instances if i.is_instance and i.parent
+                    and i.parent.original in levels)
+    assert instances == 300
+    after = render_frames(scene, [frame], str(tmp_path))[0]
+    np.testing.assert_allclose(after, before, atol=1e-6)

@@ -1,0 +1,182 @@
+"""3DGS PLY files → splat objects: the reader against an independent writer, the decoded
+attributes read back with foreach_get, the instancing geometry, and renders in Cycles and EEVEE."""
+import numpy as np
+import pytest
+
+import bpy
+
+from conftest import add_camera
+
+C0 = 0.28209479177387814
+INRIA = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+         + [f"f_rest_{i}" for i in range(45)]
+         + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+
+
+def write_inria_ply(path, means, f_dc, opacity, log_scales, quats, names=INRIA, extra_element=False):
+    """The Inria layout written straight from docs/API.md (independent of the extension's writer)."""
+    n = len(means)
+    data = np.zeros(n, dtype=[(name, "<f4") for name in names])
+    cols = {"x": means[:, 0], "y": means[:, 1], "z": means[:, 2], "opacity": opacity}
+    cols.update({f"f_dc_{j}": f_dc[:, j] for j in range(3)})
+    cols.update({f"scale_{j}": log_scales[:, j] for j in range(3)})
+    cols.update({f"rot_{j}": quats[:, j] for j in range(4)})
+    for name, col in cols.items():
+        if name in names:
+            data[name] = col
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
+    header += [f"property float {name}" for name in names]
+    if extra_element:
+        header += ["element face 1", "property list uchar int vertex_indices"]
+    with open(path, "wb") as f:
+        f.write(("\n".join(header + ["end_header"]) + "\n").encode("ascii"))
+        data.tofile(f)
+        if extra_element:
+            f.write(bytes([3]) + np.arange(3, dtype="<i4").tobytes())
+
+
+def random_gaussians(n, seed=0):
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(n, 3)).astype(np.float32)
+    f_dc = rng.normal(scale=1.2, size=(n, 3)).astype(np.float32)  # some rgb fall outside [0, 1]
+    opacity = rng.normal(scale=3.0, size=n).astype(np.float32)
+    log_scales = rng.uniform(-6, -1, (n, 3)).astype(np.float32)
+    quats = rng.normal(size=(n, 4)).astype(np.float32) * rng.uniform(0.5, 2, (n, 1)).astype(np.float32)
+    return means, f_dc, opacity, log_scales, quats
+
+
+def quat_to_matrix(q):
+    """[N, 4] wxyz (normalised here) → [N, 3, 3] float64."""
+    q = np.asarray(q, dtype=np.float64)
+    w, x, y, z = (q / np.linalg.norm(q, axis=1, keepdims=True)).T
+    return np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+                     2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                     2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], 1).reshape(-1, 3, 3)
+
+
+def read_attr(mesh, name, prop, width):
+    out = np.empty(len(mesh.vertices) * width, dtype=np.float32)
+    mesh.attributes[name].data.foreach_get(prop, out)
+    return out.reshape(len(mesh.vertices), width) if width > 1 else out
+
+
+def test_reader_reads_the_inria_layout_and_tolerates_variants(zs, tmp_path):
+    sp = zs.splat_ply
+    means, f_dc, opacity, log_scales, quats = random_gaussians(257)
+    write_inria_ply(tmp_path / "a.ply", means, f_dc, opacity, log_scales, quats)
+    s = sp.read_splat_ply(tmp_path / "a.ply")
+    for got, want in ((s.means, means), (s.f_dc, f_dc), (s.opacity_logit, opacity),
+                      (s.log_scales, log_scales), (s.quats, quats)):
+        np.testing.assert_array_equal(got, want)
+    # our writer produces exactly the Inria property list, in order
+    sp.write_splat_ply(tmp_path / "b.ply", s)
+    head = (tmp_path / "b.ply").read_bytes()[:4096].split(b"end_header")[0].decode()
+    assert [ln.split()[2] for ln in head.splitlines() if ln.startswith("property")] == INRIA
+    np.testing.assert_array_equal(sp.read_splat_ply(tmp_path / "b.ply").quats, quats)
+    # degree-0 file in another order, an extra property and an element after the vertices
+    names = ["rot_0", "rot_1", "rot_2", "rot_3", "x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2",
+             "opacity", "scale_0", "scale_1", "scale_2", "extra"]
+    write_inria_ply(tmp_path / "c.ply", means, f_dc, opacity, log_scales, quats, names, extra_element=True)
+    c = sp.read_splat_ply(tmp_path / "c.ply")
+    np.testing.assert_array_equal(c.means, means)
+    np.testing.assert_array_equal(c.quats, quats)
+    write_inria_ply(tmp_path / "d.ply", means, f_dc, opacity, log_scales, quats,
+                    [n for n in INRIA if n != "scale_1"])
+    with pytest.raises(sp.PLYError, match="scale_1 are missing"):
+        sp.read_splat_ply(tmp_path / "d.ply")
+    raw = (tmp_path / "a.ply").read_bytes()
+    (tmp_path / "e.ply").write_bytes(raw[:-100])
+    with pytest.raises(sp.PLYError, match="truncated: header says 257"):
+        sp.read_splat_ply(tmp_path / "e.ply")
+
+
+def test_import_decodes_every_attribute_exactly(zs, tmp_path):
+    si = zs.splat_import
+    n = 1000
+    means, f_dc, opacity, log_scales, quats = random_gaussians(n, seed=1)
+    write_inria_ply(tmp_path / "g.ply", means, f_dc, opacity, log_scales, quats)
+    obj = si.import_splats(bpy.context.scene, zs.splat_ply.read_splat_ply(tmp_path / "g.ply"), "G", "job")
+    mesh = obj.data
+    assert len(mesh.vertices) == n and obj.name in bpy.data.collections["Zoomscape"].objects
+    np.testing.assert_array_equal(read_attr(mesh, "position", "vector", 3), means)
+    rgb = np.clip(0.5 + C0 * f_dc.astype(np.float64), 0, 1)
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    col = read_attr(mesh, "color", "color", 4)
+    np.testing.assert_allclose(col[:, :3], lin, atol=2e-6)
+    np.testing.assert_array_equal(col[:, 3], 1.0)
+    np.testing.assert_allclose(read_attr(mesh, "opacity", "value", 1), 1 / (1 + np.exp(-opacity.astype(np.float64))),
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(read_attr(mesh, "scale", "vector", 3), np.exp(log_scales.astype(np.float64)), rtol=1e-6)
+    np.testing.assert_array_equal(read_attr(mesh, "rotation", "value", 4), quats)  # as stored
+    # the instancing frame: same covariance, thinnest axis on local z
+    dq, ds = read_attr(mesh, "zs_disc_rotation", "value", 4), read_attr(mesh, "zs_disc_scale", "vector", 3)
+    s = np.exp(log_scales.astype(np.float64))
+    R, Rd = quat_to_matrix(quats), quat_to_matrix(dq)
+    cov = R @ (s[:, :, None] ** 2 * np.eye(3)) @ R.transpose(0, 2, 1)
+    cov_d = Rd @ (ds[:, :, None].astype(np.float64) ** 2 * np.eye(3)) @ Rd.transpose(0, 2, 1)
+    np.testing.assert_allclose(cov_d, cov, atol=1e-6 * s.max() ** 2)
+    np.testing.assert_allclose(ds[:, 2], s.min(axis=1), rtol=1e-6)
+    assert (np.argmin(log_scales, axis=1) != 2).sum() > 500  # the relabelling was exercised
+
+
+def test_every_gaussian_becomes_an_oriented_scaled_quad(zs):
+    si = zs.splat_import
+    n = 300
+    means, f_dc, opacity, log_scales, quats = random_gaussians(n, seed=2)
+    splats = zs.splat_ply.Splats(means, f_dc, opacity, log_scales, quats)
+    obj = si.import_splats(bpy.context.scene, splats, "G", "job")
+    obj.location = (1.0, 2.0, 3.0)
+    dg = bpy.context.evaluated_depsgraph_get()
+    mats = np.array([np.array(inst.matrix_world) for inst in dg.object_instances
+                     if inst.is_instance and inst.parent and inst.parent.original == obj])
+    assert len(mats) == n  # every Gaussian, no subsampling
+    dq = read_attr(obj.data, "zs_disc_rotation", "value", 4)
+    ds = read_attr(obj.data, "zs_disc_scale", "vector", 3).astype(np.float64)
+    # instances come in point order; columns 0, 1 = K·σ·axis, translation = mean + tiny lift on the normal
+    Rd = quat_to_matrix(dq)
+    K = si.K_SIGMA
+    np.testing.assert_allclose(mats[:, :3, 0], Rd[:, :, 0] * K * ds[:, :1], atol=1e-5)
+    np.testing.assert_allclose(mats[:, :3, 1], Rd[:, :, 1] * K * ds[:, 1:2], atol=1e-5)
+    lift = mats[:, :3, 3] - (means + [1, 2, 3])
+    widest = K * ds[:, :2].max(axis=1)
+    np.testing.assert_allclose(np.abs(np.cross(lift, Rd[:, :, 2])).max(axis=1), 0, atol=1e-5)
+    assert (np.linalg.norm(lift, axis=1) <= si.DEPTH_JITTER * widest * 1.001 + 1e-6).all()
+    assert np.linalg.norm(lift, axis=1).max() > 0  # lifted: coplanar quads get distinct depths
+
+
+@pytest.mark.parametrize("engine", ["CYCLES", "EEVEE"])
+def test_a_coplanar_splat_wall_renders_with_its_colours(zs, tmp_path, engine):
+    """A flat wall of overlapping, exactly coplanar Gaussians covers the view with their colour."""
+    si = zs.splat_import
+    scene = bpy.context.scene
+    scene.camera = add_camera("Cam", (0.0, -4.0, 0.0), (1.5707963, 0.0, 0.0), lens=35.0)
+    g = np.linspace(-2.5, 2.5, 50, dtype=np.float32)
+    X, Z = np.meshgrid(g, g)
+    means = np.column_stack([X.ravel(), np.zeros(X.size, np.float32), Z.ravel()])
+    rgb = np.where(means[:, :1] < 0, [[220, 20, 20]], [[20, 20, 220]]) / 255.0
+    spacing = g[1] - g[0]
+    log_scales = np.log(np.tile([[0.7 * spacing, 1e-5, 0.7 * spacing]], (len(means), 1))).astype(np.float32)
+    quats = np.tile([[1.0, 0, 0, 0]], (len(means), 1)).astype(np.float32)
+    splats = zs.splat_ply.Splats(means, ((rgb - 0.5) / C0).astype(np.float32),
+                                 np.full(len(means), 4.6, np.float32), log_scales, quats)
+    si.import_splats(scene, splats, "Wall", "render-test")
+    r = scene.render
+    if engine == "CYCLES":
+        r.engine = "CYCLES"
+        scene.cycles.device, scene.cycles.samples = "CPU", 8
+    else:
+        r.engine = "BLENDER_EEVEE_NEXT" if bpy.app.version < (5, 0, 0) else "BLENDER_EEVEE"
+        scene.eevee.taa_render_samples = 8
+    r.resolution_x = r.resolution_y = 48
+    r.image_settings.file_format = "PNG"
+    scene.view_settings.view_transform = "Standard"
+    r.filepath = str(tmp_path / "wall.png")
+    bpy.ops.render.render(write_still=True)
+    img = bpy.data.images.load(r.filepath)
+    px = np.empty(48 * 48 * img.channels, dtype=np.float32)
+    img.pixels.foreach_get(px)
+    px = px.reshape(48, 48, img.channels)[..., :3]
+    left, right = px[12:36, 4:20].reshape(-1, 3), px[12:36, 28:44].reshape(-1, 3)
+    tol = 0.05 if engine == "CYCLES" else 0.08  # EEVEE's dithered transparency is noisier
+    np.testing.assert_allclose(np.median(left, axis=0), np.array([220, 20, 20]) / 255, atol=tol)
+    np.testing.assert_allclose(np.median(right, axis=0), np.array([20, 20, 220]) / 255, atol=tol)
