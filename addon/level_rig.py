@@ -95,14 +95,6 @@ def parse_levels(manifest: dict) -> list[Level]:
     return out
 
 
-def frame_matrix(origin: np.ndarray, rotation: np.ndarray, unit: float) -> np.ndarray:
-    """Local → world [4, 4] float64 of a frame: x = origin + unit·rotation·x_l."""
-    M = np.eye(4)
-    M[:3, :3] = unit * np.asarray(rotation, dtype=np.float64)
-    M[:3, 3] = origin
-    return M
-
-
 def level_local_matrix(level: Level, anchor: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     """L_i: [4, 4] float64, level i's matrix relative to the unscaled root at (anchor, rotation)."""
     L = np.eye(4)

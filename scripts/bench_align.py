@@ -103,31 +103,24 @@ class CachedWorld(World):
 # ---------------------------------------------------------------------------------------------
 # LucidDreamer, re-implemented from the paper and the behaviour of its published code
 
-@dataclass(frozen=True)
-class AdditiveSeam(Seam):
-    """LucidDreamer's seam: D ← D + delta (metres) on the hole; correction = delta / median D."""
-
-    delta: np.ndarray = None
+def lucid_scale_stuck(D_hat, D_ref, M):
+    """Published: Adam on a scale tensor that is not part of the autograd graph: it stays 1."""
+    return 1.0
 
 
-def lucid_scale_stuck(pred, ref, mask, **kw):
-    """Published: Adam on a scale tensor that is not part of the graph; the scale stays 1."""
-    return DepthFit(scale=1.0, shift=0.0, inliers=0, residual=0.0, usable=int(mask.sum()))
-
-
-def lucid_scale_lsq(pred, ref, mask, **kw):
-    """Bug fixed: the least-squares scale of ref ≈ s · pred over the finite overlap."""
-    ok = mask & np.isfinite(pred) & np.isfinite(ref)
+def lucid_scale_lsq(D_hat, D_ref, M):
+    """Bug fixed: the least-squares scale of D̃ ≈ s · D̂ over the finite overlap pixels."""
+    ok = M & np.isfinite(D_hat) & np.isfinite(D_ref)
     if ok.sum() < 50:
-        raise ValueError(f"lucid_scale_lsq: only {ok.sum()} overlap pixels")
-    p, r = pred[ok], ref[ok]
-    return DepthFit(scale=float(np.dot(p, r) / np.dot(p, p)), shift=0.0, inliers=int(ok.sum()),
-                    residual=0.0, usable=int(ok.sum()))
+        raise ValueError(f"only {ok.sum()} overlap pixels")
+    p, r = D_hat[ok], D_ref[ok]
+    return float(np.sum(p * r) / np.sum(p * p))
 
 
-def lucid_seam(D, D_ref, M, **kw):
-    """δ = D_ref − D on the overlap pixels that touch the hole, linearly interpolated
-    (scipy griddata over a Delaunay triangulation) into the hole, δ = 0 at the image corners."""
+def lucid_seam(D, D_ref, M):
+    """δ = D̃ − D on the overlap pixels that touch the hole, linearly interpolated (scipy
+    griddata over a Delaunay triangulation) into the hole, δ = 0 pinned at the image corners.
+    → δ [H, W] (metres; 0 on the overlap)."""
     H, W = M.shape
     ok = M & np.isfinite(D) & np.isfinite(D_ref)
     hole = ~M
@@ -146,39 +139,49 @@ def lucid_seam(D, D_ref, M, **kw):
         hi, hj = np.nonzero(hole)
         delta[hi, hj] = griddata(pts, vals, (hi.astype(np.float64), hj.astype(np.float64)),
                                  method="linear", fill_value=0.0)
-    med = float(np.median(D[ok])) if ok.any() else 1.0
-    return AdditiveSeam(correction=delta / med, used=int(border.sum()), sigma=0.0, cycles=0,
-                        delta=delta)
+    return delta
 
 
-def apply_any_seam(D, seam):
-    if isinstance(seam, AdditiveSeam):
-        return np.asarray(D, np.float64) + seam.delta
-    return ORIGINAL["apply_seam"](D, seam)
+def lucid_align(scale_fn, seam: bool):
+    """LucidDreamer's alignment step as a drop-in for dream.align_view: D = s·D̂ (+ δ)."""
+    def align_view(D_hat, D_ref, M, samples, d_prev, space="depth"):
+        try:
+            s = scale_fn(D_hat, D_ref, M)
+        except ValueError as exc:
+            s, note = d_prev.scale, f"; fallback ({exc})"
+        else:
+            note = ""
+        d = DepthFit(scale=s, shift=0.0, inliers=0, residual=0.0)
+        D = s * np.asarray(D_hat, np.float64)
+        delta = lucid_seam(D, D_ref, M) if seam else np.zeros(D.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = np.where(D + delta > 0, np.log(np.maximum(D + delta, 1e-300) / D), 0.0)
+        return D + delta, d, Seam(corr, 0, 0.0, 0), bool(note), note
+    return align_view
 
 
-def no_seam(D, D_ref, M, **kw):
-    return Seam(np.zeros(M.shape), 0, 0.0, 0)
+def no_seam(rho, pix, shape, **kw):
+    return Seam(np.zeros(shape), 0, 0.0, 0)
 
 
-ORIGINAL = {k: getattr(dream_mod, k) for k in ("fit_depth_scale", "seam_correction", "apply_seam",
-                                               "depth_at_points")}
 def oracle_fit(engine):
     """The floor: the inverse of the lie the engine just told (true scale and shift)."""
-    def fit(pred, ref, mask, **kw):
+    def fit(pred, ref, **kw):
         lie = engine.depth_log[-1]
         return DepthFit(scale=1.0 / lie.scale, shift=-lie.shift / lie.scale, inliers=0,
-                        residual=0.0, usable=int(mask.sum()))
+                        residual=0.0, usable=len(pred))
     return fit
 
 
+ORIGINAL = {k: getattr(dream_mod, k) for k in ("align_view", "overlap_samples", "fit_depth_pairs",
+                                               "seam_fill")}
 METHODS = {                                   # name → engine → the functions dream() uses
-    "(a) none": lambda e: dict(fit_depth_scale=lucid_scale_stuck, seam_correction=no_seam),
-    "(b) LucidDreamer": lambda e: dict(fit_depth_scale=lucid_scale_stuck, seam_correction=lucid_seam),
-    "(c) LD, LSQ scale": lambda e: dict(fit_depth_scale=lucid_scale_lsq, seam_correction=lucid_seam),
+    "(a) none": lambda e: dict(align_view=lucid_align(lucid_scale_stuck, False)),
+    "(b) LucidDreamer": lambda e: dict(align_view=lucid_align(lucid_scale_stuck, True)),
+    "(c) LD, LSQ scale": lambda e: dict(align_view=lucid_align(lucid_scale_lsq, True)),
     "(d) ours": lambda e: dict(),
-    "    ours, no seam": lambda e: dict(seam_correction=no_seam),
-    "    true scale": lambda e: dict(fit_depth_scale=oracle_fit(e), seam_correction=no_seam),
+    "    ours, no seam": lambda e: dict(seam_fill=no_seam),
+    "    true scale": lambda e: dict(fit_depth_pairs=oracle_fit(e), seam_fill=no_seam),
 }
 
 
@@ -187,7 +190,6 @@ def method(name: str, engine, clock: list):
     """Swap the alignment functions dream() uses for those of `name`; time them into clock."""
     fns = dict(ORIGINAL)
     fns.update(METHODS[name](engine))
-    fns["apply_seam"] = apply_any_seam
 
     def timed(f):
         def g(*a, **k):
@@ -198,9 +200,7 @@ def method(name: str, engine, clock: list):
                 clock.append(time.perf_counter() - t)
         return g
 
-    timed_names = ["fit_depth_scale", "seam_correction", "apply_seam"]
-    if "ours" in name:
-        timed_names.append("depth_at_points")
+    timed_names = ["align_view"] + (["overlap_samples"] if "ours" in name else [])
     try:
         for k, f in fns.items():
             setattr(dream_mod, k, timed(f) if k in timed_names else f)

@@ -132,41 +132,30 @@ def _check_space(space: str) -> None:
         raise ValueError(f"space: must be one of {', '.join(SPACES)}, got {space!r}")
 
 
-def fit_depth_scale(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, *, shift: bool = True,
-                    space: str = "depth", edge_threshold: float = 0.1, edge_dilate: int = 1,
-                    min_pixels: int = 50, iterations: int = 30, max_samples: int = 100_000
-                    ) -> DepthFit:
-    """Robust fit of ref ≈ s · pred + t (t = 0 when shift is False), or in space "disparity" of
-    1/ref ≈ s · (1/pred) + t (a relative model's inverse depth; shift is then always fitted).
+def fit_depth_pairs(pred: np.ndarray, ref: np.ndarray, *, shift: bool = True,
+                    space: str = "depth", min_pixels: int = 50, iterations: int = 30,
+                    max_samples: int = 100_000) -> DepthFit:
+    """Robust fit of ref ≈ s · pred + t over pairs (t = 0 when shift is False), or in space
+    "disparity" of 1/ref ≈ s · (1/pred) + t (a relative model's inverse depth; shift always).
 
-    pred: [H, W] predicted z-depth (e.g. monocular D̂_i); ref: [H, W] z-depth of the existing
-    cloud (e.g. Projection.depth, +inf where empty); mask: [H, W] bool, the overlap.
-    Pixels enter the fit where mask is True, both depths are finite and > 0 and ref has no depth
-    edge (relative jump > edge_threshold) nearby; at most max_samples of them, evenly strided.
-    Raises ValueError with fewer than min_pixels.
+    pred, ref: [n] finite depths > 0 of the same surface points (the new estimate, the old
+    cloud). At most max_samples of them, evenly strided, drive the iterations; inliers and
+    residual are measured on all. Raises ValueError with fewer than min_pixels pairs.
     """
     _check_space(space)
-    pred = np.asarray(pred, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    mask = np.asarray(mask, dtype=bool)
-    if pred.ndim != 2 or ref.shape != pred.shape or mask.shape != pred.shape:
-        raise ValueError(f"fit_depth_scale: pred {pred.shape}, ref {ref.shape} and mask "
-                         f"{mask.shape} must be the same [H, W] shape")
+    pred = np.asarray(pred, dtype=np.float64).reshape(-1)
+    ref = np.asarray(ref, dtype=np.float64).reshape(-1)
+    if pred.shape != ref.shape:
+        raise ValueError(f"fit_depth_pairs: pred {pred.shape} and ref {ref.shape} must match")
     if max_samples < min_pixels:
         raise ValueError(f"max_samples: must be at least min_pixels ({min_pixels}), got {max_samples}")
-    with np.errstate(invalid="ignore"):
-        use = mask & np.isfinite(pred) & np.isfinite(ref) & (ref > 0)
-        if space == "disparity":
-            use &= pred > 0
-    use &= ~depth_edges(ref, edge_threshold, edge_dilate)
-    flat = np.flatnonzero(use)
-    n = flat.size
+    n = pred.size
     if n < min_pixels:
         raise ValueError(f"fit_depth_scale: only {n} usable overlap pixels (mask ∧ finite ∧ "
                          f"ref > 0 ∧ not a depth edge), need at least {min_pixels}")
-    p_all, r_all = pred.reshape(-1)[flat], ref.reshape(-1)[flat]
+    p_all, r_all = pred, ref
     if space == "disparity":
-        p_all, r_all, shift = 1.0 / p_all, 1.0 / r_all, True
+        p_all, r_all, shift = 1.0 / pred, 1.0 / ref, True
     step = -(-n // max_samples)                          # ceil: evenly strided subsample
     p, r_ = p_all[::step], r_all[::step]
     a, b = p / r_, 1.0 / r_
@@ -199,6 +188,41 @@ def fit_depth_scale(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, *, shif
     rms = float(np.sqrt(np.mean(res[inl] ** 2))) if inl.any() else float("inf")
     return DepthFit(scale=float(s), shift=float(t), inliers=int(inl.sum()), residual=rms, usable=n,
                     space=space)
+
+
+def usable_pixels(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, *,
+                  edge_threshold: float = 0.1, edge_dilate: int = 1) -> np.ndarray:
+    """Pixels whose (pred, ref) pair can enter a fit: [H, W] bool = mask ∧ both finite and > 0
+    ∧ ref has no depth edge (relative jump > edge_threshold) within edge_dilate pixels. (Edges
+    of pred are not excluded: a prediction's wrong pixels look like edges, and the robust
+    weights already drop them.)"""
+    pred = np.asarray(pred, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    if pred.ndim != 2 or ref.shape != pred.shape or mask.shape != pred.shape:
+        raise ValueError(f"fit_depth_scale: pred {pred.shape}, ref {ref.shape} and mask "
+                         f"{mask.shape} must be the same [H, W] shape")
+    with np.errstate(invalid="ignore"):
+        use = mask & np.isfinite(pred) & np.isfinite(ref) & (ref > 0) & (pred > 0)
+    use &= ~depth_edges(ref, edge_threshold, edge_dilate)
+    return use
+
+
+def fit_depth_scale(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray, *, shift: bool = True,
+                    space: str = "depth", edge_threshold: float = 0.1, edge_dilate: int = 1,
+                    min_pixels: int = 50, iterations: int = 30, max_samples: int = 100_000
+                    ) -> DepthFit:
+    """fit_depth_pairs over the usable pixels of two depth maps.
+
+    pred: [H, W] predicted z-depth (e.g. monocular D̂_i); ref: [H, W] z-depth of the existing
+    cloud (e.g. Projection.depth, +inf where empty); mask: [H, W] bool, the overlap. Pixels enter
+    where usable_pixels says so. Raises ValueError with fewer than min_pixels.
+    """
+    _check_space(space)
+    use = usable_pixels(pred, ref, mask, edge_threshold=edge_threshold, edge_dilate=edge_dilate)
+    return fit_depth_pairs(np.asarray(pred, np.float64)[use], np.asarray(ref, np.float64)[use],
+                           shift=shift, space=space, min_pixels=min_pixels, iterations=iterations,
+                           max_samples=max_samples)
 
 
 def apply_depth_fit(pred: np.ndarray, fit: DepthFit) -> np.ndarray:
@@ -355,14 +379,6 @@ def screened_poisson(f: np.ndarray, a: np.ndarray, h: float, *, c0: np.ndarray |
     return c, cycle
 
 
-def _cell_sums(x: np.ndarray, cell: int, gh: int, gw: int) -> np.ndarray:
-    """Sums of x: [H, W] over cell×cell blocks → [gh, gw] (the image zero-padded at bottom/right)."""
-    H, W = x.shape
-    p = np.zeros((gh * cell, gw * cell))
-    p[:H, :W] = x
-    return p.reshape(gh, cell, gw, cell).sum(axis=(1, 3))
-
-
 def _upsample(C: np.ndarray, cell: int, H: int, W: int) -> np.ndarray:
     """Bilinear interpolation of cell values C: [gh, gw] (cell centres at (k + ½)·cell) to the
     pixel centres of an [H, W] image (edges held)."""
@@ -376,35 +392,44 @@ def _upsample(C: np.ndarray, cell: int, H: int, W: int) -> np.ndarray:
     return rows[:, x0] * (1 - fx) + rows[:, x1] * fx
 
 
-def seam_correction(D: np.ndarray, D_ref: np.ndarray, M: np.ndarray, *, decay: float = 0.15,
-                    smooth: float = 2.0, grid: int = 256, edge_threshold: float = 0.1,
-                    edge_dilate: int = 1, min_pixels: int = 50, tol: float = 1e-5) -> Seam:
-    """The correction c that bends D onto D_ref at the mask border (module docstring, step 2).
+def _gather(C: np.ndarray, cell: int, pix: np.ndarray, W: int) -> np.ndarray:
+    """Bilinear cell values C: [gh, gw] at the centres of flat pixels pix: [n] → [n]."""
+    gh, gw = C.shape
+    y = np.clip((pix // W + 0.5) / cell - 0.5, 0.0, gh - 1.0)
+    x = np.clip((pix % W + 0.5) / cell - 0.5, 0.0, gw - 1.0)
+    y0, x0 = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
+    y1, x1 = np.minimum(y0 + 1, gh - 1), np.minimum(x0 + 1, gw - 1)
+    fy, fx = y - y0, x - x0
+    return (C[y0, x0] * (1 - fx) + C[y0, x1] * fx) * (1 - fy) + \
+        (C[y1, x0] * (1 - fx) + C[y1, x1] * fx) * fy
 
-    D: [H, W] new z-depth after the global fit, at the same surface points as D_ref (e.g. sampled
-    where the old points project); D_ref: [H, W] z-depth of the existing cloud (+inf where empty);
-    M: [H, W] bool, the overlap. The residual ρ = log(D_ref / D) is measured where M, both depths
-    are finite and > 0, and neither map has a depth edge nearby; then c solves the screened
-    Poisson problem with smoothing ℓ_s = smooth pixels on the overlap and decay
-    ℓ_d = decay · max(H, W) pixels into the hole, on cells of ⌈max(H, W) / grid⌉ pixels.
-    With fewer than min_pixels usable residuals, c = 0.
+
+def seam_fill(rho: np.ndarray, pix: np.ndarray, shape: tuple[int, int], *, density: float = 1.0,
+              decay: float = 0.15, smooth: float = 3.0, grid: int = 128, min_samples: int = 50,
+              tol: float = 1e-5) -> Seam:
+    """The correction c that bends the new depth onto the old surface (module docstring, step 2).
+
+    rho: [n] residuals ρ = log(ref / D) of overlap samples (old surface point ↔ new depth there);
+    pix: [n] flat index (row · W + col) of each sample's pixel in an image of shape (H, W);
+    density: samples expected per covered pixel (< 1 when the samples are a strided subset).
+    c solves, on cells of ⌈max(H, W) / grid⌉ pixels, the screened Poisson problem with smoothing
+    ℓ_s = smooth pixels where there are samples and decay ℓ_d = decay · max(H, W) pixels where
+    there are none: (−Δ + κ·ω + μ·(1 − ω)) c = κ·ω·ρ̄, κ = 1/ℓ_s², μ = 1/ℓ_d², ω = the cell's
+    sample coverage (≤ 1), ρ̄ its mean residual. Twice: first with the samples within Tukey's cut
+    of the median, then within the cut of the first solution. With fewer than min_samples, c = 0.
     """
-    D = np.asarray(D, dtype=np.float64)
-    D_ref = np.asarray(D_ref, dtype=np.float64)
-    M = np.asarray(M, dtype=bool)
-    if D.ndim != 2 or D_ref.shape != D.shape or M.shape != D.shape:
-        raise ValueError(f"seam_correction: D {D.shape}, D_ref {D_ref.shape} and M {M.shape} must "
-                         "be the same [H, W] shape")
-    for name, v, lo in (("decay", decay, 0.0), ("smooth", smooth, 0.0), ("grid", grid, 1)):
+    H, W = (int(v) for v in shape)
+    for name, v, lo in (("decay", decay, 0.0), ("smooth", smooth, 0.0), ("grid", grid, 1),
+                        ("density", density, 0.0)):
         if not (np.isfinite(v) and v > lo):
             raise ValueError(f"{name}: must be a finite number > {lo}, got {v}")
-    H, W = D.shape
-    with np.errstate(invalid="ignore", divide="ignore"):
-        use = M & np.isfinite(D) & np.isfinite(D_ref) & (D > 0) & (D_ref > 0)
-        use &= ~depth_edges(np.where(M, D_ref, np.inf), edge_threshold, edge_dilate)
-        use &= ~depth_edges(D, edge_threshold, edge_dilate)
-        rho = np.where(use, np.log(np.where(use, D_ref, 1.0) / np.where(use, D, 1.0)), 0.0)
-    if use.sum() < min_pixels:
+    rho = np.asarray(rho, dtype=np.float64).reshape(-1)
+    pix = np.asarray(pix, dtype=np.int64).reshape(-1)
+    if rho.shape != pix.shape:
+        raise ValueError(f"seam_fill: rho {rho.shape} and pix {pix.shape} must match")
+    ok = np.isfinite(rho) & (pix >= 0) & (pix < H * W)
+    rho, pix = rho[ok], pix[ok]
+    if rho.size < min_samples:
         return Seam(np.zeros((H, W)), 0, 0.0, 0)
 
     # Cells of `cell` pixels, the grid padded to a multiple of 16 cells (no data: screened).
@@ -412,32 +437,37 @@ def seam_correction(D: np.ndarray, D_ref: np.ndarray, M: np.ndarray, *, decay: f
     gh, gw = -(-H // cell), -(-W // cell)
     ph, pw = -(-gh // 16) * 16, -(-gw // 16) * 16
     kappa, mu = 1.0 / smooth ** 2, 1.0 / (decay * max(H, W)) ** 2
-    area = float(cell * cell)
+    cell_of = (pix // W // cell) * pw + (pix % W) // cell
+    full = float(cell * cell) * density                 # samples in a fully covered cell
 
-    def solve(data: np.ndarray, c0):
-        """Cell problem for the residuals at the pixels `data`: (−Δ + κ·ω + μ·(1 − ω)) c = κ·ω·ρ̄,
-        ω = fraction of the cell's pixels with data, ρ̄ their mean residual."""
-        n = np.zeros((ph, pw))
-        sr = np.zeros((ph, pw))
-        n[:gh, :gw] = _cell_sums(data.astype(np.float64), cell, gh, gw)
-        sr[:gh, :gw] = _cell_sums(np.where(data, rho, 0.0), cell, gh, gw)
-        omega = n / area
-        return screened_poisson(kappa * sr / area, kappa * omega + mu * (1.0 - omega), cell,
+    def solve(keep: np.ndarray, c0):
+        n = np.bincount(cell_of[keep], minlength=ph * pw).reshape(ph, pw)
+        sr = np.bincount(cell_of[keep], rho[keep], minlength=ph * pw).reshape(ph, pw)
+        omega = np.minimum(n / full, 1.0)
+        mean = np.where(n > 0, sr / np.maximum(n, 1), 0.0)
+        return screened_poisson(kappa * omega * mean, kappa * omega + mu * (1.0 - omega), cell,
                                 c0=c0, tol=tol)
 
-    # Pass 1: all usable residuals, outliers cut about their median; pass 2: cut about c.
-    r = rho[use]
-    med = float(np.median(r))
-    data = use & (np.abs(rho - med) <= TUKEY_C * _sigma(r - med))
-    C, cycles = solve(data, None)
-    c = _upsample(C[:gh, :gw], cell, H, W)
-    dev = (rho - c)[use]
-    sigma = _sigma(dev)
-    data = use & (np.abs(rho - c) <= TUKEY_C * sigma)
-    C, more = solve(data, C)
-    c = _upsample(C[:gh, :gw], cell, H, W)
-    return Seam(correction=c, used=int(data.sum()), sigma=float(_sigma((rho - c)[data])),
-                cycles=cycles + more)
+    med = float(np.median(rho))
+    keep = np.abs(rho - med) <= TUKEY_C * _sigma(rho - med)
+    C, cycles = solve(keep, None)
+    dev = rho - _gather(C, cell, pix, W)
+    keep = np.abs(dev) <= TUKEY_C * _sigma(dev)
+    C, more = solve(keep, C)
+    dev = (rho - _gather(C, cell, pix, W))[keep]
+    return Seam(correction=_upsample(C[:gh, :gw], cell, H, W), used=int(keep.sum()),
+                sigma=_sigma(dev), cycles=cycles + more)
+
+
+def seam_correction(D: np.ndarray, D_ref: np.ndarray, M: np.ndarray, *, edge_threshold: float = 0.1,
+                    edge_dilate: int = 1, **options) -> Seam:
+    """seam_fill from two depth maps: D [H, W] the new depth after the global fit, D_ref [H, W]
+    the old surface's depth at the same pixels (+inf where none), M [H, W] bool the overlap;
+    residuals at usable_pixels. options go to seam_fill."""
+    use = usable_pixels(D, D_ref, M, edge_threshold=edge_threshold, edge_dilate=edge_dilate)
+    pix = np.flatnonzero(use)
+    rho = np.log(np.asarray(D_ref, np.float64).reshape(-1)[pix] / np.asarray(D, np.float64).reshape(-1)[pix])
+    return seam_fill(rho, pix, np.shape(D), **options)
 
 
 def apply_seam(D: np.ndarray, seam: Seam) -> np.ndarray:

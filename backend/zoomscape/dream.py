@@ -16,9 +16,10 @@ the code Î_i, D̂_i, D̃_i, P̂_i are spelled I_hat_i, D_hat_i, D_tilde_i, P_ha
 
 (The paper fits d_i by gradient descent on the L1 distance of the lifted overlap to P_{i−1} and
 bends the seam with a linear interpolation pinned to zero at the image corners; here the fit is
-robust and closed-form, and the seam correction decays away from the seam.) On the overlap, D̂_i
-is read where each covered pixel's old point projects (not at the pixel centre), so the pairs
-compare the same surface point even on steep, grazing surfaces. View 0 sets the world's scale,
+robust and closed-form, and the seam correction decays away from the seam.) Both are measured on
+samples of the overlap (overlap_samples): every old point on the visible surface, paired with
+D̂_i read at its own projection, so the pairs compare the same surface point even on steep,
+grazing surfaces and are not biased towards the camera by the z-buffer's choice of the nearest. View 0 sets the world's scale,
 or, given the user's own RGB-D render (init = I_0, D_0, M_0), view 0 paints only ¬M_0 and its
 estimated depth is fitted and seamed to D_0 like any later view, so the world stays in the
 user's coordinates and scale. A hole pixel is kept when its new point
@@ -38,7 +39,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .align import DepthFit, apply_depth_fit, apply_seam, bilinear, fit_depth_scale, seam_correction
+from .align import (DepthFit, Seam, apply_depth_fit, apply_seam, bilinear, depth_edges,
+                    fit_depth_pairs, seam_fill, usable_pixels)
 from .cameras import Camera, world_to_pixels
 from .engines.base import check_image
 from .pointcloud import PointCloud, merge, project, unproject
@@ -125,18 +127,70 @@ def _pixel_of_points(cam: Camera, mask: np.ndarray) -> np.ndarray:
     return np.flatnonzero(mask.reshape(-1))
 
 
-def depth_at_points(D: np.ndarray, cloud: PointCloud, index: np.ndarray, cam: Camera) -> np.ndarray:
-    """D: [H, W] read where the point winning each pixel projects: [H, W] (+inf where index < 0).
+@dataclass(frozen=True)
+class Samples:
+    """Pairs of the old surface and the new depth estimate on the overlap of one view.
 
-    index: [H, W] Projection.index of cloud in cam. A splat covers pixels whose centres are up
-    to a pixel from its point, so on a steep surface the pixel centre and the point see different
-    depths; bilinear D at the point's own (u, v) pairs the same surface point with its z.
+    pred: [n] D̂ at the sample; ref: [n] the old surface's z-depth there; pix: [n] flat index
+    (row · W + col) of the sample's pixel; density: samples per covered pixel (< 1 for a subset).
     """
-    out = np.full(index.shape, np.inf)
-    covered = index >= 0
-    uv, _ = world_to_pixels(cam, cloud.xyz[index[covered]])
-    out[covered] = bilinear(np.asarray(D, dtype=np.float64), uv)
-    return out
+
+    pred: np.ndarray
+    ref: np.ndarray
+    pix: np.ndarray
+    density: float = 1.0
+
+
+def overlap_samples(P: PointCloud, proj, cam: Camera, D_hat: np.ndarray, *, tol: float = 0.1,
+                    edge_threshold: float = 0.1, max_points: int = 400_000) -> Samples:
+    """The old points on cam's visible surface, each paired with D̂ bilinear at its own (u, v).
+
+    proj: the Projection of P into cam. A point is a sample when its home pixel (the one its
+    (u, v) falls in) is covered, not next to a depth edge of the z-buffer, and the point is on
+    the visible surface there: z ≤ (1 + tol) · z-buffer. Taking every such point, not the one
+    that won the z-buffer, keeps the samples unbiased: among noisy splats of one surface the
+    nearest wins, so the winners lie in front of it on average. Strided to at most max_points
+    points of P (evenly spread; density says how many samples a covered pixel gets).
+    """
+    H, W = cam.height, cam.width
+    step = max(1, -(-len(P) // max_points))
+    uv, z = world_to_pixels(cam, P.xyz[::step])
+    with np.errstate(invalid="ignore"):
+        ok = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
+    idx = np.flatnonzero(ok)
+    pix = np.floor(uv[idx, 1]).astype(np.int64) * W + np.floor(uv[idx, 0]).astype(np.int64)
+    zbuf = proj.depth.reshape(-1).astype(np.float64)
+    edge = depth_edges(proj.depth, edge_threshold, 1).reshape(-1)
+    with np.errstate(invalid="ignore"):
+        keep = proj.mask.reshape(-1)[pix] & ~edge[pix] & (z[idx] <= (1.0 + tol) * zbuf[pix])
+    idx, pix = idx[keep], pix[keep]
+    pred = bilinear(np.asarray(D_hat, dtype=np.float64), uv[idx])
+    with np.errstate(invalid="ignore"):
+        good = np.isfinite(pred) & (pred > 0)
+    return Samples(pred=pred[good], ref=z[idx][good], pix=pix[good], density=1.0 / step)
+
+
+def pixel_samples(D_hat: np.ndarray, D_ref: np.ndarray, M: np.ndarray) -> Samples:
+    """Samples at the pixels of two depth maps (e.g. the user's D_0 on M_0): usable_pixels."""
+    use = usable_pixels(D_hat, D_ref, M)
+    return Samples(pred=np.asarray(D_hat, np.float64)[use], ref=np.asarray(D_ref, np.float64)[use],
+                   pix=np.flatnonzero(use))
+
+
+def align_view(D_hat: np.ndarray, D_ref: np.ndarray, M: np.ndarray, samples: Samples,
+               d_prev: DepthFit, space: str = "depth"):
+    """D_i = d_i(D̂_i) · exp(c_i): the robust global fit, then the seam. → (D_i, d_i, seam_i,
+    fallback, note). D_hat: [H, W]; samples: the overlap pairs (D_ref, M: the z-buffer depth and
+    covered mask they came from). Too few samples: d_i = d_prev, no seam, fallback = True."""
+    try:
+        d = fit_depth_pairs(samples.pred, samples.ref, space=space)
+    except ValueError as exc:
+        return (apply_depth_fit(D_hat, d_prev), d_prev, None, True,
+                f"; too little overlap to fit depth ({exc}), reusing the previous scale")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.log(samples.ref / apply_depth_fit(samples.pred, d))
+    seam = seam_fill(rho, samples.pix, D_hat.shape, density=samples.density)
+    return apply_seam(apply_depth_fit(D_hat, d), seam), d, seam, False, ""
 
 
 def check_init(init, cam: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -180,16 +234,6 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         if should_cancel is not None and should_cancel():
             raise JobCancelled("cancelled during dream")
 
-    def align(D_hat, D_hat_at, D_ref, M, d_prev):
-        """d(D̂) · exp(c): the global fit, then the seam. → (D, d, seam, fallback, note)."""
-        try:
-            d = fit_depth_scale(D_hat_at, D_ref, M, space=space)
-        except ValueError as exc:
-            return (apply_depth_fit(D_hat, d_prev), d_prev, None, True,
-                    f"; too little overlap to fit depth ({exc}), reusing the previous scale")
-        seam = seam_correction(apply_depth_fit(D_hat_at, d), D_ref, M)
-        return apply_seam(apply_depth_fit(D_hat, d), seam), d, seam, False, ""
-
     def view_report(cam, n_new, d, seam, fallback, overlap, kept, crack=0, free=0):
         c = seam.correction[kept] if seam is not None and kept.any() else np.zeros(1)
         return {"camera": cam.name, "new_points": n_new, "scale": float(d.scale),
@@ -218,7 +262,8 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         D_0 = np.where(M_0, D_user, np.inf)
         if not M_0.all():
             D_hat_0 = np.asarray(engine.estimate_depth(I_0, cam), dtype=np.float64)
-            D_fit, d_prev, seam, fallback, note = align(D_hat_0, D_hat_0, D_0, M_0, d_prev)
+            D_fit, d_prev, seam, fallback, note = align_view(
+                D_hat_0, D_0, M_0, pixel_samples(D_hat_0, D_0, M_0), d_prev, space)
             D_0 = np.where(M_0, D_user, D_fit)
     P = unproject(cam, I_0, D_0)
     with np.errstate(invalid="ignore"):
@@ -241,8 +286,9 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         D_hat_i = np.asarray(engine.estimate_depth(I_i, cam), dtype=np.float64)
 
         # d_i: robust global fit on the overlap, then c_i: the seam; D_i = d_i(D̂_i) · exp(c_i)
-        D_hat_at_i = depth_at_points(D_hat_i, P, proj.index, cam)
-        D_i, d_i, seam_i, fallback, note = align(D_hat_i, D_hat_at_i, D_tilde_i, M_i, d_prev)
+        samples_i = overlap_samples(P, proj, cam, D_hat_i)
+        D_i, d_i, seam_i, fallback, note = align_view(D_hat_i, D_tilde_i, M_i, samples_i, d_prev,
+                                                      space)
 
         with np.errstate(invalid="ignore"):
             hole = ~M_i & np.isfinite(D_i) & (D_i > 0)

@@ -79,30 +79,40 @@ def overall_progress(stage: str, step: int, total: int, previous: float) -> floa
 
 
 class EnginePool:
-    """Engines by name, each built once on first use and then shared (thread-safe)."""
+    """Engines by (name, model choices), built once on first use and then shared (thread-safe).
+
+    Only one engine per name is kept: a job asking for other models replaces it, so one GPU never
+    holds two sets of diffusion weights.
+    """
 
     def __init__(self, **prebuilt):
-        self._engines = dict(prebuilt)
+        self._engines = {name: (None, engine) for name, engine in prebuilt.items()}
         self._lock = threading.Lock()
 
-    def get(self, name: str):
-        """The engine called name; raises engines.EngineUnavailable with the engine's own message."""
+    def get(self, name: str, models: Optional[dict] = None):
+        """The engine called name with these model overrides (None = the server's defaults);
+        raises engines.EngineUnavailable with the engine's own message."""
+        key = tuple(sorted((models or {}).items())) or None
         with self._lock:
-            if name not in self._engines:
+            held = self._engines.get(name)
+            if held is None or (held[0] != key and key is not None):
                 from zoomscape import engines  # heavy imports only when an engine is needed
 
-                self._engines[name] = engines.get_engine(name)
-            return self._engines[name]
+                self._engines.pop(name, None)  # drop the old weights before loading new ones
+                options = {"models": dict(models)} if models else {}
+                self._engines[name] = (key, engines.get_engine(name, **options))
+            return self._engines[name][1]
 
 
 def default_runner(pool: EnginePool) -> Runner:
-    """Runner that calls pipeline.run_job with the request's engine taken from pool."""
+    """Runner that calls pipeline.run_job with the request's engine (and models) taken from pool."""
 
     def run(request: dict, out_dir: Path, progress: Progress, should_cancel: Callable[[], bool]) -> dict:
         from zoomscape import pipeline
 
+        models = {k: v for k, v in (request.get("models") or {}).items() if v}
         return pipeline.run_job(request, out_dir, progress=progress, should_cancel=should_cancel,
-                                engine=pool.get(request["engine"]))
+                                engine=pool.get(request["engine"], models or None))
 
     return run
 

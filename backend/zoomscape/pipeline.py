@@ -8,6 +8,7 @@ Progress stages: "dream" (one step per view), then "write" (0/2 point cloud, 1/2
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -51,6 +52,35 @@ def surface_anchor(cloud: PointCloud, cam: Camera, window: Optional[int] = None)
         k = covered[np.argmin(np.linalg.norm(uv[covered] - centre, axis=1))]
         z, at = float(depth[k]), uv[k]
     return pixels_to_world(cam, at[None], np.array([z]))[0]
+
+
+@contextmanager
+def engine_hooks(engine, report: Progress, should_cancel, views: int):
+    """Connect an engine's per-step hooks (on_step, should_cancel) to the job for one dream.
+
+    Engines that denoise call engine.on_step(s, T) per step; the job then sees stage "dream" with
+    step = v·T + s of total = views·T (v = views done), so the bar moves every denoising step.
+    Yields the progress callback to hand to dream(). The hooks are cleared afterwards (engines are
+    shared between jobs).
+    """
+    done, steps = [0], [1]  # views finished; denoising steps per view (known after the first step)
+
+    def on_view(stage, step, total, message):
+        done[0] = step
+        report(stage, step * steps[0], total * steps[0], message)
+
+    def on_step(s: int, T: int):
+        steps[0] = T
+        report("dream", done[0] * T + s, views * T, f"view {done[0] + 1}/{views}: denoising step {s}/{T}")
+
+    hooked = hasattr(engine, "on_step")
+    if hooked:
+        engine.on_step, engine.should_cancel = on_step, should_cancel
+    try:
+        yield on_view if hooked else report
+    finally:
+        if hooked:
+            engine.on_step = engine.should_cancel = None
 
 
 def _zoom_camera(request: dict) -> tuple[int, dict]:
@@ -99,7 +129,14 @@ def run_job(request: dict, out_dir: Path, progress: Optional[Progress] = None,
 
         engine = get_engine(request["engine"])
 
-    result = dream(cams, request["scene_prompt"], engine, int(request["seed"]), report, should_cancel)
+    init = None
+    if request.get("init_rgbd"):
+        from .init_view import decode_init_rgbd
+
+        init = decode_init_rgbd(request["init_rgbd"], cams[0])
+    with engine_hooks(engine, report, should_cancel, len(cams)) as dream_progress:
+        result = dream(cams, request["scene_prompt"], engine, int(request["seed"]), dream_progress,
+                       should_cancel, init=init)
     check_cancel()
 
     if zoom.get("anchor") is not None:

@@ -171,8 +171,11 @@ def create_app(store: JobStore, engine_name: str, token: Optional[str] = None, *
     def submit(job: JobRequest) -> dict:
         from zoomscape.engines import EngineUnavailable
 
+        from zoomscape.engines import check_engine
+
+        models = {k: v for k, v in (job.model_dump().get("models") or {}).items() if v}
         try:
-            store.engines.get(job.engine)
+            check_engine(job.engine, models=models or None)  # files only; the worker loads weights
         except EngineUnavailable as exc:
             raise ApiError(422, f"engine: {job.engine!r} is not available on this server: {exc}",
                            [{"field": "engine", "message": str(exc)}]) from None

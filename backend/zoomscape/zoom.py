@@ -11,7 +11,7 @@ entry point), which runs the joint sampling loop top to bottom:
     for t = T … 1:
         ε_i   = ε_θ(x_t,i; t, ∅) + w (ε_θ(x_t,i; t, y_i) − ε_θ(x_t,i; t, ∅))         (CFG, per level prompt y_i)
         x̂_i   = (x_t,i − √(1−ᾱ_t) ε_i) / √ᾱ_t                                     (predicted clean level)
-        x̂_i  ← photograph guidance on the held levels (a few gradient steps)
+        x̂_i  ← held to the photograph's latent on the held levels (a few gradient steps)
         L     = Blend(x̂_0 … x̂_{N−1})                                              (multi-resolution blending)
         x_t−1,i = DDPM posterior μ̃(x_t,i, Π_image(L; i)) + σ̃_t Π_noise(E'; i)     (or DDIM)
     decode every level with the VAE; Blend + Π_image once more in pixels → exactly consistent levels.
@@ -418,14 +418,14 @@ def photo_loss(images: torch.Tensor, levels: Sequence[int], photo: torch.Tensor,
     return loss
 
 
-def invert_photo(denoiser, photo: torch.Tensor, mask: torch.Tensor, steps: int = 30,
-                 lr: float = 0.05) -> torch.Tensor:
+def invert_photo(denoiser, photo: torch.Tensor, mask: torch.Tensor, steps: int = 50,
+                 lr: float = 0.1) -> torch.Tensor:
     """z_photo: the latent of the photograph, E(photo) refined by Adam on ‖M ⊙ (D(z) − photo)‖².
 
     photo: [3, H, W]; mask: [H, W] (1 = known pixel) → [C, H/s, W/s].
     """
     z = denoiser.encode(photo[None]).detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=lr * float(z.detach().std().clamp_min(1e-3)))
+    opt = torch.optim.Adam([z], lr=lr)
     with torch.enable_grad():
         for _ in range(steps):
             opt.zero_grad()
@@ -456,13 +456,13 @@ def refine_to_photo(denoiser, x0: torch.Tensor, levels: Sequence[int], photo: to
                     mask: torch.Tensor, p: float, steps: int, lr: float) -> torch.Tensor:
     """A few Adam steps on x̂ of the held levels on photo_loss through the VAE decoder (pixels).
 
-    x0: [N, C, h, w] → the same with x0[levels] moved to lower photo_loss(D(x̂)). lr is relative to
-    the spread of x̂ (Adam moves each value by about lr · std(x̂) per step).
+    x0: [N, C, h, w] → the same with x0[levels] moved to lower photo_loss(D(x̂)); lr in latent units
+    (Adam moves each value by about lr per step; SD's scaled latents have unit spread).
     """
     if steps <= 0 or not levels:
         return x0
     z = x0[list(levels)].detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=lr * float(z.detach().std().clamp_min(1e-3)))
+    opt = torch.optim.Adam([z], lr=lr)
     with torch.enable_grad():
         for _ in range(steps):
             opt.zero_grad()

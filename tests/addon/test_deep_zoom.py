@@ -156,14 +156,17 @@ def setup_cycles(scene, res=40, samples=16):
     scene.view_settings.view_transform = "Standard"
 
 
-POP_TOL = 0.03  # mean |Δ| per channel between neighbouring frames at a hand-over (0..1 scale)
+# Mean |Δ| per channel (0..1) between neighbouring frames at a hand-over. With 16 frames per level
+# this scene measures about 0.054 there (zoom motion, the cross-fade and sampling noise all
+# included) and 0.133 with a hard switch.
+POP_TOL = 0.08
 
 
 def test_level_handover_renders_without_a_pop(zs, tmp_path):
     scene = bpy.context.scene
     cam = source_camera(40)
     setup_cycles(scene)
-    p, fpl = 4.0, 8
+    p, fpl = 4.0, 16
     manifest = write_dive(zs, str(tmp_path), cam, np.array([0.0, 0.0, 1.0]), p, 3, side=24)
     root, objs = zs.level_rig.import_levels(scene, manifest, str(tmp_path), "pop")
     zs.zoom_path.build_level_zoom(scene, cam, root, objs, p, fpl, "DOLLY", "pop")

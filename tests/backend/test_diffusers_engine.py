@@ -288,6 +288,14 @@ def test_bad_options_are_clear(tiny_root):
         get_engine("diffusers", models=paths, device="tpu")
     with pytest.raises(EngineUnavailable, match="steps: 0"):
         get_engine("diffusers", models=paths, steps=0, device="cpu")
+    with pytest.raises(EngineUnavailable, match="pixel_budget: 100 must be within"):
+        get_engine("diffusers", models=paths, pixel_budget=100, device="cpu")
+
+
+def test_bad_environment_is_clear(tiny_root, monkeypatch):
+    monkeypatch.setenv("ZOOMSCAPE_STEPS", "many")
+    with pytest.raises(EngineUnavailable, match="ZOOMSCAPE_STEPS: 'many' is not an integer"):
+        get_engine("diffusers", models=build_all(tiny_root), device="cpu")
 
 
 def test_denoiser_from_the_text_to_image_pipeline(fresh):

@@ -36,7 +36,7 @@ def test_registry():
     eng = get_engine("procedural")
     assert isinstance(eng, Engine) and eng.name == "procedural" and eng.device == "cpu"
     assert eng.models and all("name" in m for m in eng.models)
-    with pytest.raises(EngineUnavailable, match="diffusers engine is not available yet"):
+    with pytest.raises(EngineUnavailable, match="missing model weights"):
         get_engine("diffusers")
     with pytest.raises(EngineUnavailable, match="unknown engine 'nope'"):
         get_engine("nope")

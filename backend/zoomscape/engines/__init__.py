@@ -24,6 +24,7 @@ def get_engine(name: str, **options) -> Engine:
     if name == "procedural":
         from .procedural import ProceduralEngine
 
+        options.pop("models", None)  # the procedural world loads no models
         return ProceduralEngine(**options)
     if name == "diffusers":
         try:

@@ -143,6 +143,19 @@ def default_device() -> str:
     return "cpu"
 
 
+def _env_int(name: str) -> Optional[int]:
+    """$name as an int (None when unset or blank); EngineUnavailable naming the variable otherwise."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        from . import EngineUnavailable
+
+        raise EngineUnavailable(f"{name}: {value!r} is not an integer") from None
+
+
 def _env_flag(name: str) -> Optional[bool]:
     value = os.environ.get(name, "").strip().lower()
     if not value:
@@ -204,14 +217,14 @@ class DiffusersEngine:
         if kind == "cuda" and not torch.cuda.is_available():
             raise EngineUnavailable(f"device: {self.device!r} requested but torch sees no CUDA GPU")
         self.dtype = dtype or (torch.float16 if kind in ("cuda", "mps") else torch.float32)
-        env_steps = os.environ.get(ENV_STEPS)
-        self.steps = int(steps if steps is not None else (env_steps or DEFAULT_STEPS))
+        self.steps = int(steps if steps is not None else (_env_int(ENV_STEPS) or DEFAULT_STEPS))
         if not 1 <= self.steps <= 1000:
             raise EngineUnavailable(f"steps: {self.steps} must be within 1..1000")
         self.guidance = float(guidance)
         self.negative_prompt = negative_prompt
-        env_budget = os.environ.get(ENV_PIXEL_BUDGET)
-        self.pixel_budget = int(pixel_budget or env_budget) if (pixel_budget or env_budget) else None
+        self.pixel_budget = int(pixel_budget or _env_int(ENV_PIXEL_BUDGET) or 0) or None
+        if self.pixel_budget is not None and not 64 * 64 <= self.pixel_budget <= 4096 * 4096:
+            raise EngineUnavailable(f"pixel_budget: {self.pixel_budget} must be within 4096..16777216 pixels")
         self.depth_is_ray_distance = bool(depth_is_ray_distance)
         small_gpu = kind == "cuda" and torch.cuda.get_device_properties(
             torch.device(self.device)).total_memory <= SMALL_GPU_BYTES
@@ -231,7 +244,8 @@ class DiffusersEngine:
             raise
         except Exception as exc:  # noqa: BLE001 - a corrupt folder must not be a traceback
             names = ", ".join(f"{r} {self.settings[r]!r} ({self.locations[r].path})" for r in ROLES)
-            raise EngineUnavailable(f"could not load the models ({type(exc).__name__}: {exc}); "
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise EngineUnavailable(f"could not load the models ({type(exc).__name__}: {first}); "
                                     f"models: {names}. Re-fetch them with `zoomscape models pull "
                                     "--engine diffusers`") from None
 
@@ -279,7 +293,7 @@ class DiffusersEngine:
         factor = int(getattr(pipe, "vae_scale_factor", 8))
         return int(pipe.unet.config.sample_size) * factor, factor
 
-    def _step_callback(self, pipe_obj, total_hint: int):
+    def _step_callback(self, total_hint: int):
         """A diffusers callback_on_step_end reporting (step, total) and honouring should_cancel."""
         from ..dream import JobCancelled
 
@@ -317,7 +331,7 @@ class DiffusersEngine:
         args = dict(prompt=prompt, negative_prompt=self.negative_prompt, height=h, width=w,
                     num_inference_steps=self.steps, guidance_scale=self.guidance,
                     generator=self._generator(seed, cam), output_type="np",
-                    callback_on_step_end=self._step_callback(pipe, self.steps))
+                    callback_on_step_end=self._step_callback(self.steps))
         if pipe is self.inpainter:
             work_hole = np.ones((h, w), bool) if full else resize_hole(hole, size, dilate=factor)
             known = np.where(hole[..., None], 0.0, image).astype(np.float32)
