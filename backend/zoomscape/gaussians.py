@@ -46,6 +46,7 @@ from .raster import rasterize, rotmat_to_quat
 Progress = Callable[[str, int, int, str], None]
 
 SIGMA_PX = 0.7          # σ of a per-pixel Gaussian, in pixels of its level
+DENSIFY_MIN_STEPS = 200  # shorter refinements only move, reshape and recolour
 COLOUR_STEPS = 20       # steps of the colour deconvolution of the initial Gaussians
 FLATNESS = 0.1          # normal-axis scale / smaller tangent scale
 OPACITY0 = 0.98         # initial opacity ("high")
@@ -369,8 +370,8 @@ def refine(g: dict, image: np.ndarray, cam: Camera, frame: dict, *, steps: int,
 
     Loss (3DGS): (1 − λ)·L1 + λ·(1 − SSIM), λ = ssim_weight, of rgb_i + (1 − α_i)·background
     against image [H, W, 3]. Parameters as in 3DGS: means, log scales, quats, logit opacities,
-    colours; Adam; densify/prune with gsplat's DefaultStrategy (grow from step steps//4, every
-    steps//4, no opacity reset). → (refined g as float32 arrays, {"loss": [...], "count": N}).
+    colours; Adam; densify/prune with gsplat's DefaultStrategy (runs of ≥ DENSIFY_MIN_STEPS
+    steps; grow/prune from steps/4 to 3·steps/4, no opacity reset). → (refined g as float32 arrays, {"loss": [...], "count": N}).
     """
     from gsplat.strategy import DefaultStrategy
 
@@ -388,9 +389,12 @@ def refine(g: dict, image: np.ndarray, cam: Camera, frame: dict, *, steps: int,
              "colors": 1e-2}
     rates.update(lr or {})
     optimizers = {k: torch.optim.Adam([params[k]], lr=rates[k], eps=1e-15) for k in params}
-    every = max(1, steps // 4)
-    strategy = DefaultStrategy(refine_start_iter=every - 1, refine_every=every,
-                               refine_stop_iter=steps - every // 2 if densify else 0,
+    # Per-pixel Gaussians already tile the image: densifying early (splits shrink and scatter
+    # them) costs more than it gains in short runs, so growth starts at steps/4 and only in runs
+    # of at least DENSIFY_MIN_STEPS.
+    densify = densify and steps >= DENSIFY_MIN_STEPS
+    strategy = DefaultStrategy(refine_start_iter=steps // 4, refine_every=max(50, steps // 8),
+                               refine_stop_iter=3 * steps // 4 if densify else 0,
                                reset_every=10 ** 9, grow_grad2d=grow_grad2d)
     strategy.check_sanity(params, optimizers)
     state = strategy.initialize_state(scene_scale=extent)

@@ -81,7 +81,7 @@ def test_photograph_holds_level_zero(denoiser):
     z_star = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
     photo = denoiser.decode(z_star)[0].permute(1, 2, 0).numpy()        # a picture the VAE can make
     floor = np.abs(denoiser.decode(invert_photo(denoiser, torch.from_numpy(photo).permute(2, 0, 1),
-                                                torch.ones(SIZE)))[0].permute(1, 2, 0).numpy() - photo).mean()
+                                                torch.ones(SIZE))[None])[0].permute(1, 2, 0).numpy() - photo).mean()
     kw = dict(steps=8, guidance=3.0, size=SIZE)
     free = paint_zoom_stack(denoiser, PROMPTS, 2, 0, **kw)
     held = paint_zoom_stack(denoiser, PROMPTS, 2, 0, photo=photo, photo_levels=4, photo_weight=1.0, **kw)
