@@ -405,7 +405,7 @@ def _gather(C: np.ndarray, cell: int, pix: np.ndarray, W: int) -> np.ndarray:
 
 
 def seam_fill(rho: np.ndarray, pix: np.ndarray, shape: tuple[int, int], *, density: float = 1.0,
-              decay: float = 0.15, smooth: float = 3.0, grid: int = 128, min_samples: int = 50,
+              decay: float = 0.3, smooth: float = 1.5, grid: int = 128, min_samples: int = 50,
               tol: float = 1e-5) -> Seam:
     """The correction c that bends the new depth onto the old surface (module docstring, step 2).
 
