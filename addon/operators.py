@@ -1,14 +1,14 @@
 """Operators of the Zoomscape panel: discover, connect, generate, cancel, import results, build the
-zoom path, and the zoom level list's add/remove/move."""
+zoom path, open a level image, and the zoom level list's add/remove/move."""
 from __future__ import annotations
 
 import functools
 import time
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty
+from bpy.props import EnumProperty, FloatProperty, StringProperty
 
-from . import runner
+from . import runner, thumbnails
 from .client import ClientError
 from .discovery import Browser, DiscoveryError
 from .properties import set_server_models
@@ -175,7 +175,9 @@ class ZOOMSCAPE_OT_import_results(bpy.types.Operator):
         except (ClientError, OSError, ValueError, KeyError) as e:
             return fail(self, props, f"cannot import job '{props.job_id}': {e}")
         props.error = ""
-        self.report({"INFO"}, f"Imported {obj.name} ({len(obj.data.vertices)} points)")
+        levels, stack = thumbnails.job_images(props.job_id)
+        images = f", {len(levels)} level images" if levels else ""
+        self.report({"INFO"}, f"Imported {obj.name} ({len(obj.data.vertices)} points{images})")
         return {"FINISHED"}
 
 
@@ -197,6 +199,33 @@ class ZOOMSCAPE_OT_build_zoom_path(bpy.types.Operator):
             return fail(self, props, f"cannot build the zoom path: {e}")
         props.error = ""
         self.report({"INFO"}, f"Keyed {cam.name}: frames {scene.frame_start}..{scene.frame_end}")
+        return {"FINISHED"}
+
+
+class ZOOMSCAPE_OT_open_image(bpy.types.Operator):
+    """Show this zoom level's image in an Image Editor"""
+
+    bl_idname = "zoomscape.open_image"
+    bl_label = "Open image"
+
+    image: StringProperty(name="Image", description="Name of the image (bpy.data.images)")
+
+    def execute(self, context):
+        image = bpy.data.images.get(self.image)
+        if image is None:
+            self.report({"ERROR"}, f"image: '{self.image}' is not in this file; import the results again")
+            return {"CANCELLED"}
+        wm = context.window_manager
+        if bpy.app.background or not wm.windows:
+            self.report({"INFO"}, f"no window to show it in (background mode); the image is "
+                                  f"bpy.data.images['{image.name}']")
+            return {"CANCELLED"}
+        if not thumbnails.show_in_image_editor(wm.windows, image):
+            # No Image Editor open: the render view opens one (a new window by default).
+            bpy.ops.render.view_show("INVOKE_DEFAULT")
+            if not thumbnails.show_in_image_editor(wm.windows, image):
+                self.report({"WARNING"}, f"open an Image Editor and pick '{image.name}' there")
+                return {"CANCELLED"}
         return {"FINISHED"}
 
 
@@ -250,7 +279,8 @@ class ZOOMSCAPE_OT_level_move(bpy.types.Operator):
 
 
 classes = (ZOOMSCAPE_OT_discover, ZOOMSCAPE_OT_connect, ZOOMSCAPE_OT_generate, ZOOMSCAPE_OT_cancel,
-           ZOOMSCAPE_OT_import_results, ZOOMSCAPE_OT_build_zoom_path, ZOOMSCAPE_OT_level_add,
+           ZOOMSCAPE_OT_import_results, ZOOMSCAPE_OT_build_zoom_path, ZOOMSCAPE_OT_open_image,
+           ZOOMSCAPE_OT_level_add,
            ZOOMSCAPE_OT_level_remove, ZOOMSCAPE_OT_level_move)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import preferences, runner
+from . import preferences, runner, thumbnails
 from .properties import MODEL_ROLES, server_default
 
 
@@ -70,6 +70,11 @@ class ZOOMSCAPE_PT_panel(bpy.types.Panel):
         row.prop(props, "zoom_mode", expand=True)
         box.prop(props, "frames_per_level")
         row = box.row(align=True)
+        row.prop(props, "import_levels")
+        sub = row.row(align=True)
+        sub.enabled = props.import_levels  # fades only exist on imported levels
+        sub.prop(props, "fade_width")
+        row = box.row(align=True)
         row.prop(props, "seed")
         row.prop(props, "engine", text="")
         box.prop(props, "use_scene_rgbd")
@@ -107,6 +112,33 @@ class ZOOMSCAPE_PT_panel(bpy.types.Panel):
         row.enabled = bool(props.job_id) and not running
         row.operator("zoomscape.import_results", icon="IMPORT")
         row.operator("zoomscape.build_zoom_path", icon="ANIM")
+        if not running:
+            draw_thumbnails(layout, props.job_id)
+
+
+THUMB_SCALE, STACK_SCALE = 5.0, 8.0  # template_icon sizes in UI units (about 20 px each)
+
+
+def draw_thumbnails(layout, job_id: str) -> None:
+    """The job's level images as a grid of previews, each with its prompt and an open button, then
+    the blended zoom stack; nothing when the job has no images (e.g. older jobs)."""
+    levels, stack = thumbnails.job_images(job_id)
+    if not levels and stack is None:
+        return
+    box = layout.box()
+    box.label(text="Zoom levels", icon="IMAGE_DATA")
+    grid = box.grid_flow(row_major=True, columns=0, even_columns=True, even_rows=True, align=True)
+    for image in levels:
+        draw_thumbnail(grid.column(align=True), image, THUMB_SCALE)
+    if stack is not None:
+        draw_thumbnail(box.column(align=True), stack, STACK_SCALE)
+
+
+def draw_thumbnail(col, image, scale: float) -> None:
+    col.template_icon(icon_value=thumbnails.icon_id(image), scale=scale)
+    row = col.row(align=True)
+    row.label(text=thumbnails.level_label(image))
+    row.operator("zoomscape.open_image", text="", icon="WINDOW").image = image.name
 
 
 def wrap(text: str, width: int) -> list[str]:

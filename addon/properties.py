@@ -105,6 +105,13 @@ class ZOOMSCAPE_PG_settings(bpy.types.PropertyGroup):
         ("procedural", "Procedural", "Offline analytic world, no GPU or weights"),
         ("diffusers", "Diffusers", "Stable Diffusion and a depth model (GPU)")], default="procedural")
     frames_per_level: IntProperty(name="Frames per level", default=24, min=1, max=10000)
+    import_levels: BoolProperty(name="Import levels", default=True,
+                                description="Import every zoom level's Gaussians under a level rig "
+                                            "(off: only the point cloud; the level images still "
+                                            "show as thumbnails)")
+    fade_width: FloatProperty(name="Fade width", default=1.0, min=0.05, max=2.0,
+                              description="How many levels of zoom each level takes to fade in "
+                                          "before it is fully shown (small: a hard switch)")
     zoom_mode: EnumProperty(name="Zoom", items=[
         ("DOLLY", "Dolly", "Move the camera toward the target"),
         ("LENS", "Lens", "Keep the camera still and lengthen the lens")], default="DOLLY")

@@ -14,7 +14,7 @@ import time
 
 import bpy
 
-from . import importers, level_rig, zoom_path
+from . import importers, level_rig, thumbnails, zoom_path
 from .client import Client, JobThread, base_url, download_results
 from .ply_io import read_ply
 
@@ -201,17 +201,21 @@ def fetch_level_files(scene, manifest: dict, out_dir: str) -> None:
 
 def import_results(scene, out_dir: str):
     """Import the point cloud of the results in out_dir → the point object; when the manifest
-    has "levels", also every level's Gaussians under a level rig (the point cloud joins the rig)."""
+    has "levels" and props.import_levels is on, also every level's Gaussians under a level rig (the
+    point cloud joins the rig). The level images (if any) are loaded as the panel's thumbnails."""
     props = settings(scene)
     manifest = read_manifest(out_dir)
     job_id = manifest.get("job_id") or props.job_id
     cloud = read_ply(os.path.join(out_dir, manifest["pointcloud"]["file"]))
     points = importers.import_points(scene, cloud, f"Zoomscape {job_id[:8]}", job_id)
-    if manifest.get("levels"):
+    if manifest.get("levels") and props.import_levels:
         fetch_level_files(scene, manifest, out_dir)
         root, _ = level_rig.import_levels(scene, manifest, out_dir, job_id)
         level_0 = level_rig.parse_levels(manifest)[0]
         level_rig.attach_world_object(points, root, level_0.origin, level_0.rotation)
+    else:  # levels off (or none): no level objects, not even an earlier import's
+        importers.remove_job_objects(job_id, kinds=(level_rig.ROOT_KIND, level_rig.LEVEL_KIND))
+    thumbnails.load_job_images(manifest, out_dir, job_id)
     return points
 
 
@@ -228,7 +232,8 @@ def build_path(scene, out_dir: str | None):
         factor = float(zoom.get("factor") or props.zoom_factor)
         return zoom_path.build_level_zoom(scene, source, root, level_objs, factor,
                                           props.frames_per_level, props.zoom_mode,
-                                          manifest.get("job_id") or props.job_id)
+                                          manifest.get("job_id") or props.job_id,
+                                          fade_width=props.fade_width)
     if props.zoom_target is not None:
         anchor = list(props.zoom_target.matrix_world.translation)
     elif zoom.get("anchor") is not None:

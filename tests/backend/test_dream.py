@@ -107,11 +107,13 @@ def test_free_space_filter_drops_points_an_earlier_view_saw_through(run, monkeyp
     in front of surfaces camera A saw; the free-space test drops them. Honest fits drop few."""
     _, honest, _ = run
     import zoomscape.dream as dream_mod
-    from zoomscape.align import DepthFit
+    from zoomscape.align import DepthFit, Seam
 
-    monkeypatch.setattr(dream_mod, "fit_depth_scale",
-                        lambda pred, ref, mask, **k: DepthFit(0.6 / 2.2, 0.0, 0, 0.0))
-    bad = dream(CAMS[:2], PROMPT, ProceduralEngine(depth_lies=LIES), SEED)
+    monkeypatch.setattr(dream_mod, "fit_depth_pairs",
+                        lambda pred, ref, **k: DepthFit(0.6 / 2.2, 0.0, 0, 0.0))
+    monkeypatch.setattr(dream_mod, "seam_fill",
+                        lambda rho, pix, shape, **k: Seam(np.zeros(shape), 0, 0.0, 0))
+    bad = dream(CAMS[:2], PROMPT, ProceduralEngine(depth_lies=LIES, depth_warp=0.0), SEED)
     dropped_bad = bad.views[1]["dropped_free_space"]
     dropped_honest = honest.views[1]["dropped_free_space"]
     print(f"\nfree-space drops in view B: honest {dropped_honest}, 40 % too close {dropped_bad}")

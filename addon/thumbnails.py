@@ -1,0 +1,155 @@
+"""A done job's zoom level images as bpy images, for the panel's thumbnails.
+
+The results folder holds one ``level_NN.png`` per zoom level (the manifest's ``levels[i]["image"]``)
+and ``zoom_stack.png``, the blended zoom stack (docs/API.md "Zoom levels"). Each is loaded with
+``bpy.data.images.load``, packed into the .blend and its file path cleared, so the images survive
+save/reload and moving the .blend with nothing external (``bpy.utils.blend_paths`` stays empty);
+a fake user keeps them although no material uses them. Missing or unreadable files are skipped:
+jobs from before the zoom levels have none, and an import never fails because of a thumbnail.
+
+Images are tagged with the job (``zoomscape_job``), their kind, level index and prompt, so the panel
+finds them by job id (:func:`job_images`) and a re-import replaces them.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import bpy
+
+from .importers import JOB_KEY
+
+LEVEL_KIND, STACK_KIND = "level_image", "zoom_stack"
+STACK_FILE = "zoom_stack.png"  # the blended stack's file name (manifest "zoom_stack" may name another)
+STACK_INDEX = -1
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One image of the results: level index (STACK_INDEX for the blended stack), prompt, file name."""
+
+    index: int
+    prompt: str
+    file: str
+
+
+def plain_name(name) -> str:
+    """name if it is a plain, non-empty file name (no folders, no '..') else ''."""
+    if not isinstance(name, str) or not name or name in (".", ".."):
+        return ""
+    return name if os.path.basename(name) == name and "\\" not in name else ""
+
+
+def image_files(manifest: dict) -> list[ImageFile]:
+    """The images a results manifest names → [ImageFile]: levels by index, then the stack.
+
+    Level entries without a usable "image" (older jobs, malformed entries) are left out; the stack
+    is manifest["zoom_stack"] (a file name or {"image": name}) when given, else STACK_FILE.
+    """
+    out = []
+    for j, lv in enumerate(manifest.get("levels") or []):
+        if not isinstance(lv, dict) or not plain_name(lv.get("image")):
+            continue
+        try:
+            index = int(lv.get("index", j))
+        except (TypeError, ValueError):
+            continue
+        out.append(ImageFile(index, str(lv.get("prompt") or ""), lv["image"]))
+    out.sort(key=lambda f: f.index)
+    stack = manifest.get("zoom_stack", STACK_FILE)
+    if isinstance(stack, dict):
+        stack = stack.get("image")
+    if plain_name(stack):
+        out.append(ImageFile(STACK_INDEX, "Zoom stack", stack))
+    return out
+
+
+def image_name(job_id: str, index: int) -> str:
+    """The bpy image name of a job's level index (or of its stack)."""
+    what = "stack" if index == STACK_INDEX else f"L{index:02d}"
+    return f"Zoomscape {job_id[:8]} {what}"
+
+
+def remove_job_images(job_id: str) -> int:
+    """Delete the level and stack images made earlier for job_id → how many."""
+    doomed = [im for im in bpy.data.images
+              if im.get(JOB_KEY) == job_id and im.get("zoomscape_kind") in (LEVEL_KIND, STACK_KIND)]
+    for im in doomed:
+        bpy.data.images.remove(im)
+    return len(doomed)
+
+
+def load_packed(path: str, name: str):
+    """The PNG at path as a packed image named name with no file path → the image, or None when
+    the file is missing or Blender cannot read it."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        image = bpy.data.images.load(path, check_existing=False)
+    except RuntimeError:  # "cannot read" / unsupported format
+        return None
+    try:
+        if image.size[0] == 0 or image.size[1] == 0:  # the header did not decode
+            raise RuntimeError(f"{path}: no pixels")
+        image.pack()
+    except RuntimeError:
+        bpy.data.images.remove(image)
+        return None
+    image.filepath = ""  # the packed copy is the image; nothing outside the .blend is needed
+    image.name = name
+    image.use_fake_user = True  # no material uses it: keep it through save/reload
+    return image
+
+
+def load_job_images(manifest: dict, out_dir: str, job_id: str) -> list:
+    """Load the level images and the stack of the results in out_dir → [bpy images] (level order,
+    stack last); files that are missing or unreadable are skipped. Replaces the job's earlier images."""
+    remove_job_images(job_id)
+    images = []
+    for f in image_files(manifest):
+        image = load_packed(os.path.join(out_dir, f.file), image_name(job_id, f.index))
+        if image is None:
+            continue
+        image[JOB_KEY] = job_id
+        image["zoomscape_kind"] = STACK_KIND if f.index == STACK_INDEX else LEVEL_KIND
+        image["zoomscape_level"] = f.index
+        image["zoomscape_prompt"] = f.prompt
+        image["zoomscape_file"] = f.file
+        images.append(image)
+    return images
+
+
+def job_images(job_id: str):
+    """(level images sorted by level, stack image or None) of job_id; ([], None) without a job."""
+    if not job_id:
+        return [], None
+    mine = [im for im in bpy.data.images if im.get(JOB_KEY) == job_id]
+    levels = sorted((im for im in mine if im.get("zoomscape_kind") == LEVEL_KIND),
+                    key=lambda im: im["zoomscape_level"])
+    stack = next((im for im in mine if im.get("zoomscape_kind") == STACK_KIND), None)
+    return levels, stack
+
+
+def icon_id(image) -> int:
+    """The preview icon of image for UILayout.template_icon (0 until Blender has rendered it)."""
+    return image.preview_ensure().icon_id
+
+
+def level_label(image) -> str:
+    """'index · prompt' of a level image ('Zoom stack' for the stack)."""
+    index = int(image.get("zoomscape_level", 0))
+    prompt = str(image.get("zoomscape_prompt", ""))
+    if index == STACK_INDEX:
+        return prompt or "Zoom stack"
+    return f"{index} · {prompt}" if prompt else f"Level {index}"
+
+
+def show_in_image_editor(windows, image) -> bool:
+    """Show image in the first Image Editor of windows (wm.windows) → False if there is none."""
+    for window in windows:
+        for area in window.screen.areas:
+            if area.type == "IMAGE_EDITOR":
+                area.spaces.active.image = image
+                area.tag_redraw()
+                return True
+    return False
