@@ -1,11 +1,12 @@
 """A done job's zoom level images as bpy images, for the panel's thumbnails.
 
 The results folder holds one ``level_NN.png`` per zoom level (the manifest's ``levels[i]["image"]``)
-and ``zoom_stack.png``, the blended zoom stack (docs/API.md "Zoom levels"). Each is loaded with
-``bpy.data.images.load``, packed into the .blend and its file path cleared, so the images survive
-save/reload and moving the .blend with nothing external (``bpy.utils.blend_paths`` stays empty);
-a fake user keeps them although no material uses them. Missing or unreadable files are skipped:
-jobs from before the zoom levels have none, and an import never fails because of a thumbnail.
+and the blended zoom stack (the manifest's ``zoom.stack_image``, by default ``zoom_stack.png``).
+Each is loaded with ``bpy.data.images.load``, packed into the .blend and its file path cleared, so
+the images survive save/reload and moving the .blend with nothing external (``bpy.utils.blend_paths``
+stays empty); a fake user keeps them although no material uses them. Missing or unreadable files
+are skipped: jobs from before the zoom levels have none, and an import never fails because of a
+thumbnail.
 
 Images are tagged with the job (``zoomscape_job``), their kind, level index and prompt, so the panel
 finds them by job id (:func:`job_images`) and a re-import replaces them.
@@ -20,7 +21,7 @@ import bpy
 from .importers import JOB_KEY
 
 LEVEL_KIND, STACK_KIND = "level_image", "zoom_stack"
-STACK_FILE = "zoom_stack.png"  # the blended stack's file name (manifest "zoom_stack" may name another)
+STACK_FILE = "zoom_stack.png"  # the blended stack when the manifest's zoom.stack_image does not say
 STACK_INDEX = -1
 
 
@@ -44,7 +45,7 @@ def image_files(manifest: dict) -> list[ImageFile]:
     """The images a results manifest names → [ImageFile]: levels by index, then the stack.
 
     Level entries without a usable "image" (older jobs, malformed entries) are left out; the stack
-    is manifest["zoom_stack"] (a file name or {"image": name}) when given, else STACK_FILE.
+    is manifest["zoom"]["stack_image"] when given, else STACK_FILE.
     """
     out = []
     for j, lv in enumerate(manifest.get("levels") or []):
@@ -56,9 +57,8 @@ def image_files(manifest: dict) -> list[ImageFile]:
             continue
         out.append(ImageFile(index, str(lv.get("prompt") or ""), lv["image"]))
     out.sort(key=lambda f: f.index)
-    stack = manifest.get("zoom_stack", STACK_FILE)
-    if isinstance(stack, dict):
-        stack = stack.get("image")
+    zoom = manifest.get("zoom")
+    stack = zoom.get("stack_image", STACK_FILE) if isinstance(zoom, dict) else STACK_FILE
     if plain_name(stack):
         out.append(ImageFile(STACK_INDEX, "Zoom stack", stack))
     return out

@@ -190,3 +190,19 @@ def level_frame(cam: Camera, anchor, factor: float, i: int) -> dict:
     return {"origin": [float(v) for v in np.asarray(anchor, dtype=np.float64)],
             "rotation": cam.matrix_world[:3, :3].tolist(),
             "unit": float(factor) ** (-i)}
+
+
+def aim_at(cam: Camera, point) -> Camera:
+    """cam turned about its centre (the smallest rotation) so that the world point projects to the
+    image centre (W/2, H/2), where zoom levels are centred. Intrinsics are kept."""
+    r_now = pixel_rays(cam, np.array([[cam.width / 2.0, cam.height / 2.0]]))[0]
+    r_want = cam.w2c[:3, :3] @ (np.asarray(point, dtype=np.float64) - cam.center)
+    a, b = r_now / np.linalg.norm(r_now), r_want / np.linalg.norm(r_want)
+    v, c = np.cross(a, b), float(a @ b)
+    if np.linalg.norm(v) < 1e-12:
+        return cam
+    V = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+    R = np.eye(3) + V + V @ V / (1.0 + c)  # rotates a onto b (Rodrigues)
+    c2w = cam.c2w.copy()
+    c2w[:3, :3] = cam.c2w[:3, :3] @ R
+    return Camera(cam.name, cam.K.copy(), c2w, cam.width, cam.height)

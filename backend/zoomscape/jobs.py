@@ -37,7 +37,7 @@ FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 # Share of the whole job each pipeline stage takes, in order: progress = done stages + share · step/total.
-STAGE_SHARES = (("dream", 0.9), ("write", 0.1))
+STAGE_SHARES = (("dream", 0.45), ("zoom", 0.3), ("lift", 0.2), ("write", 0.05))
 
 Progress = Callable[[str, int, int, str], None]
 Runner = Callable[[dict, Path, Progress, Callable[[], bool]], dict]

@@ -1,10 +1,12 @@
-"""One job from request to results: cameras → dream → zoom anchor → pointcloud.ply + manifest.json.
+"""One job from request to results: cameras → dream → zoom anchor → zoom stack → Gaussians per level.
 
 ``run_job`` is what the job store's worker and ``zoomscape generate`` both call. The request is
 the validated JSON of docs/API.md (a dict). Results are written atomically (temp file +
 os.replace) and manifest.json last, so a manifest means the results are complete.
 
-Progress stages: "dream" (one step per view), then "write" (0/2 point cloud, 1/2 manifest).
+Files: pointcloud.ply, level_NN.png + level_NN.ply per zoom level, zoom_stack.png, manifest.json.
+Progress stages: "dream" (per view, or per denoising step), "zoom" (per denoising step or level),
+"lift" (per level), "write".
 """
 from __future__ import annotations
 
@@ -14,15 +16,20 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .atomic import write_json_atomic
-from .cameras import Camera, from_wire, pixel_grid, pixels_to_world
+from .atomic import atomic_open, write_json_atomic
+from .cameras import Camera, aim_at, from_wire, pixel_grid, pixels_to_world
 from .dream import JobCancelled, dream
+from .gaussians import lift_levels
 from .pointcloud import PointCloud, project, write_ply
+from .splat_ply import write_level_ply
 
 Progress = Callable[[str, int, int, str], None]
 
 POINTCLOUD_FILE = "pointcloud.ply"
 MANIFEST_FILE = "manifest.json"
+LEVEL_IMAGE = "level_{:02d}.png"
+LEVEL_GAUSSIANS = "level_{:02d}.ply"
+STACK_FILE = "zoom_stack.png"
 
 __all__ = ["run_job", "surface_anchor", "JobCancelled", "POINTCLOUD_FILE", "MANIFEST_FILE"]
 
@@ -145,8 +152,31 @@ def run_job(request: dict, out_dir: Path, progress: Optional[Progress] = None,
         anchor, anchor_source = surface_anchor(result.cloud, cams[zi]).tolist(), "surface"
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    report("write", 0, 2, f"writing {POINTCLOUD_FILE} ({len(result.cloud)} points)")
     write_ply(out_dir / POINTCLOUD_FILE, result.cloud)
+    report("zoom", 0, 1, f"wrote {POINTCLOUD_FILE} ({len(result.cloud)} points); "
+                         f"painting {len(zoom['levels'])} zoom levels")
+
+    # Zoom levels: paint the stack from the zoom camera (aimed so the anchor is at the image centre,
+    # where levels are centred), holding level 0 to the view of the world, then lift each level.
+    zcam = aim_at(cams[zi], anchor)
+    prompts = [lv["prompt"] for lv in zoom["levels"]]
+    factor = float(zoom["factor"])
+
+    def photo(width: int, height: int):
+        view = project(result.cloud, zcam.scaled(width, height))
+        return view.image, view.mask
+
+    stack = engine.paint_zoom_stack(zcam, prompts, factor, int(request["seed"]),
+                                    scene_prompt=request["scene_prompt"], photo=photo,
+                                    progress=report, should_cancel=should_cancel)
+    H, W = stack.levels[0].shape[:2]
+    lcam = zcam.scaled(W, H)
+    depth0 = project(result.cloud, lcam).depth.astype(np.float64)
+    lifted = lift_levels(stack.levels, lcam, anchor, factor, engine, depth0=depth0,
+                         progress=report, should_cancel=should_cancel)
+    check_cancel()
+    report("write", 1, 2, f"writing {len(lifted)} zoom levels")
+    levels = write_levels(out_dir, prompts, stack.levels, lifted)
 
     manifest = {
         "format": "zoomscape-results", "version": 1,
@@ -157,15 +187,43 @@ def run_job(request: dict, out_dir: Path, progress: Optional[Progress] = None,
         "views": [{"camera": v["camera"], "new_points": int(v["new_points"]),
                    "scale": float(v["scale"]), "overlap": float(v["overlap"])}
                   for v in result.views],
-        "zoom": {"camera": zoom_wire["name"],
-                 "matrix_world": [[float(x) for x in row] for row in zoom_wire["matrix_world"]],
-                 **{k: float(zoom_wire[k]) for k in ("fx", "fy", "cx", "cy")},
-                 "width": int(zoom_wire["width"]), "height": int(zoom_wire["height"]),
-                 "factor": float(zoom["factor"]),
-                 "levels": [{"prompt": lv["prompt"]} for lv in zoom["levels"]],
-                 "anchor": anchor, "anchor_source": anchor_source},
+        "zoom": {"camera": zoom_wire["name"], **_camera_fields(lcam), "factor": factor,
+                 "levels": [{"prompt": p} for p in prompts],
+                 "anchor": anchor, "anchor_source": anchor_source,
+                 "stack_image": STACK_FILE},
+        "levels": levels,
     }
-    report("write", 1, 2, f"writing {MANIFEST_FILE}")
     check_cancel()
     write_json_atomic(out_dir / MANIFEST_FILE, manifest)
+    report("write", 2, 2, "done")
     return manifest
+
+
+def _camera_fields(cam: Camera) -> dict:
+    """The manifest's camera fields: Blender matrix_world and pixel intrinsics of cam."""
+    return {"matrix_world": cam.matrix_world.tolist(),
+            "fx": float(cam.K[0, 0]), "fy": float(cam.K[1, 1]),
+            "cx": float(cam.K[0, 2]), "cy": float(cam.K[1, 2]),
+            "width": int(cam.width), "height": int(cam.height)}
+
+
+def write_levels(out_dir: Path, prompts: list[str], images: list[np.ndarray], lifted: list) -> list[dict]:
+    """level_NN.png and level_NN.ply per level, and the stack strip; → the manifest's "levels"."""
+    out = []
+    for i, (prompt, image, level) in enumerate(zip(prompts, images, lifted)):
+        png, ply = LEVEL_IMAGE.format(i), LEVEL_GAUSSIANS.format(i)
+        write_png(out_dir / png, image)
+        write_level_ply(out_dir / ply, level)
+        out.append({"index": i, "prompt": prompt, "image": png, "gaussians": ply, "count": len(level),
+                    "frame": level.frame, "zoom_range": [float(v) for v in level.zoom_range]})
+    write_png(out_dir / STACK_FILE, np.concatenate(list(images), axis=1))
+    return out
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """image: [H, W, 3] float in [0, 1] → an 8-bit PNG at path (atomically)."""
+    from PIL import Image
+
+    pixels = np.round(np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0).astype(np.uint8)
+    with atomic_open(path) as f:
+        Image.fromarray(pixels).save(f, format="PNG")

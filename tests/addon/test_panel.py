@@ -1,23 +1,35 @@
 """The sidebar panel draws every state with real property and operator names (a recording layout
 stands in for Blender's UI, which does not exist in background mode)."""
+import os
+
 import pytest
 
 import bpy
 
+from test_thumbnails import write_level_results
+
+LAYOUT = bpy.types.UILayout.bl_rna
+
 
 class RecordingLayout:
-    """Accepts UILayout calls, checks the names they use, and records them."""
+    """Accepts UILayout calls, checks the names they use against UILayout's RNA, and records them."""
 
     def __init__(self, log):
-        self.log = log
+        object.__setattr__(self, "log", log)
 
     def __getattr__(self, name):  # row(), column(), box(), separator(), label(), progress() ...
+        assert name in LAYOUT.functions, f"UILayout has no function {name!r}"
+        params = LAYOUT.functions[name].parameters
+
         def call(*args, **kw):
+            unknown = set(kw) - {p.identifier for p in params}
+            assert not unknown, f"UILayout.{name} has no parameter(s) {unknown}"
             self.log.append((name, args, kw))
             return RecordingLayout(self.log)
         return call
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name, value):  # scale_y, enabled, alert ...
+        assert name in LAYOUT.properties, f"UILayout has no property {name!r}"
         object.__setattr__(self, name, value)
 
     def prop(self, data, name, **kw):
@@ -28,14 +40,27 @@ class RecordingLayout:
 
     def operator(self, idname, **kw):
         module, op = idname.split(".")
-        getattr(getattr(bpy.ops, module), op).get_rna_type()  # raises KeyError if unknown
+        rna = getattr(getattr(bpy.ops, module), op).get_rna_type()  # raises KeyError if unknown
         self.log.append(("operator", (idname,), kw))
-        return RecordingLayout(self.log)
+        return OperatorProperties(self.log, idname, rna)
 
     def template_list(self, list_type, list_id, data, collection, active_data, active, **kw):
         assert hasattr(bpy.types, list_type)
         assert collection in data.bl_rna.properties and active in active_data.bl_rna.properties
         self.log.append(("template_list", (collection,), kw))
+
+
+class OperatorProperties:
+    """What layout.operator() returns: property assignments are checked and recorded."""
+
+    def __init__(self, log, idname, rna):
+        object.__setattr__(self, "log", log)
+        object.__setattr__(self, "idname", idname)
+        object.__setattr__(self, "rna", rna)
+
+    def __setattr__(self, name, value):
+        assert name in self.rna.properties, f"{self.idname} has no property {name!r}"
+        self.log.append(("operator_property", (self.idname, name, value), {}))
 
 
 def draw(zs):
@@ -90,3 +115,35 @@ def test_token_is_drawn_from_the_preferences_and_models_for_diffusers_only(zs):
     labels = [kw.get("text", "") for name, a, kw in log if name == "label"]
     assert "server default: org/inpaint-x" in labels  # blank inpaint → what the server will use
     assert not any("server default" in t and "depth" in t for t in labels)
+
+
+def test_a_done_job_shows_one_thumbnail_per_level_with_its_prompt(zs, tmp_path):
+    scene = bpy.context.scene
+    props = scene.zoomscape
+    out_dir = str(tmp_path / "results")
+    manifest, written = write_level_results(zs, out_dir, n_levels=3)
+    assert not [kw for name, a, kw in draw(zs) if name == "template_icon"]  # nothing before the import
+    zs.runner.finish(scene, out_dir)
+    log = draw(zs)
+    icons = [kw for name, a, kw in log if name == "template_icon"]
+    assert len(icons) == 3 + 1  # the levels, then the blended stack
+    assert all(isinstance(kw["icon_value"], int) and kw["scale"] > 1 for kw in icons)
+    labels = [kw.get("text", "") for name, a, kw in log if name == "label"]
+    for lv in manifest["levels"]:
+        assert f"{lv['index']} · {lv['prompt']}" in labels
+    opened = [a[2] for name, a, kw in log
+              if name == "operator_property" and a[:2] == ("zoomscape.open_image", "image")]
+    levels, stack = zs.thumbnails.job_images(props.job_id)
+    assert opened == [im.name for im in levels] + [stack.name]
+    # the order on screen is the level order: each thumbnail comes before its label
+    first = [i for i, (name, a, kw) in enumerate(log) if name == "template_icon"]
+    label_at = [next(i for i, (name, a, kw) in enumerate(log)
+                     if name == "label" and kw.get("text") == f"{k} · level {k}") for k in range(3)]
+    assert first[:3] < label_at and label_at == sorted(label_at)
+
+    # another job's panel does not show these; with the levels toggle off the fade width is disabled
+    props.job_id = "other"
+    assert not [kw for name, a, kw in draw(zs) if name == "template_icon"]
+    props.import_levels = False
+    drawn = [a[0] for name, a, kw in draw(zs) if name == "prop"]
+    assert {"import_levels", "fade_width"} <= set(drawn)

@@ -1,9 +1,10 @@
 """Depth alignment: known scales (and shifts) come back to 1% through noise, 20% outliers and depth
-edges; too little overlap is a clear error."""
+edges, in depth and in disparity; too little overlap is a clear error. (The seam: test_seam.py.)"""
 import numpy as np
 import pytest
 
-from zoomscape.align import DepthFit, apply_depth_fit, depth_edges, fit_depth_scale
+from zoomscape.align import (DepthFit, apply_depth_fit, bilinear, depth_edges, fit_depth_pairs,
+                             fit_depth_scale)
 
 H, W = 96, 128
 
@@ -146,3 +147,63 @@ def test_flat_wall_with_shift_falls_back_to_scale():
     fit = fit_depth_scale(pred, ref, np.ones((H, W), bool), shift=True)
     assert fit.shift == 0.0
     assert fit.scale == pytest.approx(2.5, rel=0.005)
+
+
+@pytest.mark.parametrize("scale,shift", [(0.4, 0.1), (2.5, -0.3), (1.0, 0.08)])
+def test_disparity_fit_recovers_a_relative_models_affine_inverse_depth(scale, shift):
+    """A relative model: 1/ref = s · (1/pred) + t. The disparity fit gets (s, t) back and its
+    depth matches ref; a depth-space scale-and-shift fit cannot (the map is not affine in depth)."""
+    rng = np.random.default_rng(int(scale * 100))
+    ref, _ = scene_depth(rng)
+    disp = (1.0 / ref * (1.0 + 0.01 * rng.standard_normal(ref.shape)) - shift) / scale
+    pred = 1.0 / disp                                  # the engine hands depth = 1 / its disparity
+    pred[5:25, 5:45] *= 2.5                            # a wrong blob
+    mask = np.ones((H, W), bool)
+    fit = fit_depth_scale(pred, ref, mask, space="disparity")
+    assert fit.space == "disparity"
+    assert fit.scale == pytest.approx(scale, rel=0.01)
+    assert fit.shift == pytest.approx(shift, abs=0.01 * scale / np.median(ref))
+    good = np.abs(apply_depth_fit(pred, fit) / ref - 1.0)
+    good[5:25, 5:45] = 0.0
+    depth_fit = fit_depth_scale(pred, ref, mask, space="depth")
+    bad = np.abs(apply_depth_fit(pred, depth_fit) / ref - 1.0)
+    bad[5:25, 5:45] = 0.0
+    print(f"\nmean error: disparity fit {good.mean():.4f}, depth fit {bad.mean():.4f}")
+    assert np.median(good) < 0.01 and good.mean() < 0.6 * bad.mean()
+
+
+def test_disparity_fit_past_infinity_is_infinite():
+    out = apply_depth_fit(np.array([1.0, 2.0, 4.0]), DepthFit(1.0, -0.4, 0, 0.0, space="disparity"))
+    np.testing.assert_allclose(out[:2], [1.0 / 0.6, 1.0 / 0.1])
+    assert out[2] == np.inf                            # 1/4 − 0.4 < 0: no finite depth
+
+
+def test_pairs_subsample_fits_like_all_pairs():
+    rng = np.random.default_rng(21)
+    ref = rng.uniform(2.0, 50.0, 300_000)
+    pred = (ref - 0.3) / 1.7 * (1.0 + 0.01 * rng.standard_normal(ref.size))
+    full = fit_depth_pairs(pred, ref, max_samples=300_000)
+    part = fit_depth_pairs(pred, ref, max_samples=20_000)
+    assert part.scale == pytest.approx(1.7, rel=0.002) and full.scale == pytest.approx(1.7, rel=0.001)
+    assert part.usable == full.usable == ref.size
+    assert abs(part.inliers - full.inliers) < 0.01 * ref.size
+
+
+def test_bad_options_are_named():
+    ref = np.full((H, W), 4.0)
+    with pytest.raises(ValueError, match="space: must be one of depth, disparity"):
+        fit_depth_scale(ref, ref, np.ones((H, W), bool), space="log")
+    with pytest.raises(ValueError, match="max_samples: must be at least min_pixels"):
+        fit_depth_pairs(ref.ravel(), ref.ravel(), max_samples=10)
+    with pytest.raises(ValueError, match="pred .* and ref .* must match"):
+        fit_depth_pairs(ref.ravel(), ref.ravel()[:-1])
+
+
+def test_bilinear_is_exact_on_a_plane_and_holds_the_edges():
+    i, j = np.indices((H, W)).astype(np.float64)
+    plane = 2.0 + 0.1 * i - 0.05 * j                  # value at pixel centre (j + ½, i + ½)
+    uv = np.array([[0.5, 0.5], [10.25, 3.75], [W - 0.5, H - 0.5], [-3.0, 5.5], [W + 2.0, 0.0]])
+    got = bilinear(plane, uv)
+    x = np.clip(uv[:, 0] - 0.5, 0, W - 1)
+    y = np.clip(uv[:, 1] - 0.5, 0, H - 1)
+    np.testing.assert_allclose(got, 2.0 + 0.1 * y - 0.05 * x, rtol=1e-12)

@@ -164,3 +164,92 @@ def test_cancel_stops_between_views():
 def test_no_cameras_is_an_error():
     with pytest.raises(ValueError, match="cameras: need at least one camera"):
         dream([], PROMPT, ProceduralEngine(), SEED)
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting from the user's own RGB-D render (init)
+
+def user_rgbd(cam, known_cols=100):
+    """The user's render of their own set: the world's true depth on the left known_cols columns
+    (sky +inf, as a Z pass gives it), a flat grey image there, the rest unknown."""
+    from zoomscape.engines.procedural import World
+
+    _, depth = World(PROMPT, SEED).render(cam)
+    known = np.zeros(depth.shape, bool)
+    known[:, :known_cols] = True
+    image = np.repeat(np.where(known, 0.5, 0.0)[..., None], 3, axis=2).astype(np.float32)
+    D_user = np.where(known & (depth < 150.0), depth, np.inf)
+    return image, D_user, known
+
+
+def test_init_keeps_the_users_depth_and_fits_the_painted_rest_to_it():
+    image, D_user, known = user_rgbd(CAMS[0])
+    engine = ProceduralEngine(depth_lies=[(2.5, 0.02), (1.7, 0.01)], depth_noise=0.01, depth_warp=0.0)
+    res = dream(CAMS[:2], PROMPT, engine, SEED, init=(image, D_user, known))
+    v0 = res.views[0]
+    has_depth = known & np.isfinite(D_user)
+    assert np.array_equal(res.masks[0], has_depth)
+    assert np.array_equal(res.observed[0][has_depth], D_user[has_depth])       # the user's depth
+    assert v0["scale"] * 2.5 == pytest.approx(1.0, abs=0.01) and not v0["fallback"]
+    assert v0["seam_used"] > 1000
+    P0 = res.cloud.select(res.source == 0)
+    assert len(P0) == CAMS[0].width * CAMS[0].height                          # painted the rest
+    grey = np.all(P0.rgb == 0.5, axis=1)
+    assert grey.sum() == known.sum()                                           # not repainted
+    # the whole world stays in the user's metres: every point near the true surface
+    near, _ = surface_errors(engine.world, res.cloud, CAMS[:2])
+    print(f"\ninit: relative surface error mean {near.mean():.4f}, p95 {np.percentile(near, 95):.4f}")
+    assert near.mean() < 0.012 and np.percentile(near, 95) < 0.03
+
+
+def test_init_fully_known_needs_no_depth_model():
+    image, D_user, known = user_rgbd(CAMS[0], known_cols=CAMS[0].width)
+    D_user = np.where(np.isfinite(D_user), D_user, 200.0)
+    engine = ProceduralEngine()
+    res = dream(CAMS[:1], PROMPT, engine, SEED, init=(image, D_user, known))
+    assert engine.depth_log == [] and len(res.cloud) == known.size
+    np.testing.assert_array_equal(res.observed[0], D_user)
+
+
+def test_init_bad_input_names_the_field():
+    image, D_user, known = user_rgbd(CAMS[0])
+    engine = ProceduralEngine()
+    with pytest.raises(ValueError, match="init: must be a tuple"):
+        dream(CAMS[:1], PROMPT, engine, SEED, init=(image, D_user))
+    with pytest.raises(ValueError, match="init depth: shape"):
+        dream(CAMS[:1], PROMPT, engine, SEED, init=(image, D_user[:-1], known))
+    with pytest.raises(ValueError, match="init known: must be a boolean"):
+        dream(CAMS[:1], PROMPT, engine, SEED, init=(image, D_user, known.astype(np.uint8)))
+    with pytest.raises(ValueError, match="init image: shape"):
+        dream(CAMS[:1], PROMPT, engine, SEED, init=(image[:, :-1], D_user, known))
+
+
+# ---------------------------------------------------------------------------------------------
+# A relative (inverse-depth) model: the engine says depth_space = "disparity"
+
+class RelativeEngine(ProceduralEngine):
+    """Depth from an affine-invariant disparity model: 1/D̂ = (1/D·(1 + ε) − t) / s per call."""
+
+    AFFINE = [(1.0, 0.0), (0.5, 0.003), (2.0, -0.003), (1.3, 0.002)]
+
+    def __init__(self, depth_space):
+        super().__init__(depth_lies=[(1.0, 0.0)] * 4, depth_noise=0.01, depth_warp=0.0,
+                         depth_shift=0.0)
+        self.depth_space = depth_space
+
+    def estimate_depth(self, image, cam):
+        D = super().estimate_depth(image, cam).astype(np.float64)     # D·(1 + ε)
+        s, t = self.AFFINE[len(self.depth_log) - 1]
+        return (1.0 / ((1.0 / D - t) / s)).astype(np.float32)
+
+
+def test_engine_depth_space_picks_the_disparity_fit():
+    errors = {}
+    for space in ("disparity", "depth"):
+        engine = RelativeEngine(space)
+        res = dream(CAMS, PROMPT, engine, SEED)
+        assert all(v["scale"] > 0 for v in res.views)
+        near, _ = surface_errors(engine.world, res.cloud, CAMS)
+        errors[space] = float(np.mean(near[res.source > 0]))
+    print(f"\nrelative model, mean error of views ≥ 1: {errors}")
+    assert errors["disparity"] < 0.015 and errors["disparity"] < 0.5 * errors["depth"]

@@ -371,3 +371,21 @@ class DiffusersEngine:
         from .denoiser import SDDenoiser
 
         return SDDenoiser.from_pipeline(self.text2img, device=self.device, dtype=self.dtype)
+
+    def paint_zoom_stack(self, cam: Camera, prompts: list[str], factor: float, seed: int, *,
+                         scene_prompt: Optional[str] = None, photo=None, progress=None,
+                         should_cancel=None):
+        """The zoom stack of cam by joint sampling (zoom.paint_zoom_stack) at the model's working size.
+
+        photo: None or photo(width, height) → (image [h, w, 3], known [h, w] bool), the view of the
+        already generated world, which holds level 0. → zoom.ZoomStack, levels at the working size.
+        """
+        from ..zoom import paint_zoom_stack
+
+        native, multiple = self._native(self.text2img)
+        w, h = working_size(cam.width, cam.height, native, multiple=multiple, pixel_budget=self.pixel_budget)
+        image, known = photo(w, h) if photo is not None else (None, None)
+        return paint_zoom_stack(self.denoiser(), list(prompts), factor, seed, steps=self.steps,
+                                guidance=self.guidance, negative_prompt=self.negative_prompt or "",
+                                photo=image, photo_mask=known, size=(h, w), progress=progress,
+                                should_cancel=should_cancel)
