@@ -643,3 +643,12 @@ class ProceduralEngine:
         w = depth_warp_field(self.world.seed, call, cam.height, cam.width, self.depth_warp)
         self.depth_log.append(DepthLie(call, s, t, t_frac, self.depth_noise, self.depth_warp))
         return (s * D * (1.0 + w + eps) + t).astype(np.float32)
+
+    def paint_zoom_stack(self, cam: Camera, prompts: list[str], factor: float, seed: int, *,
+                         scene_prompt=None, photo=None, progress=None, should_cancel=None):
+        """The zoom stack of cam: the world rendered at every zoom level (procedural_zoom.py), which
+        is consistent and agrees with the point cloud by construction, so photo is not needed."""
+        from .procedural_zoom import procedural_zoom_stack
+
+        return procedural_zoom_stack(cam, list(prompts), factor, seed, scene_prompt=scene_prompt,
+                                     progress=progress, should_cancel=should_cancel)
