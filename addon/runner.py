@@ -233,7 +233,8 @@ def build_path(scene, out_dir: str | None):
         return zoom_path.build_level_zoom(scene, source, root, level_objs, factor,
                                           props.frames_per_level, props.zoom_mode,
                                           manifest.get("job_id") or props.job_id,
-                                          fade_width=props.fade_width)
+                                          fade_width=props.fade_width,
+                                          matrix=zoom.get("matrix_world"))
     if props.zoom_target is not None:
         anchor = list(props.zoom_target.matrix_world.translation)
     elif zoom.get("anchor") is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 import bpy
+from mathutils import Matrix
 
 from . import level_rig
 from .importers import JOB_KEY, ensure_collection
@@ -101,11 +102,13 @@ def check_zoom(source, anchor, factor: float, levels: int, frames_per_level: int
     return depth
 
 
-def new_zoom_camera(scene, source, anchor: np.ndarray, job_id: str, name: str):
+def new_zoom_camera(scene, source, anchor: np.ndarray, job_id: str, name: str, matrix=None):
     """A copy of source (pose, lens, sensor, clipping) tagged as this job's zoom camera; replaces
-    the job's earlier zoom camera → the object."""
+    the job's earlier zoom camera → the object. matrix: a 4×4 pose to use instead of source's
+    (the job's zoom camera as the backend aimed it at the anchor)."""
     obj = bpy.data.objects.new(name, copy_camera_data(source.data, name))
-    obj.matrix_world = source.matrix_world.normalized()  # before source may be removed below
+    # Set before source may be removed below.
+    obj.matrix_world = source.matrix_world.normalized() if matrix is None else Matrix(matrix)
     for old in [o for o in bpy.data.objects if o.get(JOB_KEY, None) == job_id
                 and o.get("zoomscape_kind") == "zoom_camera"]:
         data = old.data
@@ -166,18 +169,19 @@ def key_fades(level_objs, frame_start: float, frames_per_level: int, fade_width:
 
 def build_level_zoom(scene, source, root, level_objs, factor: float, frames_per_level: int,
                      mode: str = "DOLLY", job_id: str = "", name: str = "Zoomscape Zoom",
-                     fade_width: float = 1.0, levels: int | None = None):
+                     fade_width: float = 1.0, levels: int | None = None, matrix=None):
     """Key the zoom through the level rig → the (static) zoom camera.
 
     The zoom runs N = levels (default: the number of level objects) levels in N·F + 1 frames from
     frame_start: the root's scale is keyed every frame to p^τ (τ = frame offset / F), the levels'
     fades from fade_weights. The camera is a static copy of source made the scene camera; its clip
     planes are constant, which in the scaled rig is clip·p^−τ in level-0 metres (they follow the zoom).
+    matrix: the pose the levels were painted from (manifest zoom.matrix_world), default source's.
     """
     anchor = np.array(root.matrix_world.translation, dtype=np.float64)
     levels = levels or len(level_objs)
     check_zoom(source, anchor, factor, levels, frames_per_level)
-    obj = new_zoom_camera(scene, source, anchor, job_id, name)
+    obj = new_zoom_camera(scene, source, anchor, job_id, name, matrix)
     t = level_times(levels, frames_per_level)
     frames = scene.frame_start + np.arange(len(t), dtype=np.float64)
     scales = root_scales(factor, t, mode)

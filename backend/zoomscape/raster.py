@@ -151,7 +151,11 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, vie
 
 def _intersections(p: Projected, width: int, height: int, tile: int):
     """Tile × Gaussian pairs, sorted by (camera, tile, depth): (gaussian [M] index into the
-    flattened [C·N], tile [M] global tile id c·Ty·Tx + ty·Tx + tx, n_tiles)."""
+    flattened [C·N], tile [M] global tile id c·Ty·Tx + ty·Tx + tx, n_tiles).
+
+    One sort of the integer keys tile·C·N + depth rank (the rank from one stable sort of the
+    C·N depths, so equal depths keep their input order).
+    """
     C, N = p.depths.shape
     Tx, Ty = math.ceil(width / tile), math.ceil(height / tile)
     cam, g = torch.nonzero(p.extents[..., 0] > 0, as_tuple=True)
@@ -165,11 +169,12 @@ def _intersections(p: Projected, width: int, height: int, tile: int):
     count = nx * ny
     owner = torch.repeat_interleave(torch.arange(len(count)), count)
     k = torch.arange(len(owner)) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
-    tiles = cam[owner] * (Tx * Ty) + (i0[owner] + k // nx[owner]) * Tx + (j0[owner] + k % nx[owner])
+    nx_o = nx[owner]
+    tiles = cam[owner] * (Tx * Ty) + (i0[owner] + k // nx_o) * Tx + (j0[owner] + k % nx_o)
     gauss = cam[owner] * N + g[owner]
-    order = torch.argsort(p.sort_depths.detach().reshape(-1)[gauss], stable=True)
-    tiles, gauss = tiles[order], gauss[order]
-    order = torch.argsort(tiles, stable=True)
+    rank = torch.empty(C * N, dtype=torch.long)
+    rank[torch.argsort(p.sort_depths.detach().reshape(-1), stable=True)] = torch.arange(C * N)
+    order = torch.argsort(tiles * (C * N) + rank[gauss])
     return gauss[order], tiles[order], C * Tx * Ty
 
 
@@ -187,16 +192,19 @@ def _tile_batches(counts: Tensor, pixels: int, budget: int) -> list[Tensor]:
     return batches
 
 
-def composite(p: Projected, colors: Tensor, width: int, height: int, *, tile_size: int = 8,
-              budget: int = ELEMENT_BUDGET) -> tuple[Tensor, Tensor]:
-    """Front-to-back α compositing (3DGS eq. 3) of projected Gaussians, tile by tile.
+def _walk_tiles(p: Projected, width: int, height: int, tile_size: int, budget: int):
+    """The front-to-back walk shared by ``composite`` and ``composite_weights``.
 
-    colors: [C, N, D]. Returns (colour [C, H, W, D], alpha [C, H, W, 1]) over a zero background.
+    Yields, per batch of B tiles: (tiles [B] global ids, chunks, T [B, P]) where chunks is a list
+    of (ids [B, k] into the flattened [C·N + 1] Gaussians (C·N = the null Gaussian, α = 0),
+    w [B, P, k] = α_k T_k, the compositing weight of Gaussian ids[:, k] at each of the tile's
+    P = tile_size² pixels), and T the transmittance left after the tile's Gaussians.
+    Differentiable in p's means2d, conics and opacities.
     """
     C, N = p.depths.shape
-    D = colors.shape[-1]
     P = tile_size * tile_size
-    Tx, Ty = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    Tx = math.ceil(width / tile_size)
+    Ty = math.ceil(height / tile_size)
     with torch.no_grad():
         gauss, tiles, n_tiles = _intersections(p, width, height, tile_size)
         counts = torch.bincount(tiles, minlength=n_tiles)
@@ -205,13 +213,10 @@ def composite(p: Projected, colors: Tensor, width: int, height: int, *, tile_siz
     mu = torch.cat([p.means2d.reshape(-1, 2), p.means2d.new_zeros(1, 2)])
     con = torch.cat([p.conics.reshape(-1, 3), p.conics.new_zeros(1, 3)])
     op = torch.cat([p.opacities.reshape(-1), p.opacities.new_zeros(1)])
-    col = torch.cat([colors.reshape(-1, D), colors.new_zeros(1, D)])
     null = C * N
 
     ty, tx = torch.meshgrid(torch.arange(tile_size), torch.arange(tile_size), indexing="ij")
     local = torch.stack([tx.reshape(-1), ty.reshape(-1)], -1).to(mu.dtype) + 0.5      # [P, 2]
-    out_rgb = mu.new_zeros(n_tiles, P, D)
-    out_T = mu.new_ones(n_tiles, P)
     for batch in _tile_batches(counts, P, budget):
         n_b, K = len(batch), int(counts[batch].max())
         cam_tile = batch % (Tx * Ty)
@@ -222,32 +227,92 @@ def composite(p: Projected, colors: Tensor, width: int, height: int, *, tile_siz
             pos = starts[batch, None] + slot[None, :]
             ids = torch.where(slot[None, :] < counts[batch, None],
                               gauss[pos.clamp_max(len(gauss) - 1)], torch.full_like(pos, null))
-        rgb = mu.new_zeros(n_b, P, D)
         T = mu.new_ones(n_b, P)
+        stopped = torch.zeros(n_b, P, dtype=torch.bool)
+        chunks = []
         k_chunk = max(1, budget // (n_b * P))
         for k0 in range(0, K, k_chunk):                 # Gaussians of the tiles, front to back
+            if bool(stopped.all()):
+                break                                   # every pixel has reached T_MIN
             idk = ids[:, k0:k0 + k_chunk]                                          # [B, k]
-            d = pix[:, :, None, :] - mu[idk][:, None, :, :]                        # [B, P, k, 2]
-            cn = con[idk][:, None]                                                  # [B, 1, k, 3]
-            sigma = (0.5 * (cn[..., 0] * d[..., 0] ** 2 + cn[..., 2] * d[..., 1] ** 2)
-                     + cn[..., 1] * d[..., 0] * d[..., 1])                          # [B, P, k]
+            m = mu[idk]                                                            # [B, k, 2]
+            dx = pix[:, :, None, 0] - m[:, None, :, 0]                             # [B, P, k]
+            dy = pix[:, :, None, 1] - m[:, None, :, 1]
+            cn = con[idk]                                                          # [B, k, 3]
+            sigma = (0.5 * (cn[:, None, :, 0] * dx * dx + cn[:, None, :, 2] * dy * dy)
+                     + cn[:, None, :, 1] * dx * dy)                                # [B, P, k]
             alpha = torch.clamp_max(op[idk][:, None] * torch.exp(-sigma), ALPHA_MAX)
             alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
             with torch.no_grad():   # stop before the Gaussian that takes T to ≤ T_MIN (a prefix)
                 keep = T.detach()[..., None] * torch.cumprod(1 - alpha.detach(), -1) > T_MIN
+                stopped |= ~keep[..., -1]
             alpha = alpha * keep
             T_incl = T[..., None] * torch.cumprod(1 - alpha, -1)                   # [B, P, k]
             T_excl = torch.cat([T[..., None], T_incl[..., :-1]], -1)
-            rgb = rgb + torch.einsum("bpk,bkd->bpd", alpha * T_excl, col[idk])
+            chunks.append((idk, alpha * T_excl))
             T = T_incl[..., -1]
+        yield batch, chunks, T
+
+
+def _untile(x: Tensor, C: int, width: int, height: int, tile_size: int) -> Tensor:
+    """[C·Ty·Tx, P, D] per-tile values → [C, H, W, D]."""
+    Tx, Ty = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    x = x.reshape(C, Ty, Tx, tile_size, tile_size, -1).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(C, Ty * tile_size, Tx * tile_size, -1)[:, :height, :width]
+
+
+def composite(p: Projected, colors: Tensor, width: int, height: int, *, tile_size: int = 8,
+              budget: int = ELEMENT_BUDGET) -> tuple[Tensor, Tensor]:
+    """Front-to-back α compositing (3DGS eq. 3) of projected Gaussians, tile by tile.
+
+    colors: [C, N, D]. Returns (colour [C, H, W, D], alpha [C, H, W, 1]) over a zero background.
+    """
+    C, N = p.depths.shape
+    D = colors.shape[-1]
+    P = tile_size * tile_size
+    n_tiles = C * math.ceil(width / tile_size) * math.ceil(height / tile_size)
+    col = torch.cat([colors.reshape(-1, D), colors.new_zeros(1, D)])
+    out_rgb = p.means2d.new_zeros(n_tiles, P, D)
+    out_T = p.means2d.new_ones(n_tiles, P)
+    for batch, chunks, T in _walk_tiles(p, width, height, tile_size, budget):
+        rgb = sum(torch.einsum("bpk,bkd->bpd", w, col[idk]) for idk, w in chunks)
         out_rgb = out_rgb.index_copy(0, batch, rgb)
         out_T = out_T.index_copy(0, batch, T)
+    return (_untile(out_rgb, C, width, height, tile_size),
+            1 - _untile(out_T[..., None], C, width, height, tile_size))
 
-    def untile(x: Tensor) -> Tensor:   # [C·Ty·Tx, P, D] → [C, H, W, D]
-        x = x.reshape(C, Ty, Tx, tile_size, tile_size, -1).permute(0, 1, 3, 2, 4, 5)
-        return x.reshape(C, Ty * tile_size, Tx * tile_size, -1)[:, :height, :width]
 
-    return untile(out_rgb), 1 - untile(out_T[..., None])
+def composite_weights(p: Projected, width: int, height: int, *, tile_size: int = 8,
+                      budget: int = ELEMENT_BUDGET) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The render as a sparse linear map of the colours: rgb = A c, A[u, k] = T_k(u)·α_k(u).
+
+    The same walk as ``composite`` (so exactly its image), keeping every non-zero weight instead
+    of summing. No autograd. → (pixels [M] flat ids c·H·W + y·W + x, gaussians [M] flat ids
+    c·N + n, weights [M], T [C, H, W] the transmittance left behind the Gaussians, = 1 − alpha).
+    """
+    C, N = p.depths.shape
+    Tx, Ty = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    ly, lx = torch.meshgrid(torch.arange(tile_size), torch.arange(tile_size), indexing="ij")
+    ly, lx = ly.reshape(-1), lx.reshape(-1)                                                # [P]
+    rows, cols, vals = [], [], []
+    out_T = torch.ones(C * Ty * Tx, tile_size * tile_size, dtype=p.means2d.dtype)
+    with torch.no_grad():
+        for batch, chunks, T in _walk_tiles(p, width, height, tile_size, budget):
+            cam, t = batch // (Tx * Ty), batch % (Tx * Ty)
+            x = (t % Tx)[:, None] * tile_size + lx[None]                                  # [B, P]
+            y = (t // Tx)[:, None] * tile_size + ly[None]
+            pix = torch.where((x < width) & (y < height), cam[:, None] * (height * width) + y * width + x,
+                              torch.full_like(x, -1))
+            for idk, w in chunks:
+                nz = (w > 0) & (pix[:, :, None] >= 0)
+                b, u, k = torch.nonzero(nz, as_tuple=True)
+                rows.append(pix[b, u])
+                cols.append(idk[b, k])
+                vals.append(w[b, u, k])
+            out_T[batch] = T
+    cat = lambda xs, dt: torch.cat(xs) if xs else torch.zeros(0, dtype=dt)  # noqa: E731
+    T_img = _untile(out_T.detach()[..., None], C, width, height, tile_size)[..., 0]
+    return cat(rows, torch.long), cat(cols, torch.long), cat(vals, p.means2d.dtype), T_img
 
 
 def _check(name: str, x: Tensor, shape: tuple) -> None:

@@ -76,12 +76,21 @@ def test_discover_generate_import_render_reload(zs, server, tmp_path):
     zoom = scene.camera
     assert zoom.get("zoomscape_kind") == "zoom_camera" and props.zoom_camera == cams[1]
     assert scene.frame_end - scene.frame_start == 2 * 4
+    # The levels came back as splat objects under a rig whose root (at the anchor) scales by the zoom
+    # factor per level: seen from the root, the static camera closes in on the anchor exponentially.
+    levels = sorted((o for o in bpy.data.objects if o.get("zoomscape_kind") == "level"), key=lambda o: o.name)
+    assert len(levels) == len(manifest["levels"]) == 2
+    assert [len(o.data.vertices) for o in levels] == [lv["count"] for lv in manifest["levels"]]
+    root, _ = zs.level_rig.rig_of(props.job_id)
     anchor = np.array(manifest["zoom"]["anchor"])
+    np.testing.assert_allclose(np.array(root.matrix_world.translation), anchor, atol=1e-4)
     dists = []
     for f in (scene.frame_start, scene.frame_start + 4, scene.frame_start + 8):
         scene.frame_set(f)
-        dists.append(np.linalg.norm(np.array(zoom.matrix_world.translation) - anchor))
+        cam_in_root = root.matrix_world.inverted() @ zoom.matrix_world.translation
+        dists.append(np.linalg.norm(np.array(cam_in_root)))
     np.testing.assert_allclose([dists[0] / dists[1], dists[1] / dists[2]], props.zoom_factor, rtol=1e-5)
+    assert len(zs.thumbnails.job_images(props.job_id)[0]) == 2  # one thumbnail per level
 
     # render frame 1 with Cycles: the point cloud shows (vs. the same render without it)
     scene.frame_set(scene.frame_start)
@@ -90,9 +99,13 @@ def test_discover_generate_import_render_reload(zs, server, tmp_path):
     scene.render.resolution_x = scene.render.resolution_y = 64
     scene.render.image_settings.file_format = "PNG"
     with_points = render_rgb(scene, str(tmp_path / "with.png"))
-    pts[0].hide_render = True
+    ours = [o for o in bpy.data.objects if o.get("zoomscape_kind") in ("points", "level")]
+    shown = [o.hide_render for o in ours]
+    for o in ours:
+        o.hide_render = True
     without = render_rgb(scene, str(tmp_path / "without.png"))
-    pts[0].hide_render = False
+    for o, h in zip(ours, shown):
+        o.hide_render = h
     centre = with_points[16:48, 16:48]
     assert np.abs(without).max() < 0.05  # empty world: black
     assert (centre.max(axis=2) > 0.05).mean() > 0.9  # the cloud covers the centre

@@ -31,7 +31,9 @@ def request(anchor=None):
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     out = tmp_path_factory.mktemp("jobs") / "0123abcd" / "results"
-    engine = ProceduralEngine(depth_lies=[(1.0, 0.0), (1.7, 0.02), (0.6, 0.01)])
+    # Scale/shift lies only (no smooth warp): view 0 sets the world's shape, and the anchor test
+    # below checks the anchor picking against the true surface.
+    engine = ProceduralEngine(depth_lies=[(1.0, 0.0), (1.7, 0.02), (0.6, 0.01)], depth_warp=0.0)
     steps = []
     manifest = run_job(request(), out, progress=lambda *a: steps.append(a), engine=engine)
     return out, manifest, engine, steps
@@ -42,7 +44,7 @@ def test_manifest_matches_the_api(job):
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk == manifest
     assert set(manifest) == {"format", "version", "job_id", "engine", "seed", "scene_prompt",
-                             "pointcloud", "views", "zoom"}
+                             "pointcloud", "views", "zoom", "levels"}
     assert (manifest["format"], manifest["version"], manifest["job_id"]) == ("zoomscape-results", 1, "0123abcd")
     assert (manifest["engine"], manifest["seed"], manifest["scene_prompt"]) == ("procedural", 7, PROMPT)
     assert [set(v) for v in manifest["views"]] == [{"camera", "new_points", "scale", "overlap"}] * 3
@@ -50,12 +52,15 @@ def test_manifest_matches_the_api(job):
     z = manifest["zoom"]
     req = request()["cameras"][1]
     assert set(z) == {"camera", "matrix_world", "fx", "fy", "cx", "cy", "width", "height",
-                      "factor", "levels", "anchor", "anchor_source"}
-    assert z["camera"] == "Cam.001" and np.allclose(z["matrix_world"], req["matrix_world"])
+                      "factor", "levels", "anchor", "anchor_source", "stack_image"}
+    # The zoom camera is turned (by at most half a pixel's angle here) so the anchor is centred.
+    assert z["camera"] == "Cam.001" and np.allclose(z["matrix_world"], req["matrix_world"], atol=1e-2)
     assert (z["fx"], z["width"], z["height"], z["factor"]) == (req["fx"], 128, 96, 4.0)
     assert z["levels"] == [{"prompt": "a lit window"}, {"prompt": "a cat"}]
     assert z["anchor_source"] == "surface" and len(z["anchor"]) == 3
-    assert [s[0] for s in steps] == ["dream"] * 3 + ["write"] * 2
+    stages = [s[0] for s in steps]
+    assert stages[:3] == ["dream"] * 3 and stages[-2:] == ["write"] * 2
+    assert stages.index("zoom") < stages.index("lift") and set(stages) == {"dream", "zoom", "lift", "write"}
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
 
 
@@ -119,3 +124,34 @@ def test_bad_zoom_camera_is_named(tmp_path):
     req["zoom"]["camera"] = "Nope"
     with pytest.raises(ValueError, match="zoom.camera: 'Nope' names none of the cameras"):
         run_job(req, tmp_path, engine=ProceduralEngine())
+
+
+def test_zoom_levels_are_written_in_their_local_frames(job):
+    """level_NN.png/.ply per level; frames per cameras.level_frame; PLYs in the Inria layout."""
+    from plyfile import PlyData
+    from PIL import Image
+
+    from zoomscape.cameras import level_frame
+    from zoomscape.splat_ply import read_splat_ply
+
+    out, manifest, engine, _ = job
+    z, levels = manifest["zoom"], manifest["levels"]
+    assert [lv["prompt"] for lv in levels] == ["a lit window", "a cat"]
+    cam = from_wire({"name": "z", **{k: z[k] for k in ("matrix_world", "fx", "fy", "cx", "cy", "width", "height")}})
+    for i, lv in enumerate(levels):
+        assert (lv["index"], lv["image"], lv["gaussians"]) == (i, f"level_{i:02d}.png", f"level_{i:02d}.ply")
+        frame = level_frame(cam, z["anchor"], 4.0, i)
+        assert np.allclose(lv["frame"]["origin"], frame["origin"]) and lv["frame"]["unit"] == 4.0 ** -i
+        assert np.allclose(lv["frame"]["rotation"], frame["rotation"])
+        assert lv["zoom_range"] == [4.0 ** i, 4.0 ** (i + 1)]
+        image = np.asarray(Image.open(out / lv["image"]))
+        assert image.shape == (z["height"], z["width"], 3) and image.std() > 2
+        splats = read_splat_ply(out / lv["gaussians"])
+        assert len(splats.means) == lv["count"] == z["width"] * z["height"]
+        names = [p.name for p in PlyData.read(str(out / lv["gaussians"]))["vertex"].properties]
+        assert names[:6] == ["x", "y", "z", "nx", "ny", "nz"] and names[-4:] == ["rot_0", "rot_1", "rot_2", "rot_3"]
+        # Local coordinates: the level's Gaussians sit about one local unit per metre of level-0 depth
+        # scaled by p^i, i.e. no coordinate grows with the zoom depth.
+        assert np.abs(splats.means).max() < 1e3
+    strip = np.asarray(Image.open(out / z["stack_image"]))
+    assert strip.shape == (z["height"], z["width"] * len(levels), 3)
