@@ -1,8 +1,9 @@
 """The extension's settings and job state: ``Scene.zoomscape`` (saved in the .blend).
 
 The backend token is not among them: it lives in the extension's preferences (preferences.py), so a
-shared .blend never carries it. ``Scene.zoomscape.token`` is a read-only Python property that
-returns it (after moving a legacy token saved by an older version out of the scene).
+shared .blend never carries it; ``preferences.token_for(props)`` returns it (after moving a legacy
+token saved by an older version out of the scene). (A Python @property on this PropertyGroup would
+crash Blender 4.2 at exit.)
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty,
                        IntProperty, PointerProperty, StringProperty)
 
-from . import preferences
+
 
 MODEL_ROLES = ("text2img", "inpaint", "depth")
 
@@ -134,11 +135,6 @@ class ZOOMSCAPE_PG_settings(bpy.types.PropertyGroup):
     stage: StringProperty(name="Stage")
     error: StringProperty(name="Error")
     last_output_dir: StringProperty(name="Results", subtype="DIR_PATH", options=_BLEND_RELATIVE)
-
-    @property
-    def token(self) -> str:
-        """The backend token (from the preferences; a legacy scene token is used once and removed)."""
-        return preferences.token_for(self)
 
 
 def set_server_models(props, models) -> None:

@@ -14,7 +14,7 @@ import time
 
 import bpy
 
-from . import importers, level_rig, thumbnails, zoom_path
+from . import importers, level_rig, preferences, thumbnails, zoom_path
 from .client import Client, JobThread, base_url, download_results
 from .ply_io import read_ply
 
@@ -54,7 +54,7 @@ def settings(scene):
 
 
 def client_for(props) -> Client:
-    return Client(base_url(props.host, props.port), props.token)
+    return Client(base_url(props.host, props.port), preferences.token_for(props))
 
 
 def output_base(props) -> str:

@@ -275,6 +275,8 @@ def seam_jumps(world, cams, result, cloud_before, max_pairs: int = 10_000
             pi, pj = np.nonzero(M & q_is_new)              # covered p, new q = p + (di, dj)
             step = max(1, -(-len(pi) // max_pairs))         # a strided subset bounds the tracing
             pi, pj = pi[::step], pj[::step]
+            if pi.size == 0:
+                continue
             qi, qj = pi + di, pj + dj
             k = index[pi, pj]
             uv, z = world_to_pixels(cam, P.xyz[k])

@@ -33,6 +33,8 @@ are level i's times p^(i−k).
 from __future__ import annotations
 
 import math
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -41,19 +43,22 @@ import torch
 
 from .align import DepthFit, apply_depth_fit, depth_edges, fit_depth_scale
 from .cameras import Camera, level_frame, pixel_grid, pixel_rays, world_to_pixels, zoom_level_camera
-from .raster import rasterize, rotmat_to_quat
+from .raster import composite_weights, project, rasterize, rotmat_to_quat
 
 Progress = Callable[[str, int, int, str], None]
 
 SIGMA_PX = 0.7          # σ of a per-pixel Gaussian, in pixels of its level
 DENSIFY_MIN_STEPS = 200  # shorter refinements only move, reshape and recolour
-COLOUR_STEPS = 20       # steps of the colour deconvolution of the initial Gaussians
+COLOUR_STEPS = 30       # conjugate-gradient iterations of the colour deconvolution (fit_colors)
+COLOUR_ROUNDS = 3       # active-set rounds for its [0, 1] bounds
+COLOUR_RIDGE = 0.01     # its ridge λ toward the pixel colours, relative to mean diag(AᵀA)
 FLATNESS = 0.1          # normal-axis scale / smaller tangent scale
 OPACITY0 = 0.98         # initial opacity ("high")
 DETAIL_KAPPA = 4.0      # κ: level i's depth stays within κ level-(i−1) footprints of ref_i
 MAX_SLANT = 4.0         # |∂z/∂u| ≤ MAX_SLANT·z/f: tangents no longer than a 76° slant
 SHIFT_MIN_SPREAD = 0.2  # fit a shift only when ref's (p90 − p10)/median exceeds this
 NORMAL_SMOOTH = 2       # box radius (pixels) of the depth smoothing for normals
+SERIAL_PIXELS = 256 * 256  # levels up to this size lift on one torch thread (see torch_threads)
 
 
 class JobCancelled(Exception):
@@ -337,28 +342,100 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5)
     return m.mean()
 
 
-def fit_colors(g: dict, image: np.ndarray, cam: Camera, frame: dict, *, steps: int = COLOUR_STEPS,
-               background: Optional[torch.Tensor] = None, backend: str = "auto",
-               lr: float = 0.03) -> np.ndarray:
-    """Deconvolve the per-pixel colours: c* = argmin_{c ∈ [0,1]} ‖A c + b − I‖², → colors [N, 3].
+def colour_operator(g: dict, cam: Camera, frame: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The level render as a linear map of the colours, rgb = A c (+ T·background).
 
-    The render is linear in the colours, rgb = A c + b (A: the composited weights of the fixed
-    geometry, b: the frozen background through the remaining transmittance); neighbouring
-    Gaussians overlap every pixel, so the pixel colours themselves come out blurred. Projected
-    Adam from c = the pixel colours, `steps` steps.
+    g: Gaussians as for render_level (their colours unused). One pass of the reference
+    rasterizer (raster.composite_weights) → (A [H·W, N] and Aᵀ [N, H·W] sparse CSR float32,
+    A[u, k] = T_k(u)·α_k(u); T [H·W] the transmittance left for the background).
     """
-    target = torch.as_tensor(np.asarray(image, np.float32))
-    c = torch.tensor(np.asarray(g["colors"], np.float32), requires_grad=True)
-    opt = torch.optim.Adam([c], lr=lr)
-    for _ in range(steps):
-        rgb, _ = render_level(dict(g, colors=c), cam, frame, background=background, backend=backend)
-        loss = ((rgb - target) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            c.clamp_(0, 1)
-    return c.detach().numpy().copy()
+    t = {k: torch.as_tensor(g[k], dtype=torch.float32) for k in ("means", "quats", "scales", "opacities")}
+    V = torch.as_tensor(local_viewmat(cam, frame), dtype=torch.float32)[None]
+    K = torch.as_tensor(cam.K, dtype=torch.float32)[None]
+    with torch.no_grad():
+        p = project(t["means"], t["quats"], t["scales"], t["opacities"], V, K, cam.width, cam.height,
+                    near_plane=1e-6)
+        rows, cols, w, T = composite_weights(p, cam.width, cam.height)
+    n_pix, n = cam.width * cam.height, len(t["means"])
+    return _csr(rows, cols, w, n_pix, n), _csr(cols, rows, w, n, n_pix), T.reshape(-1)
+
+
+def _csr(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
+    """Sparse CSR [n_rows, n_cols] from distinct (rows [M], cols [M], vals [M]) entries."""
+    order = torch.argsort(rows * n_cols + cols)
+    crow = torch.zeros(n_rows + 1, dtype=torch.long)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)
+    with warnings.catch_warnings():   # "sparse CSR support is in beta": matmul is all we use
+        warnings.simplefilter("ignore")
+        return torch.sparse_csr_tensor(crow, cols[order], vals[order], (n_rows, n_cols),
+                                       check_invariants=False)
+
+
+def fit_colors(g: dict, image: np.ndarray, cam: Camera, frame: dict, *, steps: int = COLOUR_STEPS,
+               rounds: int = COLOUR_ROUNDS, ridge: float = COLOUR_RIDGE,
+               background: Optional[torch.Tensor] = None, backend: str = "auto") -> np.ndarray:
+    """Deconvolve the per-pixel colours: bounded, ridge-regularised linear least squares
+
+        c* = argmin_{c ∈ [0,1]} ‖A c + b − I‖² + λ ‖c − c₀‖²,   → colors [N, 3]
+
+    The render is linear in the colours: A [H·W, N] holds the compositing weights T_k α_k of the
+    fixed geometry (one rasterizer pass, colour_operator), b = T·background the frozen coarser
+    levels through the remaining transmittance, c₀ the pixel colours. Neighbouring Gaussians
+    overlap every pixel, so c₀ itself renders blurred. λ = ridge · mean(diag AᵀA) keeps
+    Gaussians the camera hardly sees at their pixel colour.
+    Solver: Jacobi-preconditioned conjugate gradients on the normal equations
+    (AᵀA + λI) c = Aᵀ(I − b) + λ c₀, all three channels at once; the bounds by an active set:
+    `rounds` rounds, each freezing the colours that sit on a bound with the gradient pushing
+    outward, running steps/rounds CG iterations on the rest and clipping to [0, 1].
+    backend is accepted for symmetry with render_level; the weights come from the reference
+    rasterizer (gsplat renders the same image).
+    """
+    if steps <= 0:
+        return np.asarray(g["colors"], np.float32).copy()
+    if rounds < 1:
+        raise ValueError(f"rounds: must be at least 1, got {rounds}")
+    A, At, T = colour_operator(g, cam, frame)
+    I = torch.as_tensor(np.asarray(image, np.float32)).reshape(-1, 3)
+    b = T[:, None] * torch.as_tensor(background, dtype=torch.float32).reshape(-1, 3) \
+        if background is not None else torch.zeros_like(I)
+    c0 = torch.as_tensor(np.asarray(g["colors"], np.float32))
+    diag = torch.zeros(len(c0)).index_add_(0, A.col_indices(), A.values() ** 2)     # diag AᵀA [N]
+    lam = ridge * float(diag.mean()) if len(c0) else 0.0
+    M = (diag + lam).clamp_min(1e-12)[:, None]                                      # Jacobi [N, 1]
+    rhs = At @ (I - b) + lam * c0                                                    # [N, 3]
+
+    def H(x: torch.Tensor) -> torch.Tensor:      # (AᵀA + λI) x
+        return At @ (A @ x) + lam * x
+
+    c = c0.clone()
+    per_round = max(1, math.ceil(steps / rounds))
+    for _ in range(rounds):
+        r = rhs - H(c)                                       # = −gradient / 2
+        free = (~(((c <= 0) & (r < 0)) | ((c >= 1) & (r > 0)))).float()
+        c = cg(H, r * free, c, M, per_round, mask=free)
+        c = c.clamp_(0, 1)
+    return c.numpy().copy()
+
+
+def cg(H: Callable[[torch.Tensor], torch.Tensor], r: torch.Tensor, x: torch.Tensor, M: torch.Tensor,
+       iters: int, *, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Preconditioned conjugate gradients for H x = y, column by column, from x with residual
+    r = y − H x (both [N, D]); M [N, 1 or D] the diagonal preconditioner; only the entries where
+    mask [N, D] is 1 move (the operator restricted to them). → x after `iters` iterations."""
+    mask = torch.ones_like(x) if mask is None else mask
+    z = r / M
+    d = z.clone()
+    rz = (r * z).sum(0)
+    for _ in range(iters):
+        Hd = H(d) * mask
+        a = rz / (d * Hd).sum(0).clamp_min(1e-30)
+        x = x + a * d
+        r = r - a * Hd
+        z = r / M
+        rz_new = (r * z).sum(0)
+        d = z + (rz_new / rz.clamp_min(1e-30)) * d
+        rz = rz_new
+    return x
 
 
 def refine(g: dict, image: np.ndarray, cam: Camera, frame: dict, *, steps: int,
@@ -385,8 +462,10 @@ def refine(g: dict, image: np.ndarray, cam: Camera, frame: dict, *, steps: int,
         "opacities": torch.nn.Parameter(torch.logit(torch.as_tensor(g["opacities"], dtype=torch.float32).clamp(1e-4, 1 - 1e-4))),
         "colors": torch.nn.Parameter(torch.as_tensor(g["colors"], dtype=torch.float32)),
     })
+    # colours at 3DGS's DC rate: Adam steps ≈ lr whatever the gradient, and the colours start
+    # from the least-squares fit (fit_colors), so a larger step first undoes it
     rates = {"means": 0.05 * scale0, "scales": 5e-3, "quats": 1e-3, "opacities": 2.5e-2,
-             "colors": 1e-2}
+             "colors": 2.5e-3}
     rates.update(lr or {})
     optimizers = {k: torch.optim.Adam([params[k]], lr=rates[k], eps=1e-15) for k in params}
     # Per-pixel Gaussians already tile the image: densifying early (splits shrink and scatter
@@ -430,6 +509,24 @@ def refine(g: dict, image: np.ndarray, cam: Camera, frame: dict, *, steps: int,
 
 # ---------------------------------------------------------------------------------------------
 # The loop over levels
+
+@contextmanager
+def torch_threads(n: Optional[int]):
+    """Run the block with torch's intra-op thread count set to n (None: unchanged), then restore.
+
+    Lifting a small level is thousands of small tensor ops; with OpenMP each one forks and joins
+    every thread, which on a busy machine (cores shared with other processes) waits a scheduler
+    slice per op and makes the lift 10× slower than on one thread.
+    """
+    before = torch.get_num_threads()
+    if n is not None and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
 
 def _check_inputs(level_images, zoom_cam: Camera, anchor, factor: float) -> list[np.ndarray]:
     if not isinstance(zoom_cam, Camera):
@@ -502,23 +599,25 @@ def lift_levels(level_images, zoom_cam: Camera, anchor, factor: float, engine, *
         else:
             ref = overlap_reference(levels[-1].depth, p)
             D, fit = align_depth(D_hat, ref, f_ref=float(np.sqrt(cam.K[0, 0] * cam.K[1, 1])) / p)
-        g = pixel_gaussians(cam, I_i, D, frame, sigma_px=sigma_px, opacity=opacity)
-        stats = {"scale": fit.scale, "shift": fit.shift, "fit_residual": fit.residual,
-                 "pixels": int(len(g["means"])), "refined": False}
-        bg = coarse_background(levels, cam, frame, backend=backend) if (colour_steps or refine_steps) else None
-        if colour_steps > 0:
-            g["colors"] = fit_colors(g, I_i, cam, frame, steps=colour_steps, background=bg,
-                                     backend=backend)
-        if refine_steps > 0 and cam.width * cam.height <= refine_max_pixels:
-            with torch.no_grad():
-                stats["psnr_init"] = psnr(render_level(g, cam, frame, background=bg, backend=backend)[0],
-                                          I_i)
-            g, rs = refine(g, I_i, cam, frame, steps=refine_steps, background=bg,
-                           backend=backend, should_cancel=should_cancel)
-            with torch.no_grad():
-                stats["psnr"] = psnr(render_level(g, cam, frame, background=bg, backend=backend)[0],
-                                     I_i)
-            stats.update(refined=True, loss_first=rs["loss"][0], loss_last=rs["loss"][-1])
+        serial = 1 if cam.width * cam.height <= SERIAL_PIXELS and backend != "gsplat" else None
+        with torch_threads(serial):
+            g = pixel_gaussians(cam, I_i, D, frame, sigma_px=sigma_px, opacity=opacity)
+            stats = {"scale": fit.scale, "shift": fit.shift, "fit_residual": fit.residual,
+                     "pixels": int(len(g["means"])), "refined": False}
+            bg = coarse_background(levels, cam, frame, backend=backend) if (colour_steps or refine_steps) else None
+            if colour_steps > 0:
+                g["colors"] = fit_colors(g, I_i, cam, frame, steps=colour_steps, background=bg,
+                                         backend=backend)
+            if refine_steps > 0 and cam.width * cam.height <= refine_max_pixels:
+                with torch.no_grad():
+                    stats["psnr_init"] = psnr(render_level(g, cam, frame, background=bg, backend=backend)[0],
+                                              I_i)
+                g, rs = refine(g, I_i, cam, frame, steps=refine_steps, background=bg,
+                               backend=backend, should_cancel=should_cancel)
+                with torch.no_grad():
+                    stats["psnr"] = psnr(render_level(g, cam, frame, background=bg, backend=backend)[0],
+                                         I_i)
+                stats.update(refined=True, loss_first=rs["loss"][0], loss_last=rs["loss"][-1])
         lv = LevelGaussians(index=i, means=g["means"], quats=g["quats"], scales=g["scales"],
                             opacities=g["opacities"], colors=g["colors"], frame=frame,
                             zoom_range=(p ** i, p ** (i + 1)), depth=D, stats=stats)

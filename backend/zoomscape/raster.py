@@ -243,14 +243,15 @@ def _walk_tiles(p: Projected, width: int, height: int, tile_size: int, budget: i
                      + cn[:, None, :, 1] * dx * dy)                                # [B, P, k]
             alpha = torch.clamp_max(op[idk][:, None] * torch.exp(-sigma), ALPHA_MAX)
             alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
-            with torch.no_grad():   # stop before the Gaussian that takes T to ≤ T_MIN (a prefix)
-                keep = T.detach()[..., None] * torch.cumprod(1 - alpha.detach(), -1) > T_MIN
-                stopped |= ~keep[..., -1]
-            alpha = alpha * keep
             T_incl = T[..., None] * torch.cumprod(1 - alpha, -1)                   # [B, P, k]
             T_excl = torch.cat([T[..., None], T_incl[..., :-1]], -1)
-            chunks.append((idk, alpha * T_excl))
-            T = T_incl[..., -1]
+            # stop before the Gaussian that takes T to ≤ T_MIN: keep is a prefix, and the kept
+            # T_excl depend on kept α only, so masking the weights is exact (values and gradients)
+            keep = (T_incl.detach() > T_MIN) & ~stopped[..., None]
+            stopped = stopped | ~keep[..., -1]
+            chunks.append((idk, torch.where(keep, alpha * T_excl, torch.zeros_like(alpha))))
+            # T after the last kept Gaussian = the smallest kept T_incl (T_incl never increases)
+            T = torch.minimum(T, torch.where(keep, T_incl, torch.full_like(T_incl, 2.0)).amin(-1))
         yield batch, chunks, T
 
 
@@ -261,7 +262,7 @@ def _untile(x: Tensor, C: int, width: int, height: int, tile_size: int) -> Tenso
     return x.reshape(C, Ty * tile_size, Tx * tile_size, -1)[:, :height, :width]
 
 
-def composite(p: Projected, colors: Tensor, width: int, height: int, *, tile_size: int = 8,
+def composite(p: Projected, colors: Tensor, width: int, height: int, *, tile_size: int = 4,
               budget: int = ELEMENT_BUDGET) -> tuple[Tensor, Tensor]:
     """Front-to-back α compositing (3DGS eq. 3) of projected Gaussians, tile by tile.
 
@@ -282,7 +283,7 @@ def composite(p: Projected, colors: Tensor, width: int, height: int, *, tile_siz
             1 - _untile(out_T[..., None], C, width, height, tile_size))
 
 
-def composite_weights(p: Projected, width: int, height: int, *, tile_size: int = 8,
+def composite_weights(p: Projected, width: int, height: int, *, tile_size: int = 4,
                       budget: int = ELEMENT_BUDGET) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The render as a sparse linear map of the colours: rgb = A c, A[u, k] = T_k(u)·α_k(u).
 
@@ -334,7 +335,7 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
               viewmats: Tensor, Ks: Tensor, width: int, height: int, *,
               near_plane: float = 0.01, far_plane: float = 1e10, eps2d: float = 0.3,
               antialiased: bool = True, backgrounds: Optional[Tensor] = None,
-              tile_size: int = 8, info: Optional[dict] = None, backend: str = "auto",
+              tile_size: int = 4, info: Optional[dict] = None, backend: str = "auto",
               budget: int = ELEMENT_BUDGET) -> tuple[Tensor, Tensor]:
     """Render N Gaussians into C cameras → (rgb [C, H, W, D], alpha [C, H, W, 1]).
 

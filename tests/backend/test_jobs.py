@@ -144,12 +144,17 @@ def test_progress_is_reported_into_status_json(store_factory):
 
 def test_overall_progress_never_goes_back_across_stages():
     p, seen = 0.0, []
-    for stage, step, total in [("dream", 1, 3), ("dream", 2, 3), ("dream", 3, 3), ("write", 0, 1), ("write", 1, 1),
-                               ("unknown-stage", 1, 5)]:
+    run = [("dream", 1, 3), ("dream", 2, 3), ("dream", 3, 3), ("zoom", 0, 1), ("zoom", 1, 2), ("zoom", 2, 2),
+           ("lift", 1, 2), ("lift", 2, 2), ("write", 1, 2), ("write", 2, 2), ("unknown-stage", 1, 5),
+           ("dream", 1, 3)]  # a late report of an earlier stage does not move the bar back
+    for stage, step, total in run:
         p = overall_progress(stage, step, total, p)
         seen.append(p)
     assert seen == sorted(seen)
-    assert seen[0] == pytest.approx(0.3) and seen[4] == pytest.approx(1.0)
+    shares = dict(STAGE_SHARES)
+    assert seen[0] == pytest.approx(shares["dream"] / 3) and seen[2] == pytest.approx(shares["dream"])
+    assert seen[5] == pytest.approx(shares["dream"] + shares["zoom"])
+    assert seen[9] == pytest.approx(1.0) and sum(shares.values()) == pytest.approx(1.0)
 
 
 def test_cancel_queued_at_once_and_running_at_next_step(store_factory):

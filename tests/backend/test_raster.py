@@ -121,3 +121,55 @@ def test_gsplat_matches_reference_on_cuda():
     out = rasterize(*dev, 64, 48, backend="gsplat")
     torch.testing.assert_close(out[0].cpu(), ref[0], atol=2e-3, rtol=0)
     torch.testing.assert_close(out[1].cpu(), ref[1], atol=2e-3, rtol=0)
+
+
+def dense_weights(rows, cols, w, n_pix, n):
+    A = torch.zeros(n_pix, n, dtype=w.dtype)
+    A.index_put_((rows, cols), w, accumulate=True)
+    return A
+
+
+def test_composite_weights_are_the_render_as_a_linear_map():
+    from zoomscape.raster import composite_weights, project
+    means, quats, scales, opac, cols = random_scene(600, seed=11)
+    Vs, Ks = torch.cat([V, V]), torch.cat([K, K * torch.tensor([[1.3], [1.3], [1.0]])])
+    Wd, Hd = 40, 24
+    p = project(means, quats, scales, opac, Vs, Ks, Wd, Hd)
+    for tile, budget in ((4, 1 << 22), (8, 3000)):
+        rows, gauss, w, T = composite_weights(p, Wd, Hd, tile_size=tile, budget=budget)
+        assert len(torch.unique(rows * 2 * 600 + gauss)) == len(rows)            # no duplicates
+        assert (w > 0).all() and rows.max() < 2 * Hd * Wd and gauss.max() < 2 * 600
+        A = dense_weights(rows, gauss, w, 2 * Hd * Wd, 2 * 600)
+        rgb, alpha = rasterize(means, quats, scales, opac, cols, Vs, Ks, Wd, Hd)
+        per_cam = torch.block_diag(*[torch.ones(Hd * Wd, 600)] * 2).bool()
+        assert not A[~per_cam].any()                       # a camera's pixels see only its Gaussians
+        lin = A @ torch.cat([cols, cols])                  # c·N + n → the colour of Gaussian n
+        torch.testing.assert_close(lin.reshape(2, Hd, Wd, 3), rgb, atol=2e-6, rtol=0)
+        torch.testing.assert_close(T, 1 - alpha[..., 0], atol=2e-6, rtol=0)
+        # linear: a second set of colours gives that render too
+        cols2 = torch.rand(600, 3, generator=torch.Generator().manual_seed(1))
+        rgb2, _ = rasterize(means, quats, scales, opac, cols2, Vs, Ks, Wd, Hd)
+        torch.testing.assert_close((A @ torch.cat([cols2, cols2])).reshape(2, Hd, Wd, 3), rgb2, atol=2e-6, rtol=0)
+
+
+def test_a_pixel_stops_for_good_at_t_min_even_across_chunks():
+    # six layers of α = 0.8 in front of one faint green one: T after five layers is 0.2⁵ = 3.2e-4,
+    # the sixth would take it to 6.4e-5 ≤ 1e-4, so the pixel stops there (gsplat) — the faint
+    # layer behind must not contribute, whether the walk sees the layers in one chunk or in six
+    n = 7
+    means = torch.tensor([[0.0, 0.0, 2.0 + 0.1 * k] for k in range(n)])
+    opac = torch.tensor([0.8 / 0.999] * 6 + [0.1])          # ALPHA_MAX caps nothing here
+    opac[:6] = 0.8
+    cols = torch.zeros(n, 3)
+    cols[:6, 0] = 1.0
+    cols[6, 1] = 1.0
+    big = torch.full((n, 3), 1.0)                            # far wider than the 4×4 image
+    Kc = torch.tensor([[[4.0, 0, 2.0], [0, 4.0, 2.0], [0, 0, 1]]])
+    args = (means, ID.repeat(n, 1), big, opac, cols, V, Kc, 4, 4)
+    one_chunk = rasterize(*args, antialiased=False)
+    per_layer = rasterize(*args, antialiased=False, budget=16)         # 1 Gaussian per chunk
+    torch.testing.assert_close(per_layer[0], one_chunk[0], atol=1e-7, rtol=0)
+    torch.testing.assert_close(per_layer[1], one_chunk[1], atol=1e-7, rtol=0)
+    assert float(one_chunk[0][..., 1].max()) == 0.0                   # the faint layer: hidden
+    a = 0.8 * math.exp(-0.5 * (0.5 ** 2 + 0.5 ** 2) * (4.0 / 2.0 / 2.0) ** 2 / (1 + 0.3))  # not needed exactly
+    assert float(one_chunk[1].min()) > 1 - 0.2 ** 5 - 1e-4 and a > 0

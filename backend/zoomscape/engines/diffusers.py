@@ -281,6 +281,8 @@ class DiffusersEngine:
         cfg = self.depth_model.config
         metric = cfg.model_type == "zoedepth" or getattr(cfg, "depth_estimation_type", None) == "metric"
         self.depth_kind = "metric" if metric else "relative"
+        # dream.py fits metric depth in depth (scale, shift) and relative models in disparity.
+        self.depth_space = "depth" if metric else "disparity"
 
         self.models = [{"name": self.settings[r], "role": r, "status": "loaded",
                         "source": self.locations[r].source} for r in ROLES]
