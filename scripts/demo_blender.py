@@ -89,6 +89,35 @@ def render(out: str) -> str:
     return os.path.dirname(scene.render.filepath)
 
 
+def encode_video(frames_dir: str, path: str, fps: int = 24) -> str:
+    """The rendered PNG frames as an H.264 MP4, assembled in a scratch scene's sequencer."""
+    names = sorted(n for n in os.listdir(frames_dir) if n.endswith(".png"))
+    src = bpy.context.scene
+    scene = bpy.data.scenes.new("Zoomscape video")
+    scene.render.resolution_x, scene.render.resolution_y = src.render.resolution_x, src.render.resolution_y
+    scene.render.resolution_percentage = 100
+    scene.render.fps = fps
+    editor = scene.sequence_editor_create()
+    strips = editor.strips if hasattr(editor, "strips") else editor.sequences  # 5.x renamed them
+    strip = strips.new_image("frames", os.path.join(frames_dir, names[0]), 1, 1)
+    for name in names[1:]:
+        strip.elements.append(name)
+    scene.frame_start, scene.frame_end = 1, len(names)
+    settings = scene.render.image_settings
+    if hasattr(settings, "media_type"):
+        settings.media_type = "VIDEO"
+    settings.file_format = "FFMPEG"
+    scene.render.ffmpeg.format, scene.render.ffmpeg.codec = "MPEG4", "H264"
+    scene.render.filepath = path
+    window_scene = bpy.context.window.scene if bpy.context.window else None
+    with bpy.context.temp_override(scene=scene):
+        bpy.ops.render.render(animation=True, scene=scene.name)
+    bpy.data.scenes.remove(scene)
+    if window_scene is not None:
+        bpy.context.window.scene = window_scene
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -138,7 +167,9 @@ def main() -> None:
     bpy.ops.wm.save_as_mainfile(filepath=blend)
     frames = render(out)
     bpy.ops.wm.save_as_mainfile(filepath=blend)
+    video = encode_video(frames, os.path.join(out, "zoomscape_dive.mp4"))
     print(f"demo: frames  {frames}")
+    print(f"demo: video   {video}")
     print(f"demo: blend   {blend}")
 
 

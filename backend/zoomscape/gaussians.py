@@ -16,6 +16,9 @@ same pose, f_i = p^i·f. For each level, top to bottom (``lift_levels``):
         (tangents from the smoothed depth's gradients, so Σ is flat along the normal n and
         projects to σ² I₂ in the level camera: the pixel footprint z/(f·p^i), stretched where
         the surface is seen at a slant), colour = the pixel, opacity o₀ (high)
+    deconvolve the colours (overlapping Gaussians blur the pixel colours): the render is linear in
+        them, rgb = A c + T·background, so c = argmin_{c ∈ [0,1]} ‖A c + b − I_i‖² + λ‖c − c₀‖²
+        with A from one rasterizer pass, solved by sparse conjugate gradients (fit_colors)
     refine with the coarser levels frozen: render level i over levels < i (their image is the
         background), minimise 0.8·L1 + 0.2·(1 − SSIM) against I_i with Adam, densify/prune with
         gsplat's DefaultStrategy (its ops are plain PyTorch, so the same code runs on CPU on the
@@ -58,7 +61,8 @@ DETAIL_KAPPA = 4.0      # κ: level i's depth stays within κ level-(i−1) foot
 MAX_SLANT = 4.0         # |∂z/∂u| ≤ MAX_SLANT·z/f: tangents no longer than a 76° slant
 SHIFT_MIN_SPREAD = 0.2  # fit a shift only when ref's (p90 − p10)/median exceeds this
 NORMAL_SMOOTH = 2       # box radius (pixels) of the depth smoothing for normals
-SERIAL_PIXELS = 256 * 256  # levels up to this size lift on one torch thread (see torch_threads)
+NEAR_LOCAL = 1e-6       # near plane in local units (a level 4^10 deep sits ~10^6 units from its camera)
+SERIAL_PIXELS = 512 * 512  # levels up to this size lift on one torch thread (see torch_threads)
 
 
 class JobCancelled(Exception):
@@ -278,10 +282,8 @@ def render_level(g: dict, cam: Camera, frame: dict, *, background: Optional[torc
          ("means", "quats", "scales", "opacities", "colors")}
     V = torch.as_tensor(local_viewmat(cam, frame), dtype=torch.float32)[None]
     K = torch.as_tensor(cam.K, dtype=torch.float32)[None]
-    # near plane relative to the camera distance in local units: a level 4^10 deep sits ~10^6
-    # units from its camera
     rgb, alpha = rasterize(t["means"], t["quats"], t["scales"], t["opacities"], t["colors"], V, K,
-                           cam.width, cam.height, near_plane=1e-6, info=info, backend=backend)
+                           cam.width, cam.height, near_plane=NEAR_LOCAL, info=info, backend=backend)
     rgb, alpha = rgb[0], alpha[0]
     if background is not None:
         rgb = rgb + (1 - alpha) * background
@@ -354,7 +356,7 @@ def colour_operator(g: dict, cam: Camera, frame: dict) -> tuple[torch.Tensor, to
     K = torch.as_tensor(cam.K, dtype=torch.float32)[None]
     with torch.no_grad():
         p = project(t["means"], t["quats"], t["scales"], t["opacities"], V, K, cam.width, cam.height,
-                    near_plane=1e-6)
+                    near_plane=NEAR_LOCAL)
         rows, cols, w, T = composite_weights(p, cam.width, cam.height)
     n_pix, n = cam.width * cam.height, len(t["means"])
     return _csr(rows, cols, w, n_pix, n), _csr(cols, rows, w, n, n_pix), T.reshape(-1)

@@ -20,7 +20,9 @@ Front-to-back compositing over the Gaussians sorted by depth (3DGS eq. 3), as gs
 Everything is autograd-differentiable (refinement backpropagates through it). The image is cut in
 tiles; each tile composites only the Gaussians whose 1/255 contour reaches it, in batches of tiles
 (and of Gaussians within a tile, carrying the transmittance) so memory stays bounded: 100k
-Gaussians at 256² fit in a few hundred MB.
+Gaussians at 256² fit in a few hundred MB. The render is linear in the colours: ``composite_weights``
+walks the same tiles once and returns it as a sparse matrix of weights T_k·α_k (pixel × Gaussian),
+which is what the colour fit (gaussians.fit_colors) solves with.
 
 With CUDA tensors and gsplat's CUDA extension available, ``rasterize`` hands over to
 ``gsplat.rasterization`` (same arguments); this module is then the oracle the tests check it with.

@@ -13,6 +13,14 @@ from zoomscape.gaussians import (lift_levels, overlap_reference, pixel_gaussians
 PROMPT, SEED = "a mossy valley", 3
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one torch thread is faster than forking to every core of a shared machine."""
+    from zoomscape.gaussians import torch_threads
+    with torch_threads(1):
+        yield
+
+
 def zoom_cam(n=32):
     return from_wire({"name": "Zoom", "matrix_world": look_at([0, -8, 3], [0, 0, 0.5]),
                       "fx": 1.1 * n, "fy": 1.1 * n, "cx": n / 2, "cy": n / 2, "width": n, "height": n})
@@ -104,3 +112,60 @@ def test_bad_inputs_name_the_field():
         lift_levels([img, img[:16]], cam, [0, 0, 0], 4.0, eng)
     with pytest.raises(ValueError, match="anchor"):
         lift_levels([img], cam, [0, 0], 4.0, eng)
+
+
+def test_colour_fit_is_the_bounded_least_squares_optimum():
+    """fit_colors against scipy's bounded least squares on the same sparse system: the colours
+    stay in [0, 1] and reach the optimum's objective; the operator is the render."""
+    from scipy.optimize import lsq_linear
+    from scipy.sparse import csr_matrix, identity, vstack
+
+    from zoomscape.gaussians import COLOUR_RIDGE, colour_operator, fit_colors
+
+    cam = zoom_cam(24)
+    world = World(PROMPT, SEED)
+    anchor = world.trace(cam, np.array([[12.0, 12.0]])).point[0]
+    rgb, depth = world.render(cam)
+    frame = level_frame(cam, anchor, 4.0, 0)
+    g = pixel_gaussians(cam, rgb, depth, frame)
+    bg = torch.full((24, 24, 3), 0.5)
+    # a target with saturated patches, so the bounds are active
+    target = np.clip(rgb * 1.6 - 0.2, 0, 1).astype(np.float32)
+    A, At, T = colour_operator(g, cam, frame)
+    out, alpha = render_level(dict(g, colors=target.reshape(-1, 3)), cam, frame, background=bg)
+    lin = (A @ torch.as_tensor(target.reshape(-1, 3))) + T[:, None] * 0.5
+    torch.testing.assert_close(lin, out.reshape(-1, 3), atol=2e-6, rtol=0)
+    torch.testing.assert_close(T, 1 - alpha.reshape(-1), atol=2e-6, rtol=0)
+
+    c = fit_colors(g, target, cam, frame, background=bg)
+    assert c.shape == g["colors"].shape and c.min() >= 0 and c.max() <= 1
+    # the same problem for scipy: [A; √λ I] c ≈ [I − b; √λ c₀], bounded to [0, 1]
+    Ad = A.to_dense().numpy().astype(np.float64)
+    lam = COLOUR_RIDGE * float((Ad ** 2).sum(0).mean())
+    n = Ad.shape[1]
+    M = vstack([csr_matrix(Ad), np.sqrt(lam) * identity(n)])
+    b = (T.numpy()[:, None] * 0.5).astype(np.float64)
+    obj = lambda x, ch: (np.sum((Ad @ x + b[:, 0] - target.reshape(-1, 3)[:, ch]) ** 2)  # noqa: E731
+                         + lam * np.sum((x - g["colors"][:, ch]) ** 2))
+    for ch in range(3):
+        y = np.concatenate([target.reshape(-1, 3)[:, ch] - b[:, 0], np.sqrt(lam) * g["colors"][:, ch]])
+        best = lsq_linear(M, y, bounds=(0, 1), tol=1e-10).x
+        start = obj(g["colors"][:, ch].astype(np.float64), ch)
+        ours = obj(c[:, ch].astype(np.float64), ch)
+        assert ours - obj(best, ch) < 0.02 * (start - obj(best, ch)), (ch, start, ours, obj(best, ch))
+    # and the deconvolution renders the target far better than the pixel colours themselves
+    fitted, _ = render_level(dict(g, colors=c), cam, frame, background=bg)
+    plain, _ = render_level(dict(g, colors=target.reshape(-1, 3)), cam, frame, background=bg)
+    assert psnr(fitted, target) > psnr(plain, target) + 3
+
+
+def test_torch_threads_is_scoped():
+    from zoomscape.gaussians import torch_threads
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):
+        with torch_threads(1):
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
