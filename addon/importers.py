@@ -1,7 +1,9 @@
 """Results → Blender objects: a point cloud becomes a mesh of loose vertices with a colour and a
 radius attribute (bulk ``foreach_set``), shown as points by a geometry nodes modifier
 (Mesh to Points → Set Material) with an emission material that reads the colour attribute, so it
-renders the same in Cycles and EEVEE.
+renders the same in Cycles and EEVEE. The material mixes the emission over Transparent by its
+``fade_out`` Value node (0 = shown): the level rig gives a cloud in its rig its own copy of the
+material (the modifier's Material input) and keys it to fade the cloud out as the levels take over.
 """
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ COLOR_ATTR = "zs_color"
 RADIUS_ATTR = "zs_radius"
 GROUP_NAME = "Zoomscape Points"
 MATERIAL_NAME = "Zoomscape Points"
+FADE_OUT_NODE = "fade_out"  # the material's Value node: 0 = shown, 1 = fully transparent
+HIDDEN_FROM = "Hidden from"  # node group input: renders drop the cloud from this frame on
+NEVER = 1.0e9
 JOB_KEY = "zoomscape_job"
 RADIUS_SCALE = 0.6  # footprint (metres per pixel) → sphere radius with a little overlap
 
@@ -90,7 +95,8 @@ def default_radius(xyz: np.ndarray) -> np.ndarray:
 
 
 def points_material() -> "bpy.types.Material":
-    """Emission material whose colour is the COLOR_ATTR attribute (shared by all point objects)."""
+    """Emission material whose colour is the COLOR_ATTR attribute, mixed over Transparent by its
+    FADE_OUT_NODE value (0: opaque; shared by all point objects until a rig fades one)."""
     mat = bpy.data.materials.get(MATERIAL_NAME)
     if mat is not None:
         return mat
@@ -104,37 +110,81 @@ def points_material() -> "bpy.types.Material":
     attr.attribute_name = COLOR_ATTR
     emit = nt.nodes.new("ShaderNodeEmission")
     emit.inputs["Strength"].default_value = 1.0
+    fade = nt.nodes.new("ShaderNodeValue")
+    fade.name = fade.label = FADE_OUT_NODE
+    fade.outputs[0].default_value = 0.0
+    clear = nt.nodes.new("ShaderNodeBsdfTransparent")
+    mix = nt.nodes.new("ShaderNodeMixShader")  # Fac = fade out: 0 → emission, 1 → transparent
     out = nt.nodes.new("ShaderNodeOutputMaterial")
+    if hasattr(mat, "surface_render_method"):
+        mat.surface_render_method = "DITHERED"  # EEVEE: stochastic transparency while fading
+    if hasattr(getattr(mat, "cycles", None), "emission_sampling"):
+        mat.cycles.emission_sampling = "NONE"  # an emitter lighting nothing: no light tree over points
     nt.links.new(attr.outputs["Color"], emit.inputs["Color"])
-    nt.links.new(emit.outputs["Emission"], out.inputs["Surface"])
-    attr.location, emit.location, out.location = (-400, 0), (-150, 0), (100, 0)
+    nt.links.new(fade.outputs[0], mix.inputs["Fac"])
+    nt.links.new(emit.outputs["Emission"], mix.inputs[1])
+    nt.links.new(clear.outputs[0], mix.inputs[2])
+    nt.links.new(mix.outputs[0], out.inputs["Surface"])
+    for node, (x, y) in ((attr, (-400, 0)), (emit, (-150, 0)), (fade, (-400, 250)),
+                         (clear, (-150, 150)), (mix, (100, 50)), (out, (300, 50))):
+        node.location = (x, y)
     return mat
 
 
-def points_node_group(material) -> "bpy.types.GeometryNodeTree":
-    """Geometry nodes: Mesh to Points (radius = RADIUS_ATTR) → Set Material(material)."""
-    group = bpy.data.node_groups.get(GROUP_NAME)
+def current_group(name: str, inputs) -> "bpy.types.GeometryNodeTree | None":
+    """The node group called name if it has all these inputs; one made by an earlier version
+    (fewer inputs, e.g. in an old .blend) is renamed out of the way and None returned."""
+    group = bpy.data.node_groups.get(name)
+    if group is None or all(i in group.interface.items_tree for i in inputs):
+        return group
+    group.name = f"{name} (earlier version)"
+    return None
+
+
+def points_node_group() -> "bpy.types.GeometryNodeTree":
+    """Geometry nodes: Mesh to Points (radius = RADIUS_ATTR) → Set Material(the Material input);
+    renders (not the viewport) drop every point from the frame HIDDEN_FROM on (a rig sets it to
+    where the cloud has faded out; the default never comes)."""
+    group = current_group(GROUP_NAME, ("Material", HIDDEN_FROM))
     if group is not None:
         return group
     group = bpy.data.node_groups.new(GROUP_NAME, "GeometryNodeTree")
     group.interface.new_socket(name="Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    group.interface.new_socket(name="Material", in_out="INPUT", socket_type="NodeSocketMaterial")
+    group.interface.new_socket(name=HIDDEN_FROM, in_out="INPUT", socket_type="NodeSocketFloat").default_value = NEVER
     group.interface.new_socket(name="Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     nodes, links = group.nodes, group.links
     gin = nodes.new("NodeGroupInput")
     gout = nodes.new("NodeGroupOutput")
+    time = nodes.new("GeometryNodeInputSceneTime")
+    late = nodes.new("FunctionNodeCompare")
+    late.data_type, late.operation = "FLOAT", "GREATER_EQUAL"
+    viewport = nodes.new("GeometryNodeIsViewport")
+    render_only = nodes.new("FunctionNodeBooleanMath")
+    render_only.operation = "NIMPLY"  # late and not viewport
+    drop = nodes.new("GeometryNodeDeleteGeometry")
+    drop.domain = "POINT"
+    links.new(time.outputs["Frame"], next(s for s in late.inputs if s.name == "A" and s.enabled))
+    links.new(gin.outputs[HIDDEN_FROM], next(s for s in late.inputs if s.name == "B" and s.enabled))
+    links.new(late.outputs[0], render_only.inputs[0])
+    links.new(viewport.outputs[0], render_only.inputs[1])
     radius = nodes.new("GeometryNodeInputNamedAttribute")
     radius.data_type = "FLOAT"
     radius.inputs["Name"].default_value = RADIUS_ATTR
     to_points = nodes.new("GeometryNodeMeshToPoints")
     to_points.mode = "VERTICES"
     set_mat = nodes.new("GeometryNodeSetMaterial")
-    set_mat.inputs["Material"].default_value = material
-    links.new(gin.outputs[0], to_points.inputs["Mesh"])
+    links.new(gin.outputs["Material"], set_mat.inputs["Material"])
+    links.new(gin.outputs["Geometry"], to_points.inputs["Mesh"])
     links.new(radius.outputs["Attribute"], to_points.inputs["Radius"])
-    links.new(to_points.outputs["Points"], set_mat.inputs["Geometry"])
+    links.new(to_points.outputs["Points"], drop.inputs["Geometry"])
+    links.new(render_only.outputs[0], drop.inputs["Selection"])
+    links.new(drop.outputs["Geometry"], set_mat.inputs["Geometry"])
     links.new(set_mat.outputs["Geometry"], gout.inputs[0])
-    for node, x in ((gin, -600), (radius, -400), (to_points, -150), (set_mat, 100), (gout, 300)):
-        node.location = (x, 0)
+    for node, (x, y) in ((gin, (-600, 0)), (radius, (-400, 0)), (to_points, (-150, 0)), (set_mat, (300, 0)),
+                         (gout, (500, 0)), (time, (-600, -250)), (late, (-400, -250)),
+                         (viewport, (-400, -450)), (render_only, (-150, -300)), (drop, (100, -100))):
+        node.location = (x, y)
     return group
 
 
@@ -147,8 +197,25 @@ def import_points(scene, cloud: PointCloud, name: str, job_id: str = "") -> "bpy
     obj[JOB_KEY] = job_id
     obj["zoomscape_kind"] = "points"
     mat = points_material()
-    mesh.materials.append(mat)
     mod = obj.modifiers.new("Zoomscape Points", "NODES")
-    mod.node_group = points_node_group(mat)
+    mod.node_group = points_node_group()
+    set_points_material(obj, mat)
     ensure_collection(scene).objects.link(obj)
     return obj
+
+
+def set_points_material(obj, mat) -> None:
+    """Make mat the material of point object obj (its mesh slot and its modifier's Material)."""
+    obj.data.materials.clear()
+    obj.data.materials.append(mat)
+    mod = obj.modifiers["Zoomscape Points"]
+    set_modifier_input(mod, mod.node_group.interface.items_tree["Material"].identifier, mat)
+
+
+def set_modifier_input(mod, identifier: str, value) -> None:
+    """Set a geometry nodes modifier input (an ID property in 4.x, ``mod.properties.inputs`` in 5.x)."""
+    props = getattr(mod, "properties", None)
+    if props is not None and hasattr(props, "inputs"):
+        getattr(props.inputs, identifier).value = value
+    else:
+        mod[identifier] = value

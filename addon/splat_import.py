@@ -19,7 +19,12 @@ Transparent with
     a = fade · (1 − cover · fade_next) · α · exp(−½ K² |p|²)
 
 (``fade`` and ``fade_next`` are Value nodes the level rig keys for cross-fades; ``cover`` is an
-optional point attribute, 0 when absent). Everything moves in bulk with
+optional point attribute, 0 when absent). In renders (not the viewport) the node group drops a
+Gaussian once the next level hides it, cover · fade_next ≥ 1 − COVER_EPS, with fade_next recomputed
+from the scene time (the modifier inputs "Cover start" and "Cover frames", which the level rig sets
+to the frames of the next level's linear fade-in): a ray then no longer crosses the fully
+transparent quads of a covered level. From the frame "Hidden from" on, renders drop every point
+(a level whose visible rest has left the screen for good). Everything moves in bulk with
 ``foreach_set``; every Gaussian is kept (no subsampling). Thin Gaussians (3DGS fits to surfaces,
 the lifted zoom levels are flat) render exactly; the thin axis of a thick one is ignored.
 """
@@ -29,7 +34,7 @@ import numpy as np
 
 import bpy
 
-from .importers import JOB_KEY, ensure_collection
+from .importers import JOB_KEY, current_group, ensure_collection, set_modifier_input  # noqa: F401
 from .splat_ply import Splats, normalized_quats, sh0_to_rgb, sigmoid
 
 COLOR_ATTR, OPACITY_ATTR, SCALE_ATTR, ROTATION_ATTR = "color", "opacity", "scale", "rotation"
@@ -40,6 +45,10 @@ GROUP_NAME = "Zoomscape Splats"
 FADE_NODE, FADE_NEXT_NODE = "fade", "fade_next"
 COVER_ATTR = "zs_cover"  # optional: how much the next finer level covers this Gaussian, 0..1
 KIND = "splats"
+COVER_START, COVER_FRAMES = "Cover start", "Cover frames"  # node group inputs: next level's fade-in
+HIDDEN_FROM = "Hidden from"  # node group input: renders drop the whole object from this frame on
+NEVER = 1.0e9  # Cover start of a splat object that no finer level covers
+COVER_EPS = 1e-3  # a Gaussian keeping less than this fraction of its opacity is dropped in renders
 
 # q ⊗ CYCLE[a] turns axis a into the local z axis (x→y→z→x is +120° about (1, 1, 1)).
 CYCLE = {0: np.array([0.5, 0.5, 0.5, 0.5], np.float32), 1: np.array([0.5, -0.5, -0.5, -0.5], np.float32)}
@@ -118,16 +127,68 @@ def enabled(sockets, name: str):
 def splat_node_group() -> "bpy.types.GeometryNodeTree":
     """Geometry nodes: a ±1 quad (Set Material ← the Material input) instanced on every point,
     rotated by DISC_ROT_ATTR and scaled by K_SIGMA·DISC_SCALE_ATTR, then lifted by a random
-    ±DEPTH_JITTER (in its own half-size) along its normal. Shared by all splat objects."""
-    group = bpy.data.node_groups.get(GROUP_NAME)
+    ±DEPTH_JITTER (in its own half-size) along its normal. In renders, points with
+    COVER_ATTR · clamp((frame − Cover start) / Cover frames, 0, 1) ≥ 1 − COVER_EPS are deleted
+    first, and every point from the frame Hidden from on. Shared by all splat objects."""
+    group = current_group(GROUP_NAME, ("Material", COVER_START, COVER_FRAMES, HIDDEN_FROM))
     if group is not None:
         return group
     group = bpy.data.node_groups.new(GROUP_NAME, "GeometryNodeTree")
     group.interface.new_socket(name="Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     group.interface.new_socket(name="Material", in_out="INPUT", socket_type="NodeSocketMaterial")
+    for name, default in ((COVER_START, NEVER), (COVER_FRAMES, 1.0), (HIDDEN_FROM, NEVER)):
+        sock = group.interface.new_socket(name=name, in_out="INPUT", socket_type="NodeSocketFloat")
+        sock.default_value = default
     group.interface.new_socket(name="Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     nodes, links = group.nodes, group.links
     gin, gout = nodes.new("NodeGroupInput"), nodes.new("NodeGroupOutput")
+    # cull: fade_next = clamp((frame − start) / frames); drop cover · fade_next ≥ 1 − ε in renders
+    time = nodes.new("GeometryNodeInputSceneTime")
+    since = nodes.new("ShaderNodeMath")
+    since.operation = "SUBTRACT"
+    fade_next = nodes.new("ShaderNodeMath")
+    fade_next.operation, fade_next.use_clamp = "DIVIDE", True
+    cover = nodes.new("GeometryNodeInputNamedAttribute")
+    cover.data_type = "FLOAT"
+    cover.inputs["Name"].default_value = COVER_ATTR
+    hidden = nodes.new("ShaderNodeMath")
+    hidden.operation = "MULTIPLY"
+    gone = nodes.new("ShaderNodeMath")
+    gone.operation = "GREATER_THAN"
+    gone.inputs[1].default_value = 1.0 - COVER_EPS
+    late = nodes.new("FunctionNodeCompare")  # frame ≥ Hidden from: nothing of it shows any more
+    late.data_type, late.operation = "FLOAT", "GREATER_EQUAL"
+    either = nodes.new("FunctionNodeBooleanMath")
+    either.operation = "OR"
+    viewport = nodes.new("GeometryNodeIsViewport")
+    render_only = nodes.new("FunctionNodeBooleanMath")
+    render_only.operation = "NIMPLY"  # gone and not viewport
+    cull = nodes.new("GeometryNodeDeleteGeometry")
+    cull.domain = "POINT"
+    # the depth jitter below is random per Gaussian; key it by the index before the cull (the
+    # ``id`` attribute) so the Gaussians that remain keep their depth order when others are dropped
+    index = nodes.new("GeometryNodeInputIndex")
+    keep_id = nodes.new("GeometryNodeStoreNamedAttribute")
+    keep_id.data_type, keep_id.domain = "INT", "POINT"
+    keep_id.inputs["Name"].default_value = "id"
+    gid = nodes.new("GeometryNodeInputID")
+    links.new(time.outputs["Frame"], since.inputs[0])
+    links.new(gin.outputs[COVER_START], since.inputs[1])
+    links.new(since.outputs[0], fade_next.inputs[0])
+    links.new(gin.outputs[COVER_FRAMES], fade_next.inputs[1])
+    links.new(enabled(cover.outputs, "Attribute"), hidden.inputs[0])
+    links.new(fade_next.outputs[0], hidden.inputs[1])
+    links.new(hidden.outputs[0], gone.inputs[0])
+    links.new(time.outputs["Frame"], enabled(late.inputs, "A"))
+    links.new(gin.outputs[HIDDEN_FROM], enabled(late.inputs, "B"))
+    links.new(gone.outputs[0], either.inputs[0])
+    links.new(late.outputs[0], either.inputs[1])
+    links.new(either.outputs[0], render_only.inputs[0])
+    links.new(viewport.outputs[0], render_only.inputs[1])
+    links.new(gin.outputs["Geometry"], keep_id.inputs["Geometry"])
+    links.new(index.outputs[0], enabled(keep_id.inputs, "Value"))
+    links.new(keep_id.outputs["Geometry"], cull.inputs["Geometry"])
+    links.new(render_only.outputs[0], cull.inputs["Selection"])
     quad = nodes.new("GeometryNodeMeshGrid")
     quad.inputs["Size X"].default_value = quad.inputs["Size Y"].default_value = 2.0
     quad.inputs["Vertices X"].default_value = quad.inputs["Vertices Y"].default_value = 2
@@ -159,7 +220,7 @@ def splat_node_group() -> "bpy.types.GeometryNodeTree":
     move.inputs["Local Space"].default_value = True
     links.new(quad.outputs["Mesh"], set_mat.inputs["Geometry"])
     links.new(gin.outputs["Material"], set_mat.inputs["Material"])
-    links.new(gin.outputs["Geometry"], inst.inputs["Points"])
+    links.new(cull.outputs["Geometry"], inst.inputs["Points"])
     links.new(set_mat.outputs["Geometry"], inst.inputs["Instance"])
     links.new(rot.outputs["Attribute"], inst.inputs["Rotation"])
     links.new(scale.outputs["Attribute"], sep.inputs[0])
@@ -170,6 +231,7 @@ def splat_node_group() -> "bpy.types.GeometryNodeTree":
     links.new(widest.outputs[0], comb.inputs["Z"])
     links.new(comb.outputs[0], k.inputs[0])
     links.new(k.outputs["Vector"], inst.inputs["Scale"])
+    links.new(gid.outputs[0], rand.inputs["ID"])
     links.new(enabled(rand.outputs, "Value"), lift.inputs["Z"])
     links.new(inst.outputs["Instances"], move.inputs["Instances"])
     links.new(lift.outputs[0], move.inputs["Translation"])
@@ -178,9 +240,23 @@ def splat_node_group() -> "bpy.types.GeometryNodeTree":
                          (rot, (-700, 200)), (scale, (-1100, 450)), (sep, (-900, 450)),
                          (widest, (-700, 500)), (comb, (-500, 450)), (k, (-300, 450)),
                          (inst, (-100, 0)), (rand, (-100, -300)), (lift, (100, -300)),
-                         (move, (150, 0)), (gout, (350, 0))):
+                         (move, (150, 0)), (gout, (350, 0)), (time, (-1500, -500)),
+                         (since, (-1300, -500)), (fade_next, (-1100, -500)), (cover, (-1300, -700)),
+                         (hidden, (-900, -550)), (gone, (-700, -550)), (viewport, (-700, -750)),
+                         (render_only, (-500, -600)), (cull, (-300, -100)), (index, (-1300, -150)),
+                         (keep_id, (-1100, -100)), (gid, (-300, -400)), (late, (-900, -850)),
+                         (either, (-700, -650))):
         node.location = (x, y)
     return group
+
+
+def no_light_sampling(mat) -> None:
+    """Cycles: do not treat the material's emission as a light. Splats only emit (nothing in the
+    scene scatters light), so sampling them as lights is wasted: with one light per instanced quad
+    it costs a light tree over every Gaussian at each frame's sync."""
+    cycles = getattr(mat, "cycles", None)
+    if cycles is not None and hasattr(cycles, "emission_sampling"):
+        cycles.emission_sampling = "NONE"
 
 
 def splat_material(name: str) -> "bpy.types.Material":
@@ -191,6 +267,7 @@ def splat_material(name: str) -> "bpy.types.Material":
         mat.use_nodes = True
     if hasattr(mat, "surface_render_method"):
         mat.surface_render_method = "DITHERED"  # EEVEE: stochastic transparency, order-independent
+    no_light_sampling(mat)
     nt = mat.node_tree
     nt.nodes.clear()
     nodes, links = nt.nodes, nt.links
@@ -253,15 +330,6 @@ def prepare_render_settings(scene, min_transparent_bounces: int = 64) -> None:
     cycles = getattr(scene, "cycles", None)
     if cycles is not None and cycles.transparent_max_bounces < min_transparent_bounces:
         cycles.transparent_max_bounces = min_transparent_bounces
-
-
-def set_modifier_input(mod, identifier: str, value) -> None:
-    """Set a geometry nodes modifier input (an ID property in 4.x, ``mod.properties.inputs`` in 5.x)."""
-    props = getattr(mod, "properties", None)
-    if props is not None and hasattr(props, "inputs"):
-        getattr(props.inputs, identifier).value = value
-    else:
-        mod[identifier] = value
 
 
 def modifier_input(mod, identifier: str):

@@ -8,19 +8,25 @@ Keyframes are written in bulk (keyframe_points.add + foreach_set), never one ins
 
 With zoom levels (build_level_zoom) the camera stays put and the level rig's root is scaled about
 the anchor instead, s(τ) = p^τ (see level_rig.py for why this keeps float32 exact 4^10 deep and
-why it renders the same dolly or lens zoom); each level's fade is keyed from fade_weights.
+why it renders the same dolly or lens zoom); each level's fade is keyed from fade_weights, and
+what cannot show is hidden from renders (a level before its fade starts and once the next level
+covers all of it that is on screen; the point cloud once level 0 has taken over), which is where
+a deep frame's render time went: rays crossing the fully transparent quads of covered levels.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 import bpy
 from mathutils import Matrix
 
-from . import level_rig
+from . import importers, level_rig, splat_import
 from .importers import JOB_KEY, ensure_collection
 
 CLIP_MIN = 1e-6
+WEIGHT_EPS = 1e-3  # a Gaussian whose opacity factor stays below this is never seen (< 1/1000)
 INTERPOLATION_CONSTANT, INTERPOLATION_LINEAR = 0, 1  # indices in Keyframe.interpolation's enum
 
 
@@ -139,18 +145,128 @@ def remove_fcurve(fcurves, data_path: str, index: int = 0) -> None:
         fcurves.remove(fc)
 
 
-def key_fades(level_objs, frame_start: float, frames_per_level: int, fade_width: float = 1.0) -> None:
+def frame_changes(frames: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first frame and every frame where values changes: (frames' [K], values' [K])."""
+    keep = np.ones(len(values), dtype=bool)
+    keep[1:] = values[1:] != values[:-1]
+    return frames[keep], values[keep]
+
+
+def point_attribute(mesh, name: str, width: int, prop: str = "value") -> np.ndarray | None:
+    """A point attribute of mesh as float64 [N, width] (None when missing)."""
+    attr = mesh.attributes.get(name)
+    if attr is None:
+        return None
+    out = np.empty(len(mesh.vertices) * width, dtype=np.float32)
+    attr.data.foreach_get(prop, out)
+    return out.reshape(-1, width).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class ZoomView:
+    """What the render sees at frame offset j: the static zoom camera and the root scaled by
+    scales[j] about its rest pose. a = R_cᵀ(A − C): [3] the root's origin in camera axes,
+    B = R_cᵀ R_root: [3, 3], proj: [4, 4] Blender's projection, width/height in pixels."""
+
+    a: np.ndarray
+    B: np.ndarray
+    scales: np.ndarray  # [T, 3]
+    proj: np.ndarray
+    width: int
+    height: int
+    near: float
+
+
+def zoom_view(scene, camera, root, scales: np.ndarray) -> ZoomView:
+    """The ZoomView of camera (static) and root (rest pose = its location and rotation)."""
+    Mc = np.array(camera.matrix_world.normalized(), dtype=np.float64)
+    Rr = np.array(root.rotation_quaternion.to_matrix() if root.rotation_mode == "QUATERNION"
+                  else root.rotation_euler.to_matrix(), dtype=np.float64)
+    A = np.array(root.location, dtype=np.float64)
+    r = scene.render
+    w, h = r.resolution_x * r.resolution_percentage // 100, r.resolution_y * r.resolution_percentage // 100
+    proj = np.array(camera.calc_matrix_camera(bpy.context.evaluated_depsgraph_get(), x=w, y=h,
+                                              scale_x=r.pixel_aspect_x, scale_y=r.pixel_aspect_y),
+                    dtype=np.float64)
+    return ZoomView(Mc[:3, :3].T @ (A - Mc[:3, 3]), Mc[:3, :3].T @ Rr, np.asarray(scales, np.float64),
+                    proj, w, h, float(camera.data.clip_start))
+
+
+def on_screen(view: ZoomView, j: int, y: np.ndarray, radius: np.ndarray, margin_px: float = 2.0) -> bool:
+    """Does any quad (a sphere around it: centre y: [N, 3] in root-local units, radius: [N] the
+    same units) reach the view frustum at frame offset j, widened by margin_px on every side
+    (Cycles' pixel filter reaches past the pixel)?
+
+    Camera space: X_c = a + B·(s ⊙ y), radius r·max(s). With clip = P·[X_c, 1] (w = −z_c), a side
+    of the frustum is the plane (1 + m)·w ± clip_x ≥ 0 (m = 2·margin/width, same for y); a sphere
+    is off screen when it lies wholly outside one of them or behind the near plane.
+    """
+    s = view.scales[j]
+    Xc = view.a + (y * s) @ view.B.T
+    r = radius * float(s.max())
+    P = view.proj
+    mx, my = 2.0 * margin_px / view.width, 2.0 * margin_px / view.height
+    inside = -Xc[:, 2] + r > view.near
+    for row, m in ((P[0], mx), (P[0] * -1.0, mx), (P[1], my), (P[1] * -1.0, my)):
+        plane = (1.0 + m) * P[3] + row  # ≥ 0 inside: (1 + m)·w ± clip
+        dist = (Xc @ plane[:3] + plane[3]) / np.linalg.norm(plane[:3])
+        inside &= dist > -r
+    return bool(inside.any())
+
+
+def covered_from(obj, view: ZoomView, first: int, eps: float = WEIGHT_EPS) -> int:
+    """The first frame offset ≥ first from which nothing of level obj that the next level leaves
+    visible reaches the screen (len(scales) when it stays on screen), once the next level is fully
+    faded in (fade = fade_next = 1, so a Gaussian keeps opacity·(1 − cover)).
+
+    The screen's preimage shrinks monotonically as the root grows about the anchor (the frustum
+    scaled by p^−τ about a point inside it lies inside it), so a bisection over frames finds it.
+    """
+    mesh = obj.data
+    opacity = point_attribute(mesh, splat_import.OPACITY_ATTR, 1)[:, 0]
+    cover = point_attribute(mesh, splat_import.COVER_ATTR, 1)
+    weight = opacity * (1.0 - (cover[:, 0] if cover is not None else 0.0))
+    keep = weight > eps
+    T = len(view.scales)
+    if not keep.any():
+        return first
+    L = np.array(obj.matrix_basis, dtype=np.float64)
+    pos = point_attribute(mesh, "position", 3, "vector")[keep]
+    disc = point_attribute(mesh, splat_import.DISC_SCALE_ATTR, 3, "vector")[keep]
+    y = pos @ L[:3, :3].T + L[:3, 3]
+    radius = splat_import.K_SIGMA * disc[:, :2].max(axis=1) * np.abs(L[:3, :3]).sum(axis=0).max()
+    lo, hi = first, T  # invariant: on screen before lo is possible, off screen from hi on
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if on_screen(view, mid, y, radius):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def key_fades(level_objs, frame_start: float, frames_per_level: int, fade_width: float = 1.0,
+              view: ZoomView | None = None, points=()) -> None:
     """Key each level's material fade to level_rig.fade_weights (linear between the two frames
-    where it bends, constant outside) and its fade_next to the next level's, and hide a level from renders until its fade starts so it
-    costs nothing before it appears (the viewport keeps showing it, transparent)."""
+    where it bends, constant outside) and its fade_next to the next level's, so that a level costs
+    nothing in renders while it cannot show: hide_render is keyed until its fade starts (fade > 0),
+    renders drop the Gaussians the next level has covered (set_cover_frames) and, given the
+    zoom's view, all of it from the frame on which what the next level leaves of it (cover < 1)
+    has left the screen for good (set_hidden_from; the viewport keeps showing everything).
+    points: the point clouds in the rig; they fade out over τ ∈ [0, fade_width/2] as level 0
+    takes over (see key_points_fade).
+    """
     si = level_rig.splat_import
     path, path_next = (f'nodes["{node}"].outputs[0].default_value' for node in (si.FADE_NODE, si.FADE_NEXT_NODE))
     last = max(int(obj["zoomscape_level"]) for obj in level_objs)
+    T = len(view.scales) if view is not None else last * frames_per_level + 1
 
     def keys(k):
         tau = np.array([0.0]) if k == 0 else np.array([k - fade_width, float(k)])
         return frame_start + frames_per_level * tau, level_rig.fade_weights(tau, k, fade_width), tau
 
+    offsets = np.arange(T)
+    tau_all = offsets / frames_per_level
     for obj in level_objs:
         k = int(obj["zoomscape_level"])
         frames, w, tau = keys(k)
@@ -158,13 +274,68 @@ def key_fades(level_objs, frame_start: float, frames_per_level: int, fade_width:
         set_keyframes(curves, path, 0, frames, w)
         if k < last:  # the part of this level that level k+1 covers fades out as k+1 fades in
             set_keyframes(curves, path_next, 0, *keys(k + 1)[:2])
+        set_cover_frames(obj, frame_start + frames_per_level * (k + 1 - fade_width) if k < last
+                         else si.NEVER, frames_per_level * fade_width)
+        shown = level_rig.fade_weights(tau_all, k, fade_width) > 0
+        gone = si.NEVER
+        if view is not None and k < last:  # fully faded over from the frame where τ ≥ k + 1
+            first = int(np.ceil((k + 1) * frames_per_level - 1e-9))
+            if first < T and (j := covered_from(obj, view, first)) < T:
+                gone = float(frame_start + j)
+        set_hidden_from(obj, gone)
         obj_curves = channel_fcurves(obj, f"{obj.name} Visibility")
-        if tau[0] > 0:
-            set_keyframes(obj_curves, "hide_render", 0, np.array([frame_start, frames[0]]),
-                          np.array([1.0, 0.0]), INTERPOLATION_CONSTANT)
-        else:
+        if shown.all():
             remove_fcurve(obj_curves, "hide_render")
             obj.hide_render = False
+        else:
+            set_keyframes(obj_curves, "hide_render", 0, *frame_changes(frame_start + offsets, (~shown).astype(float)),
+                          INTERPOLATION_CONSTANT)
+    for obj in points:
+        key_points_fade(obj, frame_start, frames_per_level, fade_width)
+
+
+def set_cover_frames(obj, start: float, frames: float) -> None:
+    """Tell obj's splat node group the frames of the next level's fade-in (from start, lasting
+    frames), so renders drop the Gaussians that level covers once they are gone (no-op for a
+    node group made before it had these inputs)."""
+    si = splat_import
+    mod = next((m for m in obj.modifiers if m.type == "NODES" and m.node_group is not None
+                and si.COVER_START in m.node_group.interface.items_tree), None)
+    if mod is None:
+        return
+    items = mod.node_group.interface.items_tree
+    si.set_modifier_input(mod, items[si.COVER_START].identifier, float(start))
+    si.set_modifier_input(mod, items[si.COVER_FRAMES].identifier, float(max(frames, 1e-6)))
+
+
+def set_hidden_from(obj, frame: float) -> None:
+    """Renders drop every Gaussian of obj from frame on (no-op for an older node group)."""
+    si = splat_import
+    mod = next((m for m in obj.modifiers if m.type == "NODES" and m.node_group is not None
+                and si.HIDDEN_FROM in m.node_group.interface.items_tree), None)
+    if mod is not None:
+        si.set_modifier_input(mod, mod.node_group.interface.items_tree[si.HIDDEN_FROM].identifier, float(frame))
+
+
+def key_points_fade(obj, frame_start: float, frames_per_level: int, fade_width: float = 1.0) -> None:
+    """Fade a point cloud of the rig out over τ ∈ [0, fade_width/2] (the fade-out value of its own
+    copy of the points material, linear like the levels' fades) and hide it from renders once it
+    is gone: inside the zoom view level 0 carries the same surface from τ = 0 on, at the
+    resolution the zoom needs."""
+    mat = obj.data.materials[0]
+    if mat.name == importers.MATERIAL_NAME:  # the shared material: fade a copy of our own
+        mat = mat.copy()
+        mat.name = f"{obj.name} Points"
+        mat[JOB_KEY] = obj.get(JOB_KEY, "")
+        importers.set_points_material(obj, mat)
+    path = f'nodes["{importers.FADE_OUT_NODE}"].outputs[0].default_value'
+    end = frame_start + frames_per_level * fade_width / 2.0
+    set_keyframes(channel_fcurves(mat.node_tree, f"{mat.name} Fade"), path, 0,
+                  np.array([frame_start, end]), np.array([0.0, 1.0]))
+    mod = obj.modifiers["Zoomscape Points"]
+    items = mod.node_group.interface.items_tree
+    if importers.HIDDEN_FROM in items:
+        importers.set_modifier_input(mod, items[importers.HIDDEN_FROM].identifier, float(np.ceil(end)))
 
 
 def build_level_zoom(scene, source, root, level_objs, factor: float, frames_per_level: int,
@@ -188,7 +359,9 @@ def build_level_zoom(scene, source, root, level_objs, factor: float, frames_per_
     root_curves = channel_fcurves(root, f"{root.name} Zoom")
     for i in range(3):
         set_keyframes(root_curves, "scale", i, frames, scales[:, i])
-    key_fades(level_objs, scene.frame_start, frames_per_level, fade_width)
+    points = [o for o in root.children if o.get("zoomscape_kind") == "points"]
+    key_fades(level_objs, scene.frame_start, frames_per_level, fade_width,
+              zoom_view(scene, obj, root, scales), points)
     root["zoomscape_zoom_mode"] = mode
     scene.frame_end = int(frames[-1])
     scene.camera = obj

@@ -13,6 +13,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 import bpy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,9 +73,8 @@ def render(out: str) -> str:
     scene.cycles.use_denoising = False
     scene.render.image_settings.file_format = "PNG"
     scene.render.filepath = os.path.join(out, "frames", "zoom_")
-    world = bpy.data.worlds.new("Demo sky") if scene.world is None else scene.world
-    scene.world = world
-    world.color = (0.02, 0.02, 0.03)
+    sky_world(scene, bpy.path.abspath(scene.zoomscape.last_output_dir))
+    times, stop_timing = frame_timer()
     t = time.perf_counter()
     with open(os.path.join(out, "render.log"), "w") as log:  # Cycles prints a line per tile/sample
         sys.stdout.flush()
@@ -84,9 +85,96 @@ def render(out: str) -> str:
         finally:
             os.dup2(saved, 1)
             os.close(saved)
+            stop_timing()
     n = scene.frame_end - scene.frame_start + 1
     print(f"demo: rendered {n} frames with Cycles in {time.perf_counter() - t:.1f} s")
+    report_frame_times(times, os.path.join(out, "frame_times.csv"))
     return os.path.dirname(scene.render.filepath)
+
+
+def image_rgb(path: str, rows: slice) -> np.ndarray:
+    """Mean linear RGB [3] of rows (counted from the top) of an 8-bit sRGB image file."""
+    img = bpy.data.images.load(path)
+    w, h = img.size
+    px = np.empty(w * h * img.channels, dtype=np.float32)
+    img.pixels.foreach_get(px)
+    bpy.data.images.remove(img)
+    srgb = px.reshape(h, w, -1)[::-1][rows, :, :3].reshape(-1, 3)  # Blender stores rows bottom-up
+    lin = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    return np.median(lin, axis=0)
+
+
+def sky_world(scene, results: str) -> None:
+    """A world that continues the generated one where no level covers (a parallax hole, the
+    border of a zoom level): the level-0 sky colour above the horizon, the finest level's mean
+    colour below it (what the deep frames look into), blended over a few degrees."""
+    levels = sorted(n for n in os.listdir(results) if n.startswith("level_") and n.endswith(".png"))
+    sky, ground = (0.5, 0.6, 0.75), (0.2, 0.2, 0.2)
+    if levels:
+        first = bpy.data.images.load(os.path.join(results, levels[0]))
+        top = max(1, first.size[1] // 12)
+        bpy.data.images.remove(first)
+        sky = image_rgb(os.path.join(results, levels[0]), slice(0, top))
+        ground = image_rgb(os.path.join(results, levels[-1]), slice(None))
+    world = scene.world or bpy.data.worlds.new("Demo sky")
+    scene.world = world
+    if world.node_tree is None:  # 4.x: a new world has no nodes; 5.x always has them
+        world.use_nodes = True
+    if hasattr(getattr(world, "cycles", None), "sampling_method"):
+        world.cycles.sampling_method = "NONE"  # lights nothing (the scene only emits): no importance map
+    nt = world.node_tree
+    nt.nodes.clear()
+    coord = nt.nodes.new("ShaderNodeTexCoord")  # Generated = the ray direction for a world
+    sep = nt.nodes.new("ShaderNodeSeparateXYZ")
+    ramp = nt.nodes.new("ShaderNodeValToRGB")
+    ramp.color_ramp.elements[0].position, ramp.color_ramp.elements[1].position = 0.47, 0.53
+    ramp.color_ramp.elements[0].color = (*ground, 1.0)
+    ramp.color_ramp.elements[1].color = (*sky, 1.0)
+    to_unit = nt.nodes.new("ShaderNodeMapRange")  # z ∈ [−1, 1] → [0, 1]
+    to_unit.inputs["From Min"].default_value = -1.0
+    bg = nt.nodes.new("ShaderNodeBackground")
+    out = nt.nodes.new("ShaderNodeOutputWorld")
+    nt.links.new(coord.outputs["Generated"], sep.inputs[0])
+    nt.links.new(sep.outputs["Z"], to_unit.inputs["Value"])
+    nt.links.new(to_unit.outputs["Result"], ramp.inputs["Fac"])
+    nt.links.new(ramp.outputs["Color"], bg.inputs["Color"])
+    nt.links.new(bg.outputs[0], out.inputs["Surface"])
+    for i, node in enumerate((coord, sep, to_unit, ramp, bg, out)):
+        node.location = (-1000 + 200 * i, 0)
+    print(f"demo: world sky {np.round(sky, 3).tolist()}, ground {np.round(ground, 3).tolist()} (linear)")
+
+
+def frame_timer() -> tuple[dict, callable]:
+    """Time every frame of the next render → ({frame: seconds} filled by render handlers, a
+    function that removes the handlers again)."""
+    times, start = {}, {}
+
+    def pre(scene, *_):
+        start[scene.frame_current] = time.perf_counter()
+
+    def post(scene, *_):
+        f = scene.frame_current
+        times[f] = time.perf_counter() - start.pop(f, time.perf_counter())
+
+    bpy.app.handlers.render_pre.append(pre)
+    bpy.app.handlers.render_post.append(post)
+
+    def remove():
+        bpy.app.handlers.render_pre.remove(pre)
+        bpy.app.handlers.render_post.remove(post)
+
+    return times, remove
+
+
+def report_frame_times(times: dict, path: str) -> None:
+    """Write frame,seconds to path and print the slowest frames and the mean."""
+    with open(path, "w") as f:
+        f.write("frame,seconds\n")
+        f.writelines(f"{k},{v:.3f}\n" for k, v in sorted(times.items()))
+    if times:
+        worst = max(times, key=times.get)
+        print(f"demo: per frame {sum(times.values()) / len(times):.2f} s mean, "
+              f"{times[worst]:.2f} s max (frame {worst}); all in {path}")
 
 
 def encode_video(frames_dir: str, path: str, fps: int = 24) -> str:
@@ -125,6 +213,7 @@ def main() -> None:
     ap.add_argument("--engine", default="procedural")
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--frames-per-level", type=int, default=12)
+    ap.add_argument("--no-render", action="store_true", help="stop after saving the .blend")
     args = ap.parse_args()
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
@@ -165,6 +254,9 @@ def main() -> None:
 
     blend = os.path.join(out, "zoomscape_demo.blend")
     bpy.ops.wm.save_as_mainfile(filepath=blend)
+    if args.no_render:
+        print(f"demo: blend   {blend}")
+        return
     frames = render(out)
     bpy.ops.wm.save_as_mainfile(filepath=blend)
     video = encode_video(frames, os.path.join(out, "zoomscape_dive.mp4"))

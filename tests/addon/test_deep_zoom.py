@@ -221,3 +221,96 @@ def test_the_rig_survives_save_and_reload_with_nothing_external(zs, tmp_path):
     assert instances == 300
     after = render_frames(scene, [frame], str(tmp_path))[0]
     np.testing.assert_allclose(after, before, atol=1e-6)
+
+
+def all_shown(zs, objs):
+    """Undo the render-only savings: every level in renders, no Gaussian culled."""
+    si = zs.splat_import
+    for obj in objs:
+        if obj.animation_data and obj.animation_data.action:
+            curves = zs.zoom_path.channel_fcurves(obj, "unused")
+            zs.zoom_path.remove_fcurve(curves, "hide_render")
+        obj.hide_render = False
+        zs.zoom_path.set_cover_frames(obj, si.NEVER, 1.0)
+        zs.zoom_path.set_hidden_from(obj, si.NEVER)
+
+
+def hidden_from(zs, obj):
+    """The frame from which renders drop all of a splat object (the node group input)."""
+    mod = obj.modifiers[0]
+    return zs.splat_import.modifier_input(mod, mod.node_group.interface.items_tree[zs.splat_import.HIDDEN_FROM].identifier)
+
+
+def test_deep_frames_render_only_what_shows_and_look_the_same(zs, tmp_path):
+    scene = bpy.context.scene
+    cam = source_camera(40)
+    setup_cycles(scene)
+    p, fpl = 4.0, 8
+    manifest = write_dive(zs, str(tmp_path), cam, np.array([0.0, 0.0, 1.0]), p, 3, side=64)
+    root, objs = zs.level_rig.import_levels(scene, manifest, str(tmp_path), "cull")
+    zs.zoom_path.build_level_zoom(scene, cam, root, objs, p, fpl, "DOLLY", "cull")
+    s0 = scene.frame_start
+    frames = [s0 + 12, s0 + 20]  # τ = 1.5 (level 2 fading in over level 1) and 2.5 (level 2 alone)
+    hidden = {}
+    for f in [s0, s0 + 4, *frames]:
+        scene.frame_set(f)
+        hidden[f] = [o.hide_render for o in objs]
+    assert hidden[s0] == [False, True, True]  # a level costs nothing before its fade starts
+    assert hidden[s0 + 4] == [False, False, True]
+    assert hidden[s0 + 12] == hidden[s0 + 20] == [False, False, False]
+    gone = [hidden_from(zs, o) for o in objs]  # level 0 is covered on screen by τ = 2.5: it leaves
+    assert s0 + 8 < gone[0] <= s0 + 20 and gone[2] > 1e8, gone
+    fast = render_frames(scene, frames, str(tmp_path))
+    all_shown(zs, objs)
+    full = render_frames(scene, frames, str(tmp_path))
+    scene.cycles.seed = 1  # the same full render with other random numbers: the noise level
+    other = render_frames(scene, frames, str(tmp_path))
+    assert fast.mean() > 0.2
+
+    def blocks(im):  # [F, 40, 40, 3] → 8×8 means of 5×5 pixel blocks: the image without its noise
+        return im.reshape(len(im), 8, 5, 8, 5, 3).mean(axis=(2, 4))
+
+    # Cycles' path termination is random, so dropping invisible quads only re-rolls the noise
+    noise = np.abs(full - other).mean(axis=(1, 2, 3))
+    diff = np.abs(fast - full).mean(axis=(1, 2, 3))
+    assert np.all(diff < 1.5 * noise + 1e-3), (diff, noise)
+    bias = np.abs(blocks(fast) - blocks(full)).mean(axis=(1, 2, 3))
+    block_noise = np.abs(blocks(other) - blocks(full)).mean(axis=(1, 2, 3))
+    assert np.all(bias < 1.5 * block_noise + 1e-3), (bias, block_noise)  # nothing visible changes
+
+
+def test_the_point_cloud_fades_out_as_level_0_takes_over_without_a_pop(zs, tmp_path):
+    scene = bpy.context.scene
+    cam = source_camera(40)
+    setup_cycles(scene)
+    out_dir = str(tmp_path / "results")
+    write_dive(zs, out_dir, cam, np.array([0.0, 0.0, 1.0]), 4.0, 2, side=24, job_id="fade")
+    # a red cloud just in front of level 0 over the whole view, like the demo's coarse cloud
+    W0 = 5.0 * SENSOR / LENS
+    g = (np.arange(40) + 0.5) / 40 * 1.3 * W0 - 0.65 * W0
+    X, Z = np.meshgrid(g, g)
+    xyz = np.column_stack([X.ravel(), np.full(X.size, -0.02), 1.0 + Z.ravel()]).astype(np.float32)
+    rgb = np.tile(np.array([[200, 40, 40]], np.uint8), (len(xyz), 1))
+    zs.ply_io.write_ply(os.path.join(out_dir, "pointcloud.ply"), xyz, rgb,
+                        np.full(len(xyz), 1.3 * W0 / 40, np.float32))
+    props = scene.zoomscape
+    fpl = 16  # as in the level hand-over test
+    props.job_id, props.frames_per_level, props.zoom_mode, props.fade_width = "fade", fpl, "DOLLY", 1.0
+    zs.runner.finish(scene, out_dir)
+    pts = next(o for o in bpy.data.objects if o.get("zoomscape_kind") == "points")
+    s0 = scene.frame_start
+    frames = list(range(s0, s0 + 10))  # the fade runs over τ ∈ [0, 1/2] = 8 frames
+    mod = pts.modifiers[0]
+    gone = zs.splat_import.modifier_input(mod, mod.node_group.interface.items_tree["Hidden from"].identifier)
+    assert gone == s0 + 8  # gone from renders once faded out
+    im = render_frames(scene, frames, str(tmp_path))
+    red = im[..., 0].mean(axis=(1, 2)) - im[..., 1:].mean(axis=(1, 2, 3))
+    assert red[0] > 0.4, red  # the cloud covers the view at the start
+    assert np.all(np.diff(red[:9]) < 0), red  # fading, not switching
+    assert abs(red[8] - red[9]) < 0.02 and red[8] < 0.15, red  # level 0 alone
+    steps = np.abs(np.diff(im, axis=0)).mean(axis=(1, 2, 3))
+    assert steps.max() < POP_TOL, steps
+    # a cloud switched off at once does pop: the test can fail
+    zs.zoom_path.key_points_fade(pts, s0, fpl, fade_width=0.01)
+    im = render_frames(scene, [s0, s0 + 1], str(tmp_path))
+    assert np.abs(im[1] - im[0]).mean() > POP_TOL
