@@ -43,16 +43,19 @@ class PointCloud:
         return int(self.xyz.shape[0])
 
 
-def parse_header(head: bytes, path: str = "PLY") -> tuple[int, np.dtype, int]:
-    """Parse a PLY header → (vertex count, vertex dtype, header length in bytes)."""
+POINT_PROPERTIES = ("x", "y", "z", "red", "green", "blue")
+
+
+def parse_header(head: bytes, path: str = "PLY",
+                 required: tuple[str, ...] = POINT_PROPERTIES) -> tuple[int, np.dtype, int]:
+    """Parse a binary little-endian PLY header whose vertex element has the `required` properties
+    → (vertex count, vertex dtype, header length in bytes). Elements after the vertices are ignored."""
     end = head.find(b"end_header")
     if not head.startswith(b"ply") or end < 0:
         raise PLYError(f"{path}: not a PLY file (no 'ply' magic or 'end_header')")
-    nl = head.find(b"\n", end)
-    header_len = nl + 1
-    lines = head[:end].decode("ascii", "replace").splitlines()
-    fmt, count, fields, in_vertex, seen_vertex = None, None, [], False, False
-    for line in lines:
+    header_len = head.find(b"\n", end) + 1
+    fmt, count, fields, in_vertex = None, None, [], False
+    for line in head[:end].decode("ascii", "replace").splitlines():
         words = line.split()
         if not words:
             continue
@@ -61,11 +64,10 @@ def parse_header(head: bytes, path: str = "PLY") -> tuple[int, np.dtype, int]:
         elif words[0] == "element":
             in_vertex = words[1] == "vertex"
             if in_vertex:
-                if fields or seen_vertex:
+                if count is not None:
                     raise PLYError(f"{path}: more than one vertex element")
-                seen_vertex = True
                 count = int(words[2])
-            elif not seen_vertex:
+            elif count is None:
                 raise PLYError(f"{path}: element '{words[1]}' comes before 'vertex' (unsupported)")
         elif words[0] == "property" and in_vertex:
             if words[1] == "list":
@@ -78,22 +80,28 @@ def parse_header(head: bytes, path: str = "PLY") -> tuple[int, np.dtype, int]:
     if count is None:
         raise PLYError(f"{path}: no 'element vertex'")
     names = [f[0] for f in fields]
-    for need in ("x", "y", "z", "red", "green", "blue"):
+    for need in required:
         if need not in names:
             raise PLYError(f"{path}: vertex property '{need}' is missing (have {', '.join(names)})")
     return count, np.dtype(fields), header_len
 
 
-def read_ply(path: str | os.PathLike) -> PointCloud:
-    """Read a results PLY → PointCloud (xyz [N, 3] float32, rgb [N, 3] uint8, radius [N] or None)."""
+def read_vertices(path: str | os.PathLike, required: tuple[str, ...] = POINT_PROPERTIES) -> np.ndarray:
+    """The vertex element of a PLY as one structured array (one ``np.fromfile``)."""
     path = os.fspath(path)
     with open(path, "rb") as f:
-        head = f.read(MAX_HEADER_BYTES)
-        count, dtype, header_len = parse_header(head, path)
+        count, dtype, header_len = parse_header(f.read(MAX_HEADER_BYTES), path, required)
         f.seek(header_len)
         data = np.fromfile(f, dtype=dtype, count=count)
     if data.shape[0] != count:
         raise PLYError(f"{path}: truncated: header says {count} vertices, file holds {data.shape[0]}")
+    return data
+
+
+def read_ply(path: str | os.PathLike) -> PointCloud:
+    """Read a results PLY → PointCloud (xyz [N, 3] float32, rgb [N, 3] uint8, radius [N] or None)."""
+    data = read_vertices(path)
+    count, dtype = data.shape[0], data.dtype
     xyz = np.empty((count, 3), dtype=np.float32)
     xyz[:, 0], xyz[:, 1], xyz[:, 2] = data["x"], data["y"], data["z"]
     rgb = np.empty((count, 3), dtype=np.uint8)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ply_io import MAX_HEADER_BYTES, PLY_TYPES, PLYError
+from .ply_io import PLYError, read_vertices
 
 SH_C0 = 0.28209479177387814  # 1 / (2·sqrt(pi))
 N_REST = 45  # f_rest_* of a degree-3 file
@@ -83,43 +83,6 @@ def normalized_quats(q: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def parse_splat_header(head: bytes, path: str = "PLY") -> tuple[int, np.dtype, int]:
-    """A 3DGS PLY header → (vertex count, vertex dtype, header length in bytes)."""
-    end = head.find(b"end_header")
-    if not head.startswith(b"ply") or end < 0:
-        raise PLYError(f"{path}: not a PLY file (no 'ply' magic or 'end_header')")
-    header_len = head.find(b"\n", end) + 1
-    fmt, count, fields, in_vertex = None, None, [], False
-    for line in head[:end].decode("ascii", "replace").splitlines():
-        words = line.split()
-        if not words:
-            continue
-        if words[0] == "format":
-            fmt = words[1]
-        elif words[0] == "element":
-            if words[1] == "vertex":
-                if count is not None:
-                    raise PLYError(f"{path}: more than one vertex element")
-                in_vertex, count = True, int(words[2])
-            elif count is None:
-                raise PLYError(f"{path}: element '{words[1]}' comes before 'vertex' (unsupported)")
-            else:
-                in_vertex = False  # elements after the vertices are ignored
-        elif words[0] == "property" and in_vertex:
-            if words[1] == "list" or words[1] not in PLY_TYPES:
-                raise PLYError(f"{path}: vertex property '{words[-1]}' has unsupported type '{words[1]}'")
-            fields.append((words[2], PLY_TYPES[words[1]]))
-    if fmt != "binary_little_endian":
-        raise PLYError(f"{path}: format is '{fmt}', expected binary_little_endian")
-    if count is None:
-        raise PLYError(f"{path}: no 'element vertex'")
-    names = [f[0] for f in fields]
-    missing = [n for n in REQUIRED if n not in names]
-    if missing:
-        raise PLYError(f"{path}: not a 3DGS PLY: vertex properties {', '.join(missing)} are missing")
-    return count, np.dtype(fields), header_len
-
-
 def columns(data: np.ndarray, names: list[str]) -> np.ndarray:
     """Fields of a structured array as one [N, len(names)] float32 array."""
     out = np.empty((data.shape[0], len(names)), dtype=np.float32)
@@ -130,13 +93,8 @@ def columns(data: np.ndarray, names: list[str]) -> np.ndarray:
 
 def read_splat_ply(path: str | os.PathLike, with_rest: bool = False) -> Splats:
     """Read a 3DGS PLY → Splats (raw parameters; see the module docstring for activations)."""
-    path = os.fspath(path)
-    with open(path, "rb") as f:
-        count, dtype, header_len = parse_splat_header(f.read(MAX_HEADER_BYTES), path)
-        f.seek(header_len)
-        data = np.fromfile(f, dtype=dtype, count=count)
-    if data.shape[0] != count:
-        raise PLYError(f"{path}: truncated: header says {count} vertices, file holds {data.shape[0]}")
+    data = read_vertices(path, REQUIRED)
+    dtype = data.dtype
     rest = sorted((n for n in dtype.names if n.startswith("f_rest_")), key=lambda n: int(n[7:]))
     return Splats(
         means=columns(data, ["x", "y", "z"]),

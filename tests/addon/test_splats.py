@@ -82,7 +82,7 @@ def test_reader_reads_the_inria_layout_and_tolerates_variants(zs, tmp_path):
     np.testing.assert_array_equal(c.quats, quats)
     write_inria_ply(tmp_path / "d.ply", means, f_dc, opacity, log_scales, quats,
                     [n for n in INRIA if n != "scale_1"])
-    with pytest.raises(sp.PLYError, match="scale_1 are missing"):
+    with pytest.raises(sp.PLYError, match="'scale_1' is missing"):
         sp.read_splat_ply(tmp_path / "d.ply")
     raw = (tmp_path / "a.ply").read_bytes()
     (tmp_path / "e.ply").write_bytes(raw[:-100])
