@@ -53,7 +53,9 @@ def test_three_translating_cameras_end_to_end(tmp_path, tiny_env):
             "depth": tiny_env["ZOOMSCAPE_DEPTH_MODEL"]}
 
         final, seen, ply, manifest = run_job(srv, request)
-        assert any(s["stage"] == "dream" for s in seen) and final["progress"] == 1.0
+        # (Which stages a poll catches depends on timing; per-step progress is tested in tests/backend.)
+        progress = [s["progress"] for s in seen]
+        assert progress == sorted(progress) and final["progress"] == 1.0
         assert manifest["engine"] == "diffusers" and manifest["seed"] == 7
         assert [v["camera"] for v in manifest["views"]] == [c["name"] for c in request["cameras"]]
         assert manifest["views"][0]["new_points"] > 0
