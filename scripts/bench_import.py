@@ -21,22 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "addon"))
 import blender_ext  # noqa: E402
 
-
-def clear_scene():
-    for obj in list(bpy.data.objects):
-        bpy.data.objects.remove(obj)
-    for mesh in list(bpy.data.meshes):
-        bpy.data.meshes.remove(mesh)
-
-
-def best_of(repeats, fn):
-    times = []
-    for _ in range(repeats):
-        clear_scene()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from blender_bench import best_of, clear_scene  # noqa: E402
 
 
 def loop_import(path: str, n: int, srgb_lut: np.ndarray):
