@@ -54,3 +54,13 @@ def add_camera(name, location, rotation=(1.5707963, 0.0, 0.0), lens=35.0, scene=
     obj.rotation_euler = rotation
     scene.collection.objects.link(obj)
     return obj
+
+
+def use_engine(scene, engine: str, samples: int) -> None:
+    """Render scene with 'CYCLES' (CPU) or 'EEVEE' (EEVEE Next in 4.x) at `samples` samples."""
+    if engine == "CYCLES":
+        scene.render.engine = "CYCLES"
+        scene.cycles.device, scene.cycles.samples = "CPU", samples
+    else:
+        scene.render.engine = "BLENDER_EEVEE_NEXT" if bpy.app.version < (5, 0, 0) else "BLENDER_EEVEE"
+        scene.eevee.taa_render_samples = samples

@@ -4,7 +4,7 @@ import pytest
 
 import bpy
 
-from conftest import add_camera
+from conftest import add_camera, use_engine
 
 
 @pytest.mark.parametrize("engine", ["CYCLES", "EEVEE"])
@@ -21,12 +21,7 @@ def test_points_render_with_their_colours(zs, tmp_path, engine):
     zs.importers.import_points(scene, cloud, "Wall", "render-test")
 
     r = scene.render
-    if engine == "CYCLES":
-        r.engine = "CYCLES"
-        scene.cycles.device, scene.cycles.samples = "CPU", 4
-    else:
-        r.engine = "BLENDER_EEVEE_NEXT" if bpy.app.version < (5, 0, 0) else "BLENDER_EEVEE"
-        scene.eevee.taa_render_samples = 4
+    use_engine(scene, engine, 4)
     r.resolution_x = r.resolution_y = 64
     r.image_settings.file_format = "PNG"
     scene.view_settings.view_transform = "Standard"  # PNG = sRGB of the emitted linear colour

@@ -13,7 +13,7 @@ import pytest
 import bpy
 
 from blender_ext import REPO_ROOT
-from conftest import add_camera
+from conftest import add_camera, use_engine
 
 W, H = 96, 64
 EMISSION = (0.8, 0.25, 0.05)  # linear; the PNG holds sRGB of it (Standard view transform)
@@ -53,14 +53,11 @@ def emissive_plane(scene, size, location, rotation):
 
 def set_engine(scene, engine):
     r = scene.render
+    use_engine(scene, engine, 2 if engine == "CYCLES" else 1)
     if engine == "CYCLES":
-        r.engine = "CYCLES"
-        scene.cycles.device, scene.cycles.samples = "CPU", 2
         scene.cycles.filter_width = 0.01  # samples at pixel centres: depth at the centre, exactly
         scene.cycles.use_denoising = False
     else:
-        r.engine = "BLENDER_EEVEE_NEXT" if bpy.app.version < (5, 0, 0) else "BLENDER_EEVEE"
-        scene.eevee.taa_render_samples = 1
         r.filter_size = 0.0
 
 

@@ -5,7 +5,7 @@ import pytest
 
 import bpy
 
-from conftest import add_camera
+from conftest import add_camera, use_engine
 
 C0 = 0.28209479177387814
 INRIA = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
@@ -161,12 +161,7 @@ def test_a_coplanar_splat_wall_renders_with_its_colours(zs, tmp_path, engine):
                                  np.full(len(means), 4.6, np.float32), log_scales, quats)
     si.import_splats(scene, splats, "Wall", "render-test")
     r = scene.render
-    if engine == "CYCLES":
-        r.engine = "CYCLES"
-        scene.cycles.device, scene.cycles.samples = "CPU", 8
-    else:
-        r.engine = "BLENDER_EEVEE_NEXT" if bpy.app.version < (5, 0, 0) else "BLENDER_EEVEE"
-        scene.eevee.taa_render_samples = 8
+    use_engine(scene, engine, 8)
     r.resolution_x = r.resolution_y = 48
     r.image_settings.file_format = "PNG"
     scene.view_settings.view_transform = "Standard"
