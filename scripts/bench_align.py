@@ -180,7 +180,7 @@ def oracle_fit(engine):
 
 
 ORIGINAL = {k: getattr(dream_mod, k) for k in ("align_view", "overlap_samples", "fit_depth_pairs",
-                                               "seam_fill")}
+                                               "seam_fill", "refine_views")}
 METHODS = {                                   # name → engine → the functions dream() uses
     "(a) none": lambda e: dict(align_view=lucid_align(lucid_scale_stuck, False)),
     "(b) LucidDreamer": lambda e: dict(align_view=lucid_align(lucid_scale_stuck, True)),
@@ -192,6 +192,7 @@ METHODS = {                                   # name → engine → the function
     "    LSQ scale only": lambda e: dict(align_view=lucid_align(lucid_scale_lsq, False)),
 }
 TABLE = [m for m in METHODS if m != "    LSQ scale only"]     # the tests also use the last one
+REFINED = {"(d) ours"}                   # the methods that end with the multi-view consensus
 
 
 @contextlib.contextmanager
@@ -209,7 +210,8 @@ def method(name: str, engine, clock: list):
                 clock.append(time.perf_counter() - t)
         return g
 
-    timed_names = ["align_view"] + (["overlap_samples"] if "ours" in name else [])
+    timed_names = ["align_view"] + (["overlap_samples"] if "ours" in name else []) + \
+        (["refine_views"] if name in REFINED else [])
     try:
         for k, f in fns.items():
             setattr(dream_mod, k, timed(f) if k in timed_names else f)
@@ -250,12 +252,12 @@ def own_surface(world, cams, source: np.ndarray, xyz: np.ndarray) -> np.ndarray:
     return out
 
 
-def seam_jumps(world, cams, result, cloud_before, max_pairs: int = 10_000
-               ) -> tuple[np.ndarray, np.ndarray]:
+def seam_jumps(world, cams, result, max_pairs: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
     """|Δe| over pixel pairs across each view's mask border and inside its new region.
 
     For view i ≥ 1: e_new(q) = D_i(q)/T_i(q) − 1 at new pixels q; e_old(p) for a covered pixel p
-    = z/t − 1 of the old point shown there (z its depth in cam i, t the true depth traced
+    = z/t − 1 of the old point shown there in the final cloud (the points of views < i, z-buffered
+    again: the consensus may have moved them; z its depth in cam i, t the true depth traced
     through its exact pixel position). Pairs are 4-neighbours on the same true surface: the old
     point's own surface (the object or ground at its pixel in the camera it came from) is the
     one q sees, and their true depths are within EDGE. At most max_pairs border pairs per view
@@ -269,7 +271,8 @@ def seam_jumps(world, cams, result, cloud_before, max_pairs: int = 10_000
         obs = result.observed[i]
         new = ~M & np.isfinite(obs)
         e_new = np.where(new, obs / T - 1.0, np.nan)
-        P = cloud_before[i]
+        older = np.flatnonzero(result.source < i)
+        P = result.cloud.select(older)
         index = dream_mod.project(P, cam).index
         H, W = M.shape
         for di, dj in ((0, 1), (0, -1), (1, 0), (-1, 0)):
@@ -281,10 +284,12 @@ def seam_jumps(world, cams, result, cloud_before, max_pairs: int = 10_000
                 continue
             qi, qj = pi + di, pj + dj
             k = index[pi, pj]
+            pi, pj, qi, qj = (x[k >= 0] for x in (pi, pj, qi, qj))
+            k = k[k >= 0]
             uv, z = world_to_pixels(cam, P.xyz[k])
             h = world.trace(cam, uv)
             Tq = T[qi, qj]
-            same = (own_surface(world, cams, result.source[k], P.xyz[k]) == S[qi, qj]) & \
+            same = (own_surface(world, cams, result.source[older[k]], P.xyz[k]) == S[qi, qj]) & \
                 (np.abs(h.t - Tq) < EDGE * np.minimum(h.t, Tq))
             across.append(np.abs(z / h.t - 1.0 - e_new[qi, qj])[same])
         for axis in (0, 1):
@@ -296,24 +301,14 @@ def seam_jumps(world, cams, result, cloud_before, max_pairs: int = 10_000
 
 
 def run(world, cams, warp: float, name: str, lies=LIES):
-    """One dream with method `name`. → (result, clouds before each view, seconds per view ≥ 1)."""
+    """One dream with method `name`. → (result, seconds of alignment per view ≥ 1)."""
     engine = ProceduralEngine(depth_lies=lies, depth_noise=NOISE, depth_warp=warp)
     engine.world = world
-    clock, before = [], []
-    orig_project = dream_mod.project
-
-    def project(P, cam, **k):               # remember P_{i−1} for the seam figures
-        before.append(P)
-        return orig_project(P, cam, **k)
-
-    dream_mod.project = project
-    try:
-        with method(name, engine, clock):
-            res = dream_mod.dream(cams, PROMPT, engine, world.seed)
-    finally:
-        dream_mod.project = orig_project
+    clock = []
+    with method(name, engine, clock):
+        res = dream_mod.dream(cams, PROMPT, engine, world.seed, refine=name in REFINED)
     # init=None: view 0 calls none of the timed functions
-    return res, [None] + before, sum(clock) / max(len(cams) - 1, 1)
+    return res, sum(clock) / max(len(cams) - 1, 1)
 
 
 def main(argv=None):
@@ -335,11 +330,11 @@ def main(argv=None):
             for name in TABLE:
                 errs, newv, across, inside, times = [], [], [], [], []
                 for world in worlds:
-                    res, before, dt = run(world, cams, warp, name)
+                    res, dt = run(world, cams, warp, name)
                     e, v = point_errors(world, cams, res)
                     errs.append(np.abs(e))
                     newv.append(v > 0)
-                    a, b = seam_jumps(world, cams, res, before)
+                    a, b = seam_jumps(world, cams, res)
                     across.append(a)
                     inside.append(b)
                     times.append(dt)

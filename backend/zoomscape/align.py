@@ -55,11 +55,14 @@ class DepthFit:
     space: str = "depth"
 
 
-def depth_edges(depth: np.ndarray, threshold: float, dilate: int = 1) -> np.ndarray:
+def depth_edges(depth: np.ndarray, threshold: float, dilate: int = 1, *, gaps: bool = True
+                ) -> np.ndarray:
     """Pixels next to a depth edge: [H, W] z-depth → [H, W] bool.
 
-    A pair of 4-neighbours is an edge when |Δz| / min(z) exceeds threshold (or either depth is not
-    finite); both pixels are marked, then the marks grow by `dilate` pixels (a square).
+    A pair of 4-neighbours is an edge when |Δz| / min(z) exceeds threshold, or, with gaps, when
+    either depth is not finite (gaps=False: a pixel with no depth, e.g. a crack between splats of
+    a reprojected cloud, is not an edge of its neighbours); both pixels are marked, then the marks
+    grow by `dilate` pixels (a square).
     """
     z = np.asarray(depth, dtype=np.float64)
     edge = np.zeros(z.shape, bool)
@@ -68,7 +71,8 @@ def depth_edges(depth: np.ndarray, threshold: float, dilate: int = 1) -> np.ndar
             a = np.moveaxis(z, axis, 0)
             g = np.abs(a[1:] - a[:-1]) / np.minimum(a[1:], a[:-1])
             e = np.moveaxis(edge, axis, 0)
-            bad = ~(g <= threshold)
+            bad = ~(g <= threshold) if gaps else \
+                (g > threshold) & np.isfinite(a[1:]) & np.isfinite(a[:-1])
             e[1:] |= bad
             e[:-1] |= bad
     for _ in range(dilate):
@@ -237,6 +241,18 @@ def apply_depth_fit(pred: np.ndarray, fit: DepthFit) -> np.ndarray:
     else:
         out = fit.scale * p + fit.shift
     return out.astype(pred.dtype if pred.dtype.kind == "f" else np.float64)
+
+
+def box_blur(a: np.ndarray, r: int) -> np.ndarray:
+    """Mean over a (2r+1)² window (edges replicated) of a: [H, W] → [H, W], via cumulative sums."""
+    if r <= 0:
+        return a.copy()
+    p = np.pad(a, r, mode="edge")
+    c = np.cumsum(np.cumsum(p, 0), 1)
+    c = np.pad(c, ((1, 0), (1, 0)))
+    n = 2 * r + 1
+    H, W = a.shape
+    return (c[n:n + H, n:n + W] - c[:H, n:n + W] - c[n:n + H, :W] + c[:H, :W]) / (n * n)
 
 
 def bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:

@@ -42,6 +42,7 @@ import numpy as np
 from .align import (DepthFit, Seam, apply_depth_fit, apply_seam, bilinear, depth_edges,
                     fit_depth_pairs, seam_fill, usable_pixels)
 from .cameras import Camera, world_to_pixels
+from .consensus import Consensus, Link, apply_consensus, consensus, coupling
 from .engines.base import check_image
 from .pointcloud import PointCloud, merge, project, unproject
 
@@ -70,6 +71,7 @@ class DreamResult:
     source: np.ndarray
     masks: list[np.ndarray] = field(default_factory=list)
     observed: list[np.ndarray] = field(default_factory=list)
+    consensus: Optional[Consensus] = None
 
 
 def min_filter3(a: np.ndarray) -> np.ndarray:
@@ -132,13 +134,15 @@ class Samples:
     """Pairs of the old surface and the new depth estimate on the overlap of one view.
 
     pred: [n] D̂ at the sample; ref: [n] the old surface's z-depth there; pix: [n] flat index
-    (row · W + col) of the sample's pixel; density: samples per covered pixel (< 1 for a subset).
+    (row · W + col) of the sample's pixel; density: samples per covered pixel (< 1 for a subset);
+    point: [n] index of the sample's old point in the cloud (None when unknown).
     """
 
     pred: np.ndarray
     ref: np.ndarray
     pix: np.ndarray
     density: float = 1.0
+    point: Optional[np.ndarray] = None
 
 
 def overlap_samples(P: PointCloud, proj, cam: Camera, D_hat: np.ndarray, *, tol: float = 0.1,
@@ -160,14 +164,19 @@ def overlap_samples(P: PointCloud, proj, cam: Camera, D_hat: np.ndarray, *, tol:
     idx = np.flatnonzero(ok)
     pix = np.floor(uv[idx, 1]).astype(np.int64) * W + np.floor(uv[idx, 0]).astype(np.int64)
     zbuf = proj.depth.reshape(-1).astype(np.float64)
-    edge = depth_edges(proj.depth, edge_threshold, 1).reshape(-1)
+    # a depth edge of the old surface or of the new estimate (which sees disocclusions whole);
+    # the cracks of a reprojected cloud are no edge: on a surface seen closer than before they
+    # are everywhere, and treating them as edges would leave it almost unsampled
+    edge = (depth_edges(proj.depth, edge_threshold, 1, gaps=False) |
+            depth_edges(D_hat, edge_threshold, 1)).reshape(-1)
     with np.errstate(invalid="ignore"):
         keep = proj.mask.reshape(-1)[pix] & ~edge[pix] & (z[idx] <= (1.0 + tol) * zbuf[pix])
     idx, pix = idx[keep], pix[keep]
     pred = bilinear(np.asarray(D_hat, dtype=np.float64), uv[idx])
     with np.errstate(invalid="ignore"):
         good = np.isfinite(pred) & (pred > 0)
-    return Samples(pred=pred[good], ref=z[idx][good], pix=pix[good], density=1.0 / step)
+    return Samples(pred=pred[good], ref=z[idx][good], pix=pix[good], density=1.0 / step,
+                   point=idx[good] * step)
 
 
 def pixel_samples(D_hat: np.ndarray, D_ref: np.ndarray, M: np.ndarray) -> Samples:
@@ -213,12 +222,15 @@ def check_init(init, cam: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def dream(cams: list[Camera], prompt: str, engine, seed: int,
           progress: Optional[Progress] = None, should_cancel: Optional[Callable[[], bool]] = None,
-          *, crack_tol: float = 0.03, free_space_tol: float = 0.03, init=None) -> DreamResult:
+          *, crack_tol: float = 0.03, free_space_tol: float = 0.03, init=None,
+          refine: bool = True) -> DreamResult:
     """Algorithm 1 over cams in order. engine: an engines.base.Engine. → DreamResult.
 
     init: None, or (I_0, D_0, M_0) for cams[0] (check_init): the user's image [H, W, 3], metric
     z-depth [H, W] (+inf/NaN where none) and known pixels [H, W] bool. View 0 then paints only
     ¬M_0 and keeps D_0 wherever M_0 has a finite depth.
+    refine: after the last view, bend all views jointly so they agree (consensus.py); the
+    user's depth never moves. observed then holds the depths after that step.
     progress("dream", step, total, message) after each view (step = views done, total = N);
     should_cancel() is polled before each view and raises JobCancelled when True.
     """
@@ -262,12 +274,23 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         D_0 = np.where(M_0, D_user, np.inf)
         if not M_0.all():
             D_hat_0 = np.asarray(engine.estimate_depth(I_0, cam), dtype=np.float64)
-            D_fit, d_prev, seam, fallback, note = align_view(
-                D_hat_0, D_0, M_0, pixel_samples(D_hat_0, D_0, M_0), d_prev, space)
+            samples_0 = pixel_samples(D_hat_0, D_0, M_0)
+            D_fit, d_prev, seam, fallback, note = align_view(D_hat_0, D_0, M_0, samples_0, d_prev,
+                                                             space)
             D_0 = np.where(M_0, D_user, D_fit)
     P = unproject(cam, I_0, D_0)
     with np.errstate(invalid="ignore"):
         kept0 = np.isfinite(D_0) & (D_0 > 0)
+    # what the consensus needs: each point's pixel, the seam already in it, whether it is the
+    # user's; each view's overlap samples (links) and the points its z-buffer showed (winners)
+    point_pix = [np.flatnonzero(kept0)]
+    fixed = [M_0.reshape(-1)[point_pix[0]]]
+    point_c = [np.zeros(len(P))]
+    links, winners = [], [np.full((H, W), -1, np.int64)]
+    if seam is not None:
+        point_c[0] = np.where(fixed[0], 0.0, seam.correction.reshape(-1)[point_pix[0]])
+        links.append(_link(P, cams, np.zeros(len(P), np.int32), 0, samples_0,
+                           np.searchsorted(point_pix[0], samples_0.pix), D_hat_0, d_prev, seam))
     source = [np.zeros(len(P), np.int32)]
     masks = [M_0]
     observed = [np.where(kept0, D_0, np.inf)]
@@ -303,6 +326,16 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         kept[_pixel_of_points(cam, hole)[~free]] = True
         kept = kept.reshape(H, W)
 
+        if seam_i is not None:
+            links.append(_link(P, cams, np.concatenate(source), i, samples_i, samples_i.point,
+                               D_hat_i, d_i, seam_i))
+        pix_i = _pixel_of_points(cam, hole)[~free]
+        point_pix.append(pix_i)
+        fixed.append(np.zeros(len(pix_i), bool))
+        point_c.append(seam_i.correction.reshape(-1)[pix_i] if seam_i is not None
+                       else np.zeros(len(pix_i)))
+        winners.append(np.where(M_i, proj.index, -1))
+
         P = merge(P, P_hat_i)
         source.append(np.full(len(P_hat_i), i, np.int32))
         masks.append(M_i)
@@ -313,5 +346,71 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         report("dream", i + 1, N, f"view {i + 1}/{N} '{cam.name}': overlap {overlap:.0%}, "
                                   f"scale {d_i.scale:.3f}, {len(P_hat_i)} new points{note}")
 
-    return DreamResult(cloud=P, views=views, source=np.concatenate(source), masks=masks,
-                       observed=observed)
+    source = np.concatenate(source)
+    agreed = None
+    if refine and links:
+        P, source, observed, agreed, dropped = refine_views(
+            P, cams, source, np.concatenate(point_pix), np.concatenate(point_c),
+            np.concatenate(fixed), links, observed, winners, free_space_tol)
+        for v, n in zip(views, dropped):
+            v["new_points"] -= n
+            v["dropped_free_space"] += n
+    return DreamResult(cloud=P, views=views, source=source, masks=masks, observed=observed,
+                       consensus=agreed)
+
+
+def refine_views(P: PointCloud, cams: list[Camera], source: np.ndarray, point_pix: np.ndarray,
+                 point_c: np.ndarray, fixed: np.ndarray, links: list[Link],
+                 observed: list[np.ndarray], winners: list[np.ndarray], free_space_tol: float):
+    """The consensus step (consensus.py) and what it changes: points moved along their rays, the
+    observed depths re-read, and any point the move put into an earlier view's free space
+    dropped again (the dream's rule holds for the final cloud). → (cloud, source, observed,
+    Consensus, points dropped per view)."""
+    agreed = consensus(P, cams, source, point_pix, point_c, fixed, links)
+    moved = agreed.factor != 0
+    P = apply_consensus(P, cams, source, agreed.factor)
+    observed = _observed_after(P, cams, source, point_pix, moved, observed, winners)
+    drop = np.zeros(len(P), bool)
+    for i in range(1, len(cams)):
+        own = np.flatnonzero((source == i) & moved)
+        for j in range(i):
+            drop[own] |= in_free_space(P.xyz[own], cams[j], observed[j], free_space_tol)
+        gone = drop & (source == i)
+        observed[i].reshape(-1)[point_pix[gone]] = np.inf
+    dropped = np.bincount(source[drop], minlength=len(cams))
+    return P.select(~drop), source[~drop], observed, agreed, dropped.tolist()
+
+
+def _link(P: PointCloud, cams: list[Camera], source: np.ndarray, view: int, samples: Samples,
+          point: np.ndarray, D_hat: np.ndarray, d: DepthFit, seam: Seam) -> Link:
+    """The overlap samples of one view, as the consensus takes them. P: the cloud they came
+    from, source: [len(P)] the view of each of its points."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_pred = np.log(apply_depth_fit(samples.pred, d))
+        log_depth = np.log(apply_depth_fit(D_hat, d))
+    ok = np.isfinite(log_pred)
+    point = point[ok]
+    origins = np.stack([c.center for c in cams])[source[point]]
+    return Link(view=view, point=point, pix=samples.pix[ok], log_pred=log_pred[ok],
+                seam=seam.correction.reshape(-1)[samples.pix[ok]],
+                coupling=coupling(P.xyz[point].astype(np.float64), origins, cams[view], log_depth),
+                density=samples.density)
+
+
+def _observed_after(P: PointCloud, cams: list[Camera], source: np.ndarray, point_pix: np.ndarray,
+                    moved: np.ndarray, observed: list[np.ndarray], winners: list[np.ndarray]
+                    ) -> list[np.ndarray]:
+    """Each view's observed depth, re-read where points moved: its own points at their pixels,
+    and on its overlap the points its z-buffer showed."""
+    out = []
+    for v, cam in enumerate(cams):
+        o = observed[v].copy().reshape(-1)
+        own = np.flatnonzero((source == v) & moved)
+        win = winners[v].reshape(-1)
+        shown = np.flatnonzero(win >= 0)
+        shown = shown[moved[win[shown]]]
+        for pix, idx in ((point_pix[own], own), (shown, win[shown])):
+            if idx.size:
+                o[pix] = world_to_pixels(cam, P.xyz[idx])[1]
+        out.append(o.reshape(cam.height, cam.width))
+    return out

@@ -44,7 +44,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .align import DepthFit, apply_depth_fit, depth_edges, fit_depth_scale
+from .align import DepthFit, apply_depth_fit, box_blur, depth_edges, fit_depth_scale
 from .cameras import Camera, level_frame, pixel_grid, pixel_rays, world_to_pixels, zoom_level_camera
 from .raster import composite_weights, project, rasterize, rotmat_to_quat
 
@@ -189,18 +189,6 @@ def align_depth(pred: np.ndarray, ref: np.ndarray, f_ref: Optional[float] = None
         clampable = ok & ~depth_edges(ref, 0.05, 1)
         D = np.where(clampable, np.clip(D, ref - tol, ref + tol), D)
     return D, fit
-
-
-def box_blur(a: np.ndarray, r: int) -> np.ndarray:
-    """Mean over a (2r+1)² window (edges replicated) of a: [H, W] → [H, W], via cumulative sums."""
-    if r <= 0:
-        return a.copy()
-    p = np.pad(a, r, mode="edge")
-    c = np.cumsum(np.cumsum(p, 0), 1)
-    c = np.pad(c, ((1, 0), (1, 0)))
-    n = 2 * r + 1
-    H, W = a.shape
-    return (c[n:n + H, n:n + W] - c[:H, n:n + W] - c[n:n + H, :W] + c[:H, :W]) / (n * n)
 
 
 def surface_tangents(cam: Camera, depth: np.ndarray, *, smooth: int = NORMAL_SMOOTH,

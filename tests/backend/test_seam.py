@@ -171,9 +171,9 @@ def scene():
 
     def run(name, warp):
         if (name, warp) not in runs:
-            res, before, _ = bench.run(world, cams, warp, name)
+            res, _ = bench.run(world, cams, warp, name)
             e, v = bench.point_errors(world, cams, res)
-            across, inside = bench.seam_jumps(world, cams, res, before)
+            across, inside = bench.seam_jumps(world, cams, res)
             runs[name, warp] = dict(result=res, err=np.abs(e), view=v,
                                     jump=across.mean() / inside.mean())
         return runs[name, warp]

@@ -1,0 +1,233 @@
+"""Multi-view depth consensus: after the dream, bend every view's depth at once so all views agree.
+
+The dream aligns each view to the cloud it finds (align.py): the new view's global fit and seam
+copy the old surface, errors and all. View 0's own bend is never corrected, and every later view
+inherits it near its seams. But every later view also measured the old surface with its own
+depth estimate (D̂_j on its overlap M_j), and monocular bends differ from view to view. This step
+uses all those measurements together.
+
+Each view v gets a smooth log-depth correction C_v on a coarse grid of cells (bilinear between
+cell centres); a point from view v at pixel u moves along its ray to depth · exp(C_v(u)) from its
+fitted depth (without the dream's seam, which C_v replaces). Every overlap sample s of view j —
+an old point k of view i, seen in j where j's fitted estimate said depth p_s — asks that the two
+meet:
+
+    g_s · C_i(u_k) − C_j(u_s) = log p_s − log z_s + g_s · c_k          (linearised in C)
+
+z_s: the old point's depth in camera j as the dream left it (after its seam c_k); g_s = d log z_s /
+d log (its depth in camera i), = 1 when the cameras coincide. Points of the user's own depth
+(init) are fixed: C = 0 for them. With a prior that keeps each C_v small (every view's fit is
+trusted alike, |C| ~ prior) and a membrane term that spreads corrections over `decay` of the image
+where no other view looked, the least-squares solution splits each disagreement between the views
+that see it, so independent bends average out instead of one view's bend winning, while the
+views still meet at every seam. Samples the dream's own alignment calls outliers (occlusion edges,
+wrong surfaces) are left out, and a second pass drops those the first solution calls outliers.
+
+One sparse solve (scipy) of a few thousand unknowns per view; no per-point Python loops.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spl
+
+from .align import MAD_TO_SIGMA, TUKEY_C, bilinear, box_blur
+from .cameras import Camera, world_to_pixels
+from .pointcloud import PointCloud
+
+
+@dataclass(frozen=True)
+class Link:
+    """Overlap samples of view j: old points seen in j, each with j's fitted depth estimate.
+
+    point: [n] index of the old point in the final cloud; pix: [n] flat pixel (row · W + col) in j;
+    log_pred: [n] log of j's fitted estimate (after the global fit, before the seam) there;
+    seam: [n] the dream's seam correction of j there; coupling: [n] g_s (see coupling(), 0 for
+    the user's fixed points); density: samples per covered pixel of j (< 1 for a strided subset).
+    """
+
+    view: int
+    point: np.ndarray
+    pix: np.ndarray
+    log_pred: np.ndarray
+    seam: np.ndarray
+    coupling: np.ndarray
+    density: float = 1.0
+
+
+@dataclass(frozen=True)
+class Consensus:
+    """What consensus() did: log-depth factor per point (0 for fixed points), the robust std of
+    the overlap disagreement before and after, and how many samples entered the final solve."""
+
+    factor: np.ndarray
+    sigma_before: float
+    sigma_after: float
+    used: int
+
+
+def cell_weights(pix: np.ndarray, W: int, cell: int, gh: int, gw: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear weights of the four cell centres around each pixel centre: pix [n] flat (row · W +
+    col) on a grid of [gh, gw] cells of `cell` pixels, centres at (k + ½)·cell, edges held.
+    → (cells [n, 4] flat cell index, weights [n, 4] summing to 1)."""
+    y = np.clip((pix // W + 0.5) / cell - 0.5, 0.0, gh - 1.0)
+    x = np.clip((pix % W + 0.5) / cell - 0.5, 0.0, gw - 1.0)
+    y0, x0 = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
+    y1, x1 = np.minimum(y0 + 1, gh - 1), np.minimum(x0 + 1, gw - 1)
+    fy, fx = y - y0, x - x0
+    cells = np.stack([y0 * gw + x0, y0 * gw + x1, y1 * gw + x0, y1 * gw + x1], axis=1)
+    weights = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], axis=1)
+    return cells, weights
+
+
+def coupling(xyz: np.ndarray, origins: np.ndarray, cam: Camera, log_depth: np.ndarray,
+             smooth: int = 2, limit: float = 4.0) -> np.ndarray:
+    """How much the disagreement of old points with camera cam's surface changes when they move
+    along their own rays: g = d/dc [log z − log S(π(X'))] at c = 0, X' = o + e^c (X − o).
+
+    xyz: [n, 3] the old points; origins: [n, 3] the centres of the cameras they came from;
+    log_depth: [H, W] log of cam's fitted depth estimate S. The first term, (X − o)·forward / z,
+    is the change of the point's own depth; the second, ∇log S · dπ/dc, is the surface's depth
+    changing under the point as its projection slides (it makes g = h_i / h_j on a ground plane
+    seen by cameras at heights h_i, h_j: a plain depth ratio would be off by tens of %). ∇log S
+    from S box-smoothed over (2·smooth+1)² pixels (an estimate is noisy per pixel); g is clipped
+    to [0, limit] (a point near a depth edge). → [n].
+    """
+    w2c = cam.w2c
+    Xc = (xyz - cam.center) @ w2c[:3, :3].T
+    dXc = (xyz - origins) @ w2c[:3, :3].T
+    z = Xc[:, 2]
+    g = dXc[:, 2] / z
+    du = cam.K[0, 0] * (dXc[:, 0] - Xc[:, 0] * g) / z
+    dv = cam.K[1, 1] * (dXc[:, 1] - Xc[:, 1] * g) / z
+    L = box_blur(np.where(np.isfinite(log_depth), log_depth, np.nan), smooth)
+    gx, gy = np.gradient(L, axis=1), np.gradient(L, axis=0)
+    uv = np.stack([cam.K[0, 0] * Xc[:, 0] / z + cam.K[0, 2], cam.K[1, 1] * Xc[:, 1] / z + cam.K[1, 2]], 1)
+    slide = bilinear(gx, uv) * du + bilinear(gy, uv) * dv
+    return np.clip(np.where(np.isfinite(slide), g - slide, g), 0.0, limit)
+
+
+def _membrane(gh: int, gw: int) -> sp.csr_matrix:
+    """The graph Laplacian of a [gh, gw] grid (4-neighbours, Neumann borders): [gh·gw]²."""
+    idx = np.arange(gh * gw).reshape(gh, gw)
+    pairs = [(idx[1:].ravel(), idx[:-1].ravel()), (idx[:, 1:].ravel(), idx[:, :-1].ravel())]
+    p = np.concatenate([a for a, _ in pairs])
+    q = np.concatenate([b for _, b in pairs])
+    n = gh * gw
+    D = sp.coo_matrix((np.concatenate([np.ones(p.size), -np.ones(p.size)]),
+                       (np.concatenate([np.arange(p.size)] * 2), np.concatenate([p, q]))),
+                      shape=(p.size, n)).tocsr()
+    return (D.T @ D).tocsr()
+
+
+def _sigma(r: np.ndarray) -> float:
+    return max(MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r)))), 1e-4)
+
+
+def consensus(cloud: PointCloud, cams: list[Camera], source: np.ndarray, point_pix: np.ndarray,
+              point_c: np.ndarray, fixed: np.ndarray, links: list[Link], *, grid: int = 32,
+              prior: float = 0.01, decay: float = 0.3, max_samples: int = 60_000) -> Consensus:
+    """The joint correction of all views (module docstring). → Consensus (apply with `apply`).
+
+    cloud: the dream's cloud; source: [N] view of each point; point_pix: [N] its flat pixel in that
+    view; point_c: [N] the seam's log factor already applied to it; fixed: [N] bool, points that
+    must not move (the user's own depth); links: the overlap samples of each view. grid: cells
+    across the longer image side; prior: the typical |C| a view's fit may be off (relative);
+    decay: how far, as a fraction of the longer side, a correction spreads where no view looked;
+    max_samples: per link, evenly strided.
+    """
+    for name, v in (("grid", grid), ("prior", prior), ("decay", decay), ("max_samples", max_samples)):
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{name}: must be a finite number > 0, got {v}")
+    N = len(cloud)
+    factor = np.zeros(N)
+    layout, offset = [], 0                        # per view: (cell, gh, gw, first unknown)
+    for cam in cams:
+        cell = max(1, -(-max(cam.width, cam.height) // int(grid)))
+        gh, gw = -(-cam.height // cell), -(-cam.width // cell)
+        layout.append((cell, gh, gw, offset))
+        offset += gh * gw
+    n_unknowns = offset
+
+    rows_c, rows_w, rhs, weight, r_now = [], [], [], [], []
+    for link in links:
+        j = link.view
+        cam_j = cams[j]
+        step = max(1, -(-len(link.point) // max_samples))
+        k, pix, lp = link.point[::step], link.pix[::step], link.log_pred[::step]
+        seam = link.seam[::step]
+        if k.size == 0:
+            continue
+        X = cloud.xyz[k].astype(np.float64)
+        _, z = world_to_pixels(cam_j, X)
+        i = source[k]
+        g = np.where(fixed[k], 0.0, link.coupling[::step])
+        b = lp - np.log(z) + g * point_c[k]
+        cell, gh, gw, off = layout[j]
+        cj, wj = cell_weights(pix, cam_j.width, cell, gh, gw)
+        ci = np.zeros_like(cj)
+        wi = np.zeros_like(wj)
+        for v in np.unique(i):                     # the old points' own cells, view by view
+            sel = (i == v) & ~fixed[k]
+            if sel.any():
+                cv, hv, wv, ov = layout[v]
+                c, w = cell_weights(point_pix[k][sel], cams[v].width, cv, hv, wv)
+                ci[sel], wi[sel] = c + ov, w * g[sel, None]
+        rows_c.append(np.concatenate([ci, cj + off], axis=1))
+        rows_w.append(np.concatenate([wi, -wj], axis=1))
+        rhs.append(b)
+        weight.append(np.full(k.size, step / link.density))       # pixels a sample stands for
+        r_now.append(lp + seam - np.log(z))       # the disagreement the dream left
+
+    if not rhs:
+        return Consensus(factor, 0.0, 0.0, 0)
+    cols = np.concatenate(rows_c)
+    vals = np.concatenate(rows_w)
+    b = np.concatenate(rhs)
+    w = np.concatenate(weight)
+    r0 = np.concatenate(r_now)
+    sigma0 = _sigma(r0)
+    keep = np.abs(r0 - np.median(r0)) <= TUKEY_C * sigma0
+
+    A = sp.csr_matrix((vals.ravel(), cols.ravel(), np.arange(0, vals.size + 1, 8)),
+                      shape=(len(b), n_unknowns))
+    A.sum_duplicates()
+    blocks = []
+    for cell, gh, gw, _ in layout:
+        # per cell: |C| ~ prior, and a membrane that spreads over decay · the longer side
+        ell = decay * max(gh, gw)
+        blocks.append((sp.identity(gh * gw) + ell ** 2 * _membrane(gh, gw)) / prior ** 2)
+    R = sp.block_diag(blocks, format="csr")
+
+    def solve(keep):
+        wk = np.where(keep, w, 0.0) / sigma0 ** 2
+        Aw = A.multiply(wk[:, None]).tocsr()
+        return spl.spsolve((A.T @ Aw + R).tocsc(), Aw.T @ b)
+
+    x = solve(keep)
+    res = b - A @ x
+    s1 = _sigma(res[keep])
+    keep = np.abs(res) <= TUKEY_C * s1
+    x = solve(keep)
+    res = b - A @ x
+
+    movable = np.flatnonzero(~fixed)
+    for v, (cell, gh, gw, off) in enumerate(layout):
+        sel = movable[source[movable] == v]
+        c, wgt = cell_weights(point_pix[sel], cams[v].width, cell, gh, gw)
+        factor[sel] = np.sum(x[c + off] * wgt, axis=1) - point_c[sel]
+    return Consensus(factor, sigma0, _sigma(res[keep]), int(keep.sum()))
+
+
+def apply_consensus(cloud: PointCloud, cams: list[Camera], source: np.ndarray,
+                    factor: np.ndarray) -> PointCloud:
+    """Move every point along its own camera's ray to depth · exp(factor): a new PointCloud (the
+    splat radius scales with the depth)."""
+    f = np.exp(np.asarray(factor, np.float64))
+    origins = np.stack([c.center for c in cams])[source]
+    xyz = origins + (cloud.xyz.astype(np.float64) - origins) * f[:, None]
+    return PointCloud(xyz.astype(cloud.xyz.dtype), cloud.rgb,
+                      (cloud.radius * f).astype(cloud.radius.dtype))
