@@ -180,7 +180,7 @@ def oracle_fit(engine):
 
 
 ORIGINAL = {k: getattr(dream_mod, k) for k in ("align_view", "overlap_samples", "fit_depth_pairs",
-                                               "seam_fill", "refine_views")}
+                                               "seam_fill", "refine_views", "_link")}
 METHODS = {                                   # name → engine → the functions dream() uses
     "(a) none": lambda e: dict(align_view=lucid_align(lucid_scale_stuck, False)),
     "(b) LucidDreamer": lambda e: dict(align_view=lucid_align(lucid_scale_stuck, True)),
@@ -211,7 +211,7 @@ def method(name: str, engine, clock: list):
         return g
 
     timed_names = ["align_view"] + (["overlap_samples"] if "ours" in name else []) + \
-        (["refine_views"] if name in REFINED else [])
+        (["refine_views", "_link"] if name in REFINED else [])
     try:
         for k, f in fns.items():
             setattr(dream_mod, k, timed(f) if k in timed_names else f)

@@ -36,6 +36,7 @@ HUBER_K = 1.345     # Huber threshold in robust standard deviations (95% efficie
 TUKEY_C = 4.685     # Tukey biweight cut-off in robust standard deviations (95% efficiency)
 MAD_TO_SIGMA = 1.4826
 SIGMA_FLOOR = 1e-4  # relative; keeps the weights finite on noise-free data
+MIN_SHIFT_SPREAD = 0.05  # relative spread of 1/ref below which a shift is not identifiable
 SPACES = ("depth", "disparity")
 
 
@@ -99,7 +100,10 @@ def _solve(a: np.ndarray, b: np.ndarray, w: np.ndarray, shift: bool) -> tuple[fl
         b_mean = float(np.sum(w * b) / W)
         db = b - b_mean
         var_b = float(np.sum(w * db * db))
-        if var_b > 1e-12 * b_mean ** 2 * W:    # else ref is constant: no shift is identifiable
+        # a shift needs depths that differ: over a nearly constant ref (a wall facing the camera)
+        # scale and shift trade off against each other and the noise picks a wild pair that
+        # agrees on the overlap and is wrong everywhere else
+        if var_b > MIN_SHIFT_SPREAD ** 2 * b_mean ** 2 * W:
             beta = float(np.sum(w * db * (a - a_mean)) / var_b)
             alpha = a_mean - beta * b_mean
     if not alpha > 0:

@@ -77,8 +77,8 @@ class DreamResult:
 def min_filter3(a: np.ndarray) -> np.ndarray:
     """3×3 minimum of a [H, W] array (edges use the pixels that exist)."""
     p = np.pad(a, 1, mode="edge")
-    H, W = a.shape
-    return np.min([p[i:i + H, j:j + W] for i in range(3) for j in range(3)], axis=0)
+    rows = np.minimum(np.minimum(p[:-2], p[1:-1]), p[2:])           # separable: rows, then columns
+    return np.minimum(np.minimum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
 
 
 def crack_behind(D: np.ndarray, D_ref: np.ndarray, M: np.ndarray, tol: float) -> np.ndarray:
@@ -103,12 +103,13 @@ def crack_behind(D: np.ndarray, D_ref: np.ndarray, M: np.ndarray, tol: float) ->
     return out & ~M
 
 
-def in_free_space(xyz: np.ndarray, cam: Camera, observed: np.ndarray, tol: float) -> np.ndarray:
+def in_free_space(xyz: np.ndarray, cam: Camera, observed: np.ndarray, tol: float, *,
+                  filtered: bool = False) -> np.ndarray:
     """Points an earlier camera saw through: [N] bool.
 
     xyz: [N, 3] world; observed: [H, W] depth that cam saw (+inf = no claim). A point is in cam's
     free space when it projects into the image in front of the camera with
-    z < (1 − tol)·min₃ₓ₃(observed) at its pixel.
+    z < (1 − tol)·min₃ₓ₃(observed) at its pixel. filtered: observed is min₃ₓ₃ already.
     """
     uv, z = world_to_pixels(cam, xyz)
     H, W = observed.shape
@@ -117,7 +118,7 @@ def in_free_space(xyz: np.ndarray, cam: Camera, observed: np.ndarray, tol: float
     out = np.zeros(len(xyz), bool)
     idx = np.flatnonzero(inside)
     if idx.size:
-        O = min_filter3(observed)
+        O = observed if filtered else min_filter3(observed)
         col = np.floor(uv[idx, 0]).astype(np.int64)
         row = np.floor(uv[idx, 1]).astype(np.int64)
         out[idx] = z[idx] < (1.0 - tol) * O[row, col]
@@ -369,22 +370,30 @@ def refine_views(P: PointCloud, cams: list[Camera], source: np.ndarray, point_pi
     agreed = consensus(P, cams, source, point_pix, point_c, fixed, links)
     moved = agreed.factor != 0
     P = apply_consensus(P, cams, source, agreed.factor)
-    observed = _observed_after(P, cams, source, point_pix, moved, observed, winners)
+    observed = _observed_after(P, cams, source, point_pix, agreed.factor, observed, winners)
     drop = np.zeros(len(P), bool)
+    seen = [min_filter3(o) for o in observed[:-1]]
     for i in range(1, len(cams)):
         own = np.flatnonzero((source == i) & moved)
         for j in range(i):
-            drop[own] |= in_free_space(P.xyz[own], cams[j], observed[j], free_space_tol)
+            drop[own] |= in_free_space(P.xyz[own], cams[j], seen[j], free_space_tol, filtered=True)
         gone = drop & (source == i)
         observed[i].reshape(-1)[point_pix[gone]] = np.inf
     dropped = np.bincount(source[drop], minlength=len(cams))
-    return P.select(~drop), source[~drop], observed, agreed, dropped.tolist()
+    if drop.any():
+        P, source = P.select(~drop), source[~drop]
+    return P, source, observed, agreed, dropped.tolist()
 
 
 def _link(P: PointCloud, cams: list[Camera], source: np.ndarray, view: int, samples: Samples,
-          point: np.ndarray, D_hat: np.ndarray, d: DepthFit, seam: Seam) -> Link:
-    """The overlap samples of one view, as the consensus takes them. P: the cloud they came
-    from, source: [len(P)] the view of each of its points."""
+          point: np.ndarray, D_hat: np.ndarray, d: DepthFit, seam: Seam,
+          max_samples: int = 40_000) -> Link:
+    """The overlap samples of one view, at most max_samples (evenly strided), as the consensus
+    takes them. P: the cloud they came from, source: [len(P)] the view of each of its points."""
+    step = max(1, -(-len(point) // max_samples))
+    samples = Samples(pred=samples.pred[::step], ref=samples.ref[::step], pix=samples.pix[::step],
+                      density=samples.density / step)
+    point = point[::step]
     with np.errstate(divide="ignore", invalid="ignore"):
         log_pred = np.log(apply_depth_fit(samples.pred, d))
         log_depth = np.log(apply_depth_fit(D_hat, d))
@@ -398,19 +407,20 @@ def _link(P: PointCloud, cams: list[Camera], source: np.ndarray, view: int, samp
 
 
 def _observed_after(P: PointCloud, cams: list[Camera], source: np.ndarray, point_pix: np.ndarray,
-                    moved: np.ndarray, observed: list[np.ndarray], winners: list[np.ndarray]
+                    factor: np.ndarray, observed: list[np.ndarray], winners: list[np.ndarray]
                     ) -> list[np.ndarray]:
-    """Each view's observed depth, re-read where points moved: its own points at their pixels,
-    and on its overlap the points its z-buffer showed."""
+    """Each view's observed depth after the points moved by exp(factor) along their own rays:
+    its own points' depths scale by that, and on its overlap the points its z-buffer showed are
+    measured again."""
     out = []
+    moved = factor != 0
     for v, cam in enumerate(cams):
         o = observed[v].copy().reshape(-1)
         own = np.flatnonzero((source == v) & moved)
+        o[point_pix[own]] *= np.exp(factor[own])
         win = winners[v].reshape(-1)
         shown = np.flatnonzero(win >= 0)
         shown = shown[moved[win[shown]]]
-        for pix, idx in ((point_pix[own], own), (shown, win[shown])):
-            if idx.size:
-                o[pix] = world_to_pixels(cam, P.xyz[idx])[1]
+        o[shown] = (P.xyz[win[shown]] - cam.center) @ cam.c2w[:3, 2]     # z-depth in cam
         out.append(o.reshape(cam.height, cam.width))
     return out

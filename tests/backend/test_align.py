@@ -207,3 +207,14 @@ def test_bilinear_is_exact_on_a_plane_and_holds_the_edges():
     x = np.clip(uv[:, 0] - 0.5, 0, W - 1)
     y = np.clip(uv[:, 1] - 0.5, 0, H - 1)
     np.testing.assert_allclose(got, 2.0 + 0.1 * y - 0.05 * x, rtol=1e-12)
+
+
+def test_fronto_parallel_wall_fits_a_scale_not_a_wild_shift():
+    """Over a wall facing the camera (ref nearly constant) scale and shift trade off against each
+    other: the fit keeps the shift at 0 instead of a noise-driven pair (a scale of 100 and a
+    shift of −1000 m fit such an overlap as well, and are wrong everywhere else)."""
+    rng = np.random.default_rng(3)
+    ref = 10.0 * (1 + 0.003 * rng.normal(size=5000))
+    pred = ref / 2.5 * (1 + 0.003 * rng.normal(size=5000))
+    fit = fit_depth_pairs(pred, ref)
+    assert fit.shift == 0.0 and fit.scale == pytest.approx(2.5, rel=0.005)

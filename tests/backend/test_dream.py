@@ -6,6 +6,7 @@ import pytest
 from zoomscape.cameras import blender_intrinsics, from_wire, look_at, world_to_pixels
 from zoomscape.dream import JobCancelled, crack_behind, dream, in_free_space, min_filter3
 from zoomscape.engines.procedural import ProceduralEngine
+from zoomscape.pointcloud import unproject
 
 PROMPT = "a misty harbour town at dawn"
 SEED = 7
@@ -196,6 +197,9 @@ def test_init_keeps_the_users_depth_and_fits_the_painted_rest_to_it():
     assert len(P0) == CAMS[0].width * CAMS[0].height                          # painted the rest
     grey = np.all(P0.rgb == 0.5, axis=1)
     assert grey.sum() == known.sum()                                           # not repainted
+    user = unproject(CAMS[0], image, D_user, has_depth)                        # never moved
+    np.testing.assert_array_equal(P0.xyz[has_depth.reshape(-1)], user.xyz)
+    assert res.consensus is not None and res.consensus.used > 1000
     # the whole world stays in the user's metres: every point near the true surface
     near, _ = surface_errors(engine.world, res.cloud, CAMS[:2])
     print(f"\ninit: relative surface error mean {near.mean():.4f}, p95 {np.percentile(near, 95):.4f}")
