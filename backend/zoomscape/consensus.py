@@ -134,6 +134,7 @@ def _membrane(gh: int, gw: int) -> sp.csr_matrix:
 
 
 def _sigma(r: np.ndarray) -> float:
+    """Robust standard deviation of r about its median (floored at 1e-4)."""
     return max(MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r)))), 1e-4)
 
 
@@ -141,7 +142,8 @@ def consensus(cloud: PointCloud, cams: list[Camera], source: np.ndarray, point_p
               point_c: np.ndarray, fixed: np.ndarray, links: list[Link], *, grid: int = 32,
               prior: float = 0.01, decay: float = 0.3, max_samples: int = 40_000,
               tol: float = 1e-8) -> Consensus:
-    """The joint correction of all views (module docstring). → Consensus (apply with `apply`).
+    """The joint correction of all views (module docstring). → Consensus (apply_consensus moves
+    the points).
 
     cloud: the dream's cloud; source: [N] view of each point; point_pix: [N] its flat pixel in that
     view; point_c: [N] the seam's log factor already applied to it; fixed: [N] bool, points that

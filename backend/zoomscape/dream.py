@@ -63,7 +63,7 @@ class DreamResult:
     factor); source: [len(cloud)] index of the view each point came from; masks: per view M_i
     [H, W] bool (covered before painting; view 0: all False, or init's known depth); observed:
     per view the depth the camera saw [H, W] (D̃_i where covered, D_i where a new point was
-    kept, +inf elsewhere).
+    kept, +inf elsewhere); consensus: what the multi-view consensus did (None when it did not run).
     """
 
     cloud: PointCloud
