@@ -35,7 +35,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spl
 
 from .align import MAD_TO_SIGMA, TUKEY_C, bilinear
-from .cameras import Camera, world_to_pixels
+from .cameras import Camera
 from .pointcloud import PointCloud
 
 
@@ -174,8 +174,7 @@ def consensus(cloud: PointCloud, cams: list[Camera], source: np.ndarray, point_p
         seam = link.seam[::step]
         if k.size == 0:
             continue
-        X = cloud.xyz[k].astype(np.float64)
-        _, z = world_to_pixels(cam_j, X)
+        z = (cloud.xyz[k] - cam_j.center) @ cam_j.c2w[:3, 2]        # z-depth in cam j
         i = source[k]
         g = np.where(fixed[k], 0.0, link.coupling[::step])
         b = lp - np.log(z) + g * point_c[k]
@@ -235,22 +234,30 @@ def consensus(cloud: PointCloud, cams: list[Camera], source: np.ndarray, point_p
     x = solve(keep, x)
     res = b - A @ x
 
-    movable = np.flatnonzero(~fixed)
-    for v, (cell, gh, gw, off) in enumerate(layout):
-        sel = movable[source[movable] == v]
-        c, wgt = cell_weights(point_pix[sel], cams[v].width, cell, gh, gw)
-        factor[sel] = np.sum(x[c + off] * wgt, axis=1) - point_c[sel]
+    for (cell, gh, gw, off), part, cam in zip(layout, view_parts(source, len(cams)), cams):
+        c, wgt = cell_weights(point_pix[part], cam.width, cell, gh, gw)
+        factor[part] = np.sum(x[c + off] * wgt, axis=1) - point_c[part]
+    factor[fixed] = 0.0
     return Consensus(factor, sigma0, _sigma(res[keep]), int(keep.sum()))
+
+
+def view_parts(source: np.ndarray, n_views: int) -> list:
+    """Where each view's points are in a cloud: a slice per view when source: [N] is sorted (a
+    dream's cloud is: views are appended in order), else an index array per view."""
+    source = np.asarray(source)
+    if source.size < 2 or bool(np.all(source[1:] >= source[:-1])):
+        bounds = np.searchsorted(source, np.arange(n_views + 1))
+        return [slice(int(bounds[v]), int(bounds[v + 1])) for v in range(n_views)]
+    return [np.flatnonzero(source == v) for v in range(n_views)]
 
 
 def apply_consensus(cloud: PointCloud, cams: list[Camera], source: np.ndarray,
                     factor: np.ndarray) -> PointCloud:
     """Move every point along its own camera's ray to depth · exp(factor): a new PointCloud (the
-    splat radius scales with the depth)."""
-    moved = np.flatnonzero(np.asarray(factor) != 0)
-    f = np.exp(np.asarray(factor, np.float64)[moved])
-    origins = np.stack([c.center for c in cams])[source[moved]]
-    xyz, radius = cloud.xyz.copy(), cloud.radius.copy()
-    xyz[moved] = origins + (cloud.xyz[moved].astype(np.float64) - origins) * f[:, None]
-    radius[moved] = cloud.radius[moved] * f
-    return PointCloud(xyz, cloud.rgb, radius)
+    splat radius scales with the depth; a point with factor 0 keeps its exact position)."""
+    f = np.exp(np.asarray(factor, np.float64))
+    xyz = np.empty_like(cloud.xyz)
+    for part, cam in zip(view_parts(source, len(cams)), cams):
+        o = cam.center
+        xyz[part] = o + (cloud.xyz[part] - o) * f[part, None]
+    return PointCloud(xyz, cloud.rgb, (cloud.radius * f).astype(cloud.radius.dtype))

@@ -42,7 +42,7 @@ import numpy as np
 from .align import (DepthFit, Seam, apply_depth_fit, apply_seam, bilinear, depth_edges,
                     fit_depth_pairs, seam_fill, usable_pixels)
 from .cameras import Camera, world_to_pixels
-from .consensus import Consensus, Link, apply_consensus, consensus, coupling
+from .consensus import Consensus, Link, apply_consensus, consensus, coupling, view_parts
 from .engines.base import check_image
 from .pointcloud import PointCloud, merge, project, unproject
 
@@ -368,17 +368,18 @@ def refine_views(P: PointCloud, cams: list[Camera], source: np.ndarray, point_pi
     dropped again (the dream's rule holds for the final cloud). → (cloud, source, observed,
     Consensus, points dropped per view)."""
     agreed = consensus(P, cams, source, point_pix, point_c, fixed, links)
-    moved = agreed.factor != 0
     P = apply_consensus(P, cams, source, agreed.factor)
-    observed = _observed_after(P, cams, source, point_pix, agreed.factor, observed, winners)
+    parts = view_parts(source, len(cams))
+    observed = _observed_after(P, cams, parts, point_pix, agreed.factor, observed, winners)
     drop = np.zeros(len(P), bool)
     seen = [min_filter3(o) for o in observed[:-1]]
     for i in range(1, len(cams)):
-        own = np.flatnonzero((source == i) & moved)
+        own = np.zeros(len(point_pix[parts[i]]), bool)
+        xyz = P.xyz[parts[i]]
         for j in range(i):
-            drop[own] |= in_free_space(P.xyz[own], cams[j], seen[j], free_space_tol, filtered=True)
-        gone = drop & (source == i)
-        observed[i].reshape(-1)[point_pix[gone]] = np.inf
+            own |= in_free_space(xyz, cams[j], seen[j], free_space_tol, filtered=True)
+        drop[parts[i]] = own
+        observed[i].reshape(-1)[point_pix[parts[i]][own]] = np.inf
     dropped = np.bincount(source[drop], minlength=len(cams))
     if drop.any():
         P, source = P.select(~drop), source[~drop]
@@ -406,21 +407,21 @@ def _link(P: PointCloud, cams: list[Camera], source: np.ndarray, view: int, samp
                 density=samples.density)
 
 
-def _observed_after(P: PointCloud, cams: list[Camera], source: np.ndarray, point_pix: np.ndarray,
+def _observed_after(P: PointCloud, cams: list[Camera], parts: list, point_pix: np.ndarray,
                     factor: np.ndarray, observed: list[np.ndarray], winners: list[np.ndarray]
                     ) -> list[np.ndarray]:
     """Each view's observed depth after the points moved by exp(factor) along their own rays:
-    its own points' depths scale by that, and on its overlap the points its z-buffer showed are
-    measured again."""
+    its own points' depths scale by that (parts: where each view's points are, view_parts), and
+    on its overlap the points its z-buffer showed are measured again."""
     out = []
-    moved = factor != 0
     for v, cam in enumerate(cams):
         o = observed[v].copy().reshape(-1)
-        own = np.flatnonzero((source == v) & moved)
-        o[point_pix[own]] *= np.exp(factor[own])
+        o[point_pix[parts[v]]] *= np.exp(factor[parts[v]])
         win = winners[v].reshape(-1)
         shown = np.flatnonzero(win >= 0)
-        shown = shown[moved[win[shown]]]
-        o[shown] = (P.xyz[win[shown]] - cam.center) @ cam.c2w[:3, 2]     # z-depth in cam
+        if shown.size:
+            # z-depth in cam; float32 like the z-buffer it replaces
+            o[shown] = (P.xyz[win[shown]] - cam.center.astype(np.float32)) @ \
+                cam.c2w[:3, 2].astype(np.float32)
         out.append(o.reshape(cam.height, cam.width))
     return out
