@@ -412,16 +412,25 @@ def _upsample(C: np.ndarray, cell: int, H: int, W: int) -> np.ndarray:
     return rows[:, x0] * (1 - fx) + rows[:, x1] * fx
 
 
-def _gather(C: np.ndarray, cell: int, pix: np.ndarray, W: int) -> np.ndarray:
-    """Bilinear cell values C: [gh, gw] at the centres of flat pixels pix: [n] → [n]."""
-    gh, gw = C.shape
+def cell_weights(pix: np.ndarray, W: int, cell: int, gh: int, gw: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear weights of the four cell centres around each pixel centre: pix [n] flat (row · W +
+    col) on a grid of [gh, gw] cells of `cell` pixels, centres at (k + ½)·cell, edges held.
+    → (cells [n, 4] flat cell index, weights [n, 4] summing to 1)."""
     y = np.clip((pix // W + 0.5) / cell - 0.5, 0.0, gh - 1.0)
     x = np.clip((pix % W + 0.5) / cell - 0.5, 0.0, gw - 1.0)
     y0, x0 = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
     y1, x1 = np.minimum(y0 + 1, gh - 1), np.minimum(x0 + 1, gw - 1)
     fy, fx = y - y0, x - x0
-    return (C[y0, x0] * (1 - fx) + C[y0, x1] * fx) * (1 - fy) + \
-        (C[y1, x0] * (1 - fx) + C[y1, x1] * fx) * fy
+    cells = np.stack([y0 * gw + x0, y0 * gw + x1, y1 * gw + x0, y1 * gw + x1], axis=1)
+    weights = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], axis=1)
+    return cells, weights
+
+
+def _gather(C: np.ndarray, cell: int, pix: np.ndarray, W: int) -> np.ndarray:
+    """Bilinear cell values C: [gh, gw] at the centres of flat pixels pix: [n] → [n]."""
+    cells, weights = cell_weights(pix, W, cell, *C.shape)
+    return np.sum(C.reshape(-1)[cells] * weights, axis=1)
 
 
 def seam_fill(rho: np.ndarray, pix: np.ndarray, shape: tuple[int, int], *, density: float = 1.0,

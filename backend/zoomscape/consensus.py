@@ -34,7 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spl
 
-from .align import MAD_TO_SIGMA, TUKEY_C, bilinear
+from .align import MAD_TO_SIGMA, TUKEY_C, bilinear, cell_weights
 from .cameras import Camera
 from .pointcloud import PointCloud
 
@@ -67,21 +67,6 @@ class Consensus:
     sigma_before: float
     sigma_after: float
     used: int
-
-
-def cell_weights(pix: np.ndarray, W: int, cell: int, gh: int, gw: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Bilinear weights of the four cell centres around each pixel centre: pix [n] flat (row · W +
-    col) on a grid of [gh, gw] cells of `cell` pixels, centres at (k + ½)·cell, edges held.
-    → (cells [n, 4] flat cell index, weights [n, 4] summing to 1)."""
-    y = np.clip((pix // W + 0.5) / cell - 0.5, 0.0, gh - 1.0)
-    x = np.clip((pix % W + 0.5) / cell - 0.5, 0.0, gw - 1.0)
-    y0, x0 = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
-    y1, x1 = np.minimum(y0 + 1, gh - 1), np.minimum(x0 + 1, gw - 1)
-    fy, fx = y - y0, x - x0
-    cells = np.stack([y0 * gw + x0, y0 * gw + x1, y1 * gw + x0, y1 * gw + x1], axis=1)
-    weights = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], axis=1)
-    return cells, weights
 
 
 def coupling(xyz: np.ndarray, origins: np.ndarray, cam: Camera, log_depth: np.ndarray,

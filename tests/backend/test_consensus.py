@@ -5,7 +5,7 @@ import pytest
 
 from zoomscape.cameras import blender_intrinsics, from_wire, look_at, pixel_grid, pixels_to_world, \
     world_to_pixels
-from zoomscape.consensus import consensus, coupling
+from zoomscape.consensus import apply_consensus, consensus, coupling, view_parts
 from zoomscape.dream import dream
 from zoomscape.pointcloud import PointCloud
 
@@ -125,3 +125,31 @@ def test_bad_options_are_named():
         with pytest.raises(ValueError, match=name):
             consensus(cloud, [cam], np.zeros(1, int), np.zeros(1, int), np.zeros(1),
                       np.zeros(1, bool), [], **{name: value})
+
+
+def test_points_move_along_their_own_rays_in_any_order():
+    """apply_consensus: depth · exp(factor) along each point's own camera ray, the radius with
+    it, factor 0 leaves a point bit-identical; the same whether the views' points are in order
+    (slices) or shuffled (index arrays)."""
+    rng = np.random.default_rng(5)
+    cams = WALL_CAMS
+    source = np.repeat([0, 1], 50)
+    xyz = rng.uniform(-3, 3, (100, 3)).astype(np.float32) + np.float32([0, 6, 0])
+    cloud = PointCloud(xyz, np.zeros((100, 3), np.float32), np.full(100, 0.01, np.float32))
+    factor = np.where(np.arange(100) % 3 == 0, 0.0, rng.normal(0, 0.05, 100))
+    moved = apply_consensus(cloud, cams, source, factor)
+    for v, cam in enumerate(cams):
+        sel = source == v
+        _, z0 = world_to_pixels(cam, xyz[sel])
+        uv0, _ = world_to_pixels(cam, xyz[sel])
+        uv1, z1 = world_to_pixels(cam, moved.xyz[sel])
+        np.testing.assert_allclose(z1 / z0, np.exp(factor[sel]), rtol=1e-5)
+        np.testing.assert_allclose(uv1, uv0, atol=1e-3)                  # the same ray
+    still = factor == 0
+    assert np.array_equal(moved.xyz[still], xyz[still])
+    np.testing.assert_allclose(moved.radius, 0.01 * np.exp(factor), rtol=1e-6)
+    order = rng.permutation(100)
+    assert isinstance(view_parts(source, 2)[0], slice)
+    assert not isinstance(view_parts(source[order], 2)[0], slice)
+    shuffled = apply_consensus(cloud.select(order), cams, source[order], factor[order])
+    assert np.array_equal(shuffled.xyz, moved.xyz[order])
