@@ -399,7 +399,7 @@ def screened_poisson(f: np.ndarray, a: np.ndarray, h: float, *, c0: np.ndarray |
     return c, cycle
 
 
-def _upsample(C: np.ndarray, cell: int, H: int, W: int) -> np.ndarray:
+def upsample_cells(C: np.ndarray, cell: int, H: int, W: int) -> np.ndarray:
     """Bilinear interpolation of cell values C: [gh, gw] (cell centres at (k + ½)·cell) to the
     pixel centres of an [H, W] image (edges held)."""
     def axis(n, g):
@@ -484,7 +484,7 @@ def seam_fill(rho: np.ndarray, pix: np.ndarray, shape: tuple[int, int], *, densi
     keep = np.abs(dev) <= TUKEY_C * _sigma(dev)
     C, more = solve(keep, C)
     dev = (rho - _gather(C, cell, pix, W))[keep]
-    return Seam(correction=_upsample(C[:gh, :gw], cell, H, W), used=int(keep.sum()),
+    return Seam(correction=upsample_cells(C[:gh, :gw], cell, H, W), used=int(keep.sum()),
                 sigma=_sigma(dev), cycles=cycles + more)
 
 

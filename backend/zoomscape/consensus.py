@@ -34,7 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spl
 
-from .align import MAD_TO_SIGMA, TUKEY_C, bilinear, cell_weights
+from .align import MAD_TO_SIGMA, TUKEY_C, bilinear, cell_weights, upsample_cells
 from .cameras import Camera
 from .pointcloud import PointCloud
 
@@ -220,8 +220,8 @@ def consensus(cloud: PointCloud, cams: list[Camera], source: np.ndarray, point_p
     res = b - A @ x
 
     for (cell, gh, gw, off), part, cam in zip(layout, view_parts(source, len(cams)), cams):
-        c, wgt = cell_weights(point_pix[part], cam.width, cell, gh, gw)
-        factor[part] = np.sum(x[c + off] * wgt, axis=1) - point_c[part]
+        C = upsample_cells(x[off:off + gh * gw].reshape(gh, gw), cell, cam.height, cam.width)
+        factor[part] = C.reshape(-1)[point_pix[part]] - point_c[part]
     factor[fixed] = 0.0
     return Consensus(factor, sigma0, _sigma(res[keep]), int(keep.sum()))
 
