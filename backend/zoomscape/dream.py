@@ -147,7 +147,7 @@ class Samples:
 
 
 def overlap_samples(P: PointCloud, proj, cam: Camera, D_hat: np.ndarray, *, tol: float = 0.1,
-                    edge_threshold: float = 0.1, max_points: int = 400_000) -> Samples:
+                    edge_threshold: float = 0.1, max_points: int = 200_000) -> Samples:
     """The old points on cam's visible surface, each paired with D̂ bilinear at its own (u, v).
 
     proj: the Projection of P into cam. A point is a sample when its home pixel (the one its
