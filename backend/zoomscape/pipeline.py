@@ -187,6 +187,11 @@ def run_job(request: dict, out_dir: Path, progress: Optional[Progress] = None,
         "views": [{"camera": v["camera"], "new_points": int(v["new_points"]),
                    "scale": float(v["scale"]), "overlap": float(v["overlap"])}
                   for v in result.views],
+        "consensus": None if result.consensus is None else {
+            "samples": result.consensus.used,
+            "disagreement_before": result.consensus.sigma_before,
+            "disagreement_after": result.consensus.sigma_after,
+            "largest_move": float(np.abs(result.consensus.factor).max(initial=0.0))},
         "zoom": {"camera": zoom_wire["name"], **_camera_fields(lcam), "factor": factor,
                  "levels": [{"prompt": p} for p in prompts],
                  "anchor": anchor, "anchor_source": anchor_source,

@@ -44,11 +44,13 @@ def test_manifest_matches_the_api(job):
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk == manifest
     assert set(manifest) == {"format", "version", "job_id", "engine", "seed", "scene_prompt",
-                             "pointcloud", "views", "zoom", "levels"}
+                             "pointcloud", "views", "consensus", "zoom", "levels"}
     assert (manifest["format"], manifest["version"], manifest["job_id"]) == ("zoomscape-results", 1, "0123abcd")
     assert (manifest["engine"], manifest["seed"], manifest["scene_prompt"]) == ("procedural", 7, PROMPT)
     assert [set(v) for v in manifest["views"]] == [{"camera", "new_points", "scale", "overlap"}] * 3
     assert [v["camera"] for v in manifest["views"]] == ["Cam.000", "Cam.001", "Cam.002"]
+    c = manifest["consensus"]
+    assert c["samples"] > 1000 and 0 < c["disagreement_after"] < 0.05 and 0 < c["largest_move"] < 0.2
     z = manifest["zoom"]
     req = request()["cameras"][1]
     assert set(z) == {"camera", "matrix_world", "fx", "fy", "cx", "cy", "width", "height",
