@@ -13,6 +13,8 @@ the code Î_i, D̂_i, D̃_i, P̂_i are spelled I_hat_i, D_hat_i, D_tilde_i, P_ha
         D_i = d_i(D̂_i) · exp(c_i)                           new points meet the old surface
         P̂_i = φ2→3([I_i, D_i | ¬M_i ∧ kept], K_i, c2w_i)    new points from hole pixels only
         P_i = P_{i−1} ∪ P̂_i
+    then (refine=True) all views' corrections are solved again together (consensus.py), so the
+    views' depth bends average out instead of view 0's winning
 
 (The paper fits d_i by gradient descent on the L1 distance of the lifted overlap to P_{i−1} and
 bends the seam with a linear interpolation pinned to zero at the image corners; here the fit is
