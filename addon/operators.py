@@ -284,11 +284,4 @@ classes = (ZOOMSCAPE_OT_discover, ZOOMSCAPE_OT_connect, ZOOMSCAPE_OT_generate, Z
            ZOOMSCAPE_OT_level_remove, ZOOMSCAPE_OT_level_move)
 
 
-def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -156,11 +156,4 @@ def wrap(text: str, width: int) -> list[str]:
 classes = (ZOOMSCAPE_UL_backends, ZOOMSCAPE_UL_levels, ZOOMSCAPE_PT_panel)
 
 
-def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -72,9 +72,11 @@ def migrate_on_load(*_args) -> None:
 classes = (ZOOMSCAPE_AP_preferences,)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
 def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    _register_classes()
     if migrate_on_load not in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.append(migrate_on_load)
 
@@ -82,5 +84,4 @@ def register():
 def unregister():
     if migrate_on_load in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(migrate_on_load)
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

@@ -162,13 +162,14 @@ def server_default(props, role: str) -> str:
 classes = (ZOOMSCAPE_PG_backend, ZOOMSCAPE_PG_model, ZOOMSCAPE_PG_level, ZOOMSCAPE_PG_settings)
 
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
 def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    _register_classes()
     bpy.types.Scene.zoomscape = PointerProperty(type=ZOOMSCAPE_PG_settings)
 
 
 def unregister():
     del bpy.types.Scene.zoomscape
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()
