@@ -141,6 +141,14 @@ def current_group(name: str, inputs) -> "bpy.types.GeometryNodeTree | None":
     return None
 
 
+def named_attribute(nodes, name: str, data_type: str):
+    """A geometry-nodes Named Attribute node in nodes reading attribute `name` as data_type."""
+    node = nodes.new("GeometryNodeInputNamedAttribute")
+    node.data_type = data_type
+    node.inputs["Name"].default_value = name
+    return node
+
+
 def points_node_group() -> "bpy.types.GeometryNodeTree":
     """Geometry nodes: Mesh to Points (radius = RADIUS_ATTR) → Set Material(the Material input);
     renders (not the viewport) drop every point from the frame HIDDEN_FROM on (a rig sets it to
@@ -168,9 +176,7 @@ def points_node_group() -> "bpy.types.GeometryNodeTree":
     links.new(gin.outputs[HIDDEN_FROM], next(s for s in late.inputs if s.name == "B" and s.enabled))
     links.new(late.outputs[0], render_only.inputs[0])
     links.new(viewport.outputs[0], render_only.inputs[1])
-    radius = nodes.new("GeometryNodeInputNamedAttribute")
-    radius.data_type = "FLOAT"
-    radius.inputs["Name"].default_value = RADIUS_ATTR
+    radius = named_attribute(nodes, RADIUS_ATTR, "FLOAT")
     to_points = nodes.new("GeometryNodeMeshToPoints")
     to_points.mode = "VERTICES"
     set_mat = nodes.new("GeometryNodeSetMaterial")

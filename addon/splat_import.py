@@ -34,7 +34,8 @@ import numpy as np
 
 import bpy
 
-from .importers import JOB_KEY, current_group, ensure_collection, set_modifier_input  # noqa: F401
+from .importers import (JOB_KEY, current_group, ensure_collection, named_attribute,  # noqa: F401
+                        set_modifier_input)
 from .splat_ply import Splats, normalized_quats, sh0_to_rgb, sigmoid
 
 COLOR_ATTR, OPACITY_ATTR, SCALE_ATTR, ROTATION_ATTR = "color", "opacity", "scale", "rotation"
@@ -148,9 +149,7 @@ def splat_node_group() -> "bpy.types.GeometryNodeTree":
     since.operation = "SUBTRACT"
     fade_next = nodes.new("ShaderNodeMath")
     fade_next.operation, fade_next.use_clamp = "DIVIDE", True
-    cover = nodes.new("GeometryNodeInputNamedAttribute")
-    cover.data_type = "FLOAT"
-    cover.inputs["Name"].default_value = COVER_ATTR
+    cover = named_attribute(nodes, COVER_ATTR, "FLOAT")
     hidden = nodes.new("ShaderNodeMath")
     hidden.operation = "MULTIPLY"
     gone = nodes.new("ShaderNodeMath")
@@ -193,12 +192,8 @@ def splat_node_group() -> "bpy.types.GeometryNodeTree":
     quad.inputs["Size X"].default_value = quad.inputs["Size Y"].default_value = 2.0
     quad.inputs["Vertices X"].default_value = quad.inputs["Vertices Y"].default_value = 2
     set_mat = nodes.new("GeometryNodeSetMaterial")
-    rot = nodes.new("GeometryNodeInputNamedAttribute")
-    rot.data_type = "QUATERNION"
-    rot.inputs["Name"].default_value = DISC_ROT_ATTR
-    scale = nodes.new("GeometryNodeInputNamedAttribute")
-    scale.data_type = "FLOAT_VECTOR"
-    scale.inputs["Name"].default_value = DISC_SCALE_ATTR
+    rot = named_attribute(nodes, DISC_ROT_ATTR, "QUATERNION")
+    scale = named_attribute(nodes, DISC_SCALE_ATTR, "FLOAT_VECTOR")
     # The quad is flat, so its instance z scale is free: set it to the larger in-plane scale, and
     # lift each quad by a tiny random fraction of it along its normal. Exactly coplanar splats
     # (a flat surface, or one level over the next) then never share a depth, which Cycles needs:
