@@ -9,6 +9,7 @@ import importlib.util
 import os
 import sys
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -64,3 +65,16 @@ def use_engine(scene, engine: str, samples: int) -> None:
     else:
         scene.render.engine = "BLENDER_EEVEE_NEXT" if bpy.app.version < (5, 0, 0) else "BLENDER_EEVEE"
         scene.eevee.taa_render_samples = samples
+
+
+def render_rgb(scene, path: str):
+    """Render scene's current frame to the PNG path → its pixels [H, W, 3] float32 (rows bottom
+    to top, as Blender stores them)."""
+    scene.render.filepath = path
+    bpy.ops.render.render(write_still=True)
+    img = bpy.data.images.load(path)
+    px = np.empty(img.size[0] * img.size[1] * img.channels, dtype=np.float32)
+    img.pixels.foreach_get(px)
+    out = px.reshape(img.size[1], img.size[0], img.channels)[..., :3]
+    bpy.data.images.remove(img)
+    return out

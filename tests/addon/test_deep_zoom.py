@@ -11,7 +11,7 @@ import pytest
 
 import bpy
 
-from conftest import add_camera
+from conftest import add_camera, render_rgb
 from test_splats import C0, write_inria_ply
 
 LENS, SENSOR = 35.0, 36.0
@@ -136,13 +136,7 @@ def render_frames(scene, frames, path):
     images = []
     for f in frames:
         scene.frame_set(f)
-        scene.render.filepath = os.path.join(path, f"f{f:03d}.png")
-        bpy.ops.render.render(write_still=True)
-        img = bpy.data.images.load(scene.render.filepath)
-        px = np.empty(img.size[0] * img.size[1] * img.channels, dtype=np.float32)
-        img.pixels.foreach_get(px)
-        images.append(px.reshape(img.size[1], img.size[0], img.channels)[..., :3])
-        bpy.data.images.remove(img)
+        images.append(render_rgb(scene, os.path.join(path, f"f{f:03d}.png")))
     return np.array(images)
 
 

@@ -11,7 +11,7 @@ import pytest
 import bpy
 
 from blender_ext import REPO_ROOT
-from conftest import add_camera
+from conftest import add_camera, render_rgb
 
 sys.path.insert(0, REPO_ROOT)
 from tests.helpers.backend_process import backend_server, free_port  # noqa: E402
@@ -39,17 +39,6 @@ def three_camera_scene(size=96):
     props.seed = 3
     bpy.context.view_layer.update()
     return scene, props, cams
-
-
-def render_rgb(scene, path):
-    scene.render.filepath = path
-    bpy.ops.render.render(write_still=True)
-    img = bpy.data.images.load(path)
-    px = np.empty(img.size[0] * img.size[1] * img.channels, dtype=np.float32)
-    img.pixels.foreach_get(px)
-    out = px.reshape(img.size[1], img.size[0], img.channels)[..., :3]
-    bpy.data.images.remove(img)
-    return out
 
 
 def test_discover_generate_import_render_reload(zs, server, tmp_path):

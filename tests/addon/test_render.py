@@ -4,7 +4,7 @@ import pytest
 
 import bpy
 
-from conftest import add_camera, use_engine
+from conftest import add_camera, render_rgb, use_engine
 
 
 @pytest.mark.parametrize("engine", ["CYCLES", "EEVEE"])
@@ -25,12 +25,7 @@ def test_points_render_with_their_colours(zs, tmp_path, engine):
     r.resolution_x = r.resolution_y = 64
     r.image_settings.file_format = "PNG"
     scene.view_settings.view_transform = "Standard"  # PNG = sRGB of the emitted linear colour
-    r.filepath = str(tmp_path / "wall.png")
-    bpy.ops.render.render(write_still=True)
-    img = bpy.data.images.load(r.filepath)
-    px = np.empty(64 * 64 * img.channels, dtype=np.float32)
-    img.pixels.foreach_get(px)
-    rgb_px = px.reshape(64, 64, img.channels)[..., :3]
+    rgb_px = render_rgb(scene, str(tmp_path / "wall.png"))
     left, right = rgb_px[16:48, 4:28], rgb_px[16:48, 36:60]
     tol = 0.03 if engine == "CYCLES" else 0.06  # EEVEE's point coverage darkens by about 5 %
     np.testing.assert_allclose(np.median(left.reshape(-1, 3), axis=0), np.array([220, 20, 20]) / 255, atol=tol)

@@ -5,7 +5,7 @@ import pytest
 
 import bpy
 
-from conftest import add_camera, use_engine
+from conftest import add_camera, render_rgb, use_engine
 
 C0 = 0.28209479177387814
 INRIA = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
@@ -165,12 +165,7 @@ def test_a_coplanar_splat_wall_renders_with_its_colours(zs, tmp_path, engine):
     r.resolution_x = r.resolution_y = 48
     r.image_settings.file_format = "PNG"
     scene.view_settings.view_transform = "Standard"
-    r.filepath = str(tmp_path / "wall.png")
-    bpy.ops.render.render(write_still=True)
-    img = bpy.data.images.load(r.filepath)
-    px = np.empty(48 * 48 * img.channels, dtype=np.float32)
-    img.pixels.foreach_get(px)
-    px = px.reshape(48, 48, img.channels)[..., :3]
+    px = render_rgb(scene, str(tmp_path / "wall.png"))
     left, right = px[12:36, 4:20].reshape(-1, 3), px[12:36, 28:44].reshape(-1, 3)
     tol = 0.05 if engine == "CYCLES" else 0.08  # EEVEE's dithered transparency is noisier
     np.testing.assert_allclose(np.median(left, axis=0), np.array([220, 20, 20]) / 255, atol=tol)
