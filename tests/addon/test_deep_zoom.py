@@ -156,14 +156,21 @@ def setup_cycles(scene, res=40, samples=16):
 POP_TOL = 0.08
 
 
-def test_level_handover_renders_without_a_pop(zs, tmp_path):
+def rendered_dive(zs, tmp_path, side, fpl, job_id, p=4.0, n_levels=3):
+    """A 40-pixel Cycles scene with a dollying dive over n_levels levels of side² Gaussians,
+    fpl frames per level → (scene, the level objects)."""
     scene = bpy.context.scene
     cam = source_camera(40)
     setup_cycles(scene)
-    p, fpl = 4.0, 16
-    manifest = write_dive(zs, str(tmp_path), cam, np.array([0.0, 0.0, 1.0]), p, 3, side=24)
-    root, objs = zs.level_rig.import_levels(scene, manifest, str(tmp_path), "pop")
-    zs.zoom_path.build_level_zoom(scene, cam, root, objs, p, fpl, "DOLLY", "pop")
+    manifest = write_dive(zs, str(tmp_path), cam, np.array([0.0, 0.0, 1.0]), p, n_levels, side=side)
+    root, objs = zs.level_rig.import_levels(scene, manifest, str(tmp_path), job_id)
+    zs.zoom_path.build_level_zoom(scene, cam, root, objs, p, fpl, "DOLLY", job_id)
+    return scene, objs
+
+
+def test_level_handover_renders_without_a_pop(zs, tmp_path):
+    fpl = 16
+    scene, objs = rendered_dive(zs, tmp_path, 24, fpl, "pop")
     s0 = scene.frame_start
     diffs = {}
     for k in (1, 2):  # level k is fully in and level k+1 starts to fade in at τ = k
@@ -236,13 +243,8 @@ def hidden_from(zs, obj):
 
 
 def test_deep_frames_render_only_what_shows_and_look_the_same(zs, tmp_path):
-    scene = bpy.context.scene
-    cam = source_camera(40)
-    setup_cycles(scene)
-    p, fpl = 4.0, 8
-    manifest = write_dive(zs, str(tmp_path), cam, np.array([0.0, 0.0, 1.0]), p, 3, side=64)
-    root, objs = zs.level_rig.import_levels(scene, manifest, str(tmp_path), "cull")
-    zs.zoom_path.build_level_zoom(scene, cam, root, objs, p, fpl, "DOLLY", "cull")
+    fpl = 8
+    scene, objs = rendered_dive(zs, tmp_path, 64, fpl, "cull")
     s0 = scene.frame_start
     frames = [s0 + 12, s0 + 20]  # τ = 1.5 (level 2 fading in over level 1) and 2.5 (level 2 alone)
     hidden = {}
