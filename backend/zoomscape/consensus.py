@@ -45,8 +45,9 @@ class Link:
 
     point: [n] index of the old point in the final cloud; pix: [n] flat pixel (row · W + col) in j;
     log_pred: [n] log of j's fitted estimate (after the global fit, before the seam) there;
-    seam: [n] the dream's seam correction of j there; coupling: [n] g_s (see coupling(), 0 for
-    the user's fixed points); density: samples per covered pixel of j (< 1 for a strided subset).
+    seam: [n] the dream's seam correction of j there; coupling: [n] g_s (see coupling(); the
+    consensus takes 0 for the user's fixed points, which cannot move); density: samples per
+    covered pixel of j (< 1 for a strided subset).
     """
 
     view: int
@@ -167,11 +168,12 @@ def consensus(cloud: PointCloud, cams: list[Camera], source: np.ndarray, point_p
         cj, wj = cell_weights(pix, cam_j.width, cell, gh, gw)
         ci = np.zeros_like(cj)
         wi = np.zeros_like(wj)
+        pix_k, movable = point_pix[k], ~fixed[k]
         for v in np.unique(i):                     # the old points' own cells, view by view
-            sel = (i == v) & ~fixed[k]
+            sel = (i == v) & movable
             if sel.any():
                 cv, hv, wv, ov = layout[v]
-                c, w = cell_weights(point_pix[k][sel], cams[v].width, cv, hv, wv)
+                c, w = cell_weights(pix_k[sel], cams[v].width, cv, hv, wv)
                 ci[sel], wi[sel] = c + ov, w * g[sel, None]
         rows_c.append(np.concatenate([ci, cj + off], axis=1))
         rows_w.append(np.concatenate([wi, -wj], axis=1))
