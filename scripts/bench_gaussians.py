@@ -76,15 +76,15 @@ def bench_raster(size: int, counts: list[int], repeat: int) -> None:
               f"-> tiled is {naive / fwd:.1f}x faster")
 
 
-def adam_colour_fit(g: dict, image: np.ndarray, cam, frame: dict, background, steps: int = 20,
+def adam_colour_fit(g, image: np.ndarray, cam, frame, background, steps: int = 20,
                     lr: float = 0.03) -> np.ndarray:
     """The previous colour fit, kept here as the baseline: projected Adam on ‖render(c) − I‖²,
     `steps` autograd passes through the reference rasterizer from c = the pixel colours."""
     target = torch.as_tensor(np.asarray(image, np.float32))
-    c = torch.tensor(np.asarray(g["colors"], np.float32), requires_grad=True)
+    c = torch.tensor(np.asarray(g.colors, np.float32), requires_grad=True)
     opt = torch.optim.Adam([c], lr=lr)
     for _ in range(steps):
-        rgb, _ = render_level(dict(g, colors=c), cam, frame, background=background)
+        rgb, _ = render_level(g.replace(colors=c), cam, frame, background=background)
         loss = ((rgb - target) ** 2).mean()
         opt.zero_grad()
         loss.backward()
@@ -101,8 +101,7 @@ def level_psnrs(levels, images, cam, p: float) -> list[float]:
         ci = zoom_level_camera(cam, p, lv.index)
         bg = coarse_background(levels[:lv.index], ci, lv.frame)
         with torch.no_grad():
-            rgb, _ = render_level({k: getattr(lv, k) for k in ("means", "quats", "scales", "opacities", "colors")},
-                                  ci, lv.frame, background=bg)
+            rgb, _ = render_level(lv.gaussians, ci, lv.frame, background=bg)
         out.append(psnr(rgb, images[lv.index]))
     return out
 
@@ -113,9 +112,9 @@ def lift_before(images, cam, anchor, engine):
     levels = lift_levels(images, cam, anchor, 4.0, engine, colour_steps=0)
     for lv in levels:
         ci = zoom_level_camera(cam, 4.0, lv.index)
-        g = {k: getattr(lv, k) for k in ("means", "quats", "scales", "opacities", "colors")}
+        g = lv.gaussians
         bg = coarse_background(levels[:lv.index], ci, lv.frame)
-        lv.colors = adam_colour_fit(g, images[lv.index], ci, lv.frame, bg)
+        lv.gaussians = g.replace(colors=adam_colour_fit(g, images[lv.index], ci, lv.frame, bg))
     return levels
 
 

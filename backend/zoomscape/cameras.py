@@ -7,14 +7,17 @@ Inside the backend (OpenCV): camera x right, y down, z forward. Pixel coordinate
 pixel (row i, column j) covers [j, j+1) × [i, i+1), so its centre is (j + 0.5, i + 0.5) and the
 image spans u ∈ [0, W), v ∈ [0, H). Depth is z-depth along the camera axis, never ray length.
 
-This module depends on numpy only, so the extension's tests can load it next to bpy to check the
-whole chain (Blender camera → wire → pixels) against Blender's own ``world_to_camera_view``.
+Blender's intrinsics formula, the zoom-level camera and level frames live in the wire module
+(``zoomscape.wire``), which the extension ships too; this module builds Cameras from them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from .wire.cameras import Intrinsics, blender_intrinsics, zoom_level_intrinsics  # noqa: F401 (re-export)
+from .wire.manifest import LevelFrame
 
 # Blender camera axes (x right, y up, z back) → OpenCV camera axes (x right, y down, z forward).
 BLENDER_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -56,15 +59,15 @@ class Camera:
         K[1] *= sy
         return Camera(self.name, K, self.c2w.copy(), int(width), int(height))
 
+    @property
+    def intrinsics(self) -> Intrinsics:
+        """fx, fy, cx, cy (pixels) and the image size."""
+        return Intrinsics(float(self.K[0, 0]), float(self.K[1, 1]), float(self.K[0, 2]),
+                          float(self.K[1, 2]), int(self.width), int(self.height))
+
     def to_wire(self) -> dict:
         """The request's camera dict (Blender convention)."""
-        return {
-            "name": self.name,
-            "matrix_world": self.matrix_world.tolist(),
-            "fx": float(self.K[0, 0]), "fy": float(self.K[1, 1]),
-            "cx": float(self.K[0, 2]), "cy": float(self.K[1, 2]),
-            "width": self.width, "height": self.height,
-        }
+        return {"name": self.name, "matrix_world": self.matrix_world.tolist(), **self.intrinsics.to_dict()}
 
 
 def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
@@ -90,31 +93,6 @@ def from_wire(cam) -> Camera:
     M = np.asarray(get("matrix_world"), dtype=np.float64).reshape(4, 4)
     K = intrinsics_matrix(get("fx"), get("fy"), get("cx"), get("cy"))
     return Camera(str(get("name")), K, M @ BLENDER_TO_OPENCV, int(get("width")), int(get("height")))
-
-
-def blender_intrinsics(lens: float, sensor_width: float, sensor_height: float, sensor_fit: str,
-                       shift_x: float, shift_y: float, res_x: int, res_y: int,
-                       pixel_aspect_x: float = 1.0, pixel_aspect_y: float = 1.0) -> dict:
-    """Pixel intrinsics of a Blender perspective camera.
-
-    sensor_fit AUTO fits the sensor width to the larger of the two image dimensions (in pixel-aspect
-    corrected units); HORIZONTAL fits sensor_width to the width; VERTICAL fits sensor_height to the
-    height. Shifts are fractions of the larger (fitted) image dimension. Returns {fx, fy, cx, cy,
-    width, height} in the continuous pixel convention of this module (v grows downwards).
-    """
-    aspect = pixel_aspect_y / pixel_aspect_x
-    fit = sensor_fit.upper()
-    if fit == "AUTO":
-        fit = "HORIZONTAL" if pixel_aspect_x * res_x >= pixel_aspect_y * res_y else "VERTICAL"
-        sensor = sensor_width
-    else:
-        sensor = sensor_width if fit == "HORIZONTAL" else sensor_height
-    view_px = res_x if fit == "HORIZONTAL" else aspect * res_y
-    fx = lens / sensor * view_px
-    fy = fx / aspect
-    cx = res_x / 2.0 - shift_x * view_px
-    cy = res_y / 2.0 + shift_y * view_px / aspect
-    return {"fx": fx, "fy": fy, "cx": cx, "cy": cy, "width": int(res_x), "height": int(res_y)}
 
 
 def world_to_pixels(cam: Camera, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -165,31 +143,17 @@ def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
 
 
 def zoom_level_camera(cam: Camera, factor: float, i: int) -> Camera:
-    """The camera of zoom level i: the same pose, zoomed by p^i about the image centre.
-
-    Level i shows the centre 1/p^i of level 0: a level-i pixel u maps to the level-0 pixel
-    u_0 = c + (u − c)/p^i with c = (W/2, H/2), so f_i = p^i·f and c_i = c + p^i·(c_0 − c),
-    where c_0 is cam's principal point (≠ c under lens shift).
-    """
-    m = float(factor) ** i
-    c = np.array([cam.width / 2.0, cam.height / 2.0])
-    K = cam.K.copy()
-    K[0, 0] *= m
-    K[1, 1] *= m
-    K[:2, 2] = c + m * (cam.K[:2, 2] - c)
-    return Camera(f"{cam.name}/level_{i:02d}", K, cam.c2w.copy(), cam.width, cam.height)
+    """The camera of zoom level i: the same pose, zoomed by p^i about the image centre
+    (wire.cameras.zoom_level_intrinsics: f_i = p^i·f, c_i = c + p^i·(c_0 − c))."""
+    k = zoom_level_intrinsics(cam.intrinsics, factor, i)
+    return Camera(f"{cam.name}/level_{i:02d}", intrinsics_matrix(k.fx, k.fy, k.cx, k.cy), cam.c2w.copy(),
+                  cam.width, cam.height)
 
 
-def level_frame(cam: Camera, anchor, factor: float, i: int) -> dict:
-    """The local frame of zoom level i, float64 (manifest.json "frame").
-
-    origin: the zoom anchor (world); rotation: [3, 3] whose columns are the zoom camera's
-    Blender axes (x right, y up, z back) in world; unit: p^−i metres per local unit. A world
-    point x has local coordinates  x_local = Rᵀ (x − origin) / unit,  and  x = origin + unit·R x_local.
-    """
-    return {"origin": [float(v) for v in np.asarray(anchor, dtype=np.float64)],
-            "rotation": cam.matrix_world[:3, :3].tolist(),
-            "unit": float(factor) ** (-i)}
+def level_frame(cam: Camera, anchor, factor: float, i: int) -> LevelFrame:
+    """The local frame of zoom level i (manifest.json "frame"): origin = the anchor, axes = cam's
+    Blender axes, unit = p^−i metres (wire.manifest.LevelFrame)."""
+    return LevelFrame.for_level(cam.matrix_world, anchor, factor, i)
 
 
 def aim_at(cam: Camera, point) -> Camera:

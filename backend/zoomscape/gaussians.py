@@ -28,7 +28,8 @@ Level 0 has no coarser level: with a reference depth (the dream cloud's z-buffer
 camera) it is fitted like the others; without one its scale is set so that the depth at the
 image centre is the anchor's.
 
-Every level is stored in its own local frame (``cameras.level_frame``: origin = anchor, axes =
+Every level is stored in its own local frame (``cameras.level_frame``, a wire.manifest.LevelFrame:
+origin = anchor, axes =
 the zoom camera's Blender axes, unit = p^−i metres) so a level 4^10 deep keeps float32 precision:
 x_world = origin + unit·R·x_local. All levels share origin and axes, so level k's coordinates
 are level i's times p^(i−k).
@@ -47,6 +48,8 @@ import torch
 from .align import DepthFit, apply_depth_fit, box_blur, depth_edges, fit_depth_scale
 from .cameras import Camera, level_frame, pixel_grid, pixel_rays, world_to_pixels, zoom_level_camera
 from .raster import composite_weights, project, rasterize, rotmat_to_quat
+from .wire.manifest import LevelFrame
+from .wire.splats import Gaussians
 
 Progress = Callable[[str, int, int, str], None]
 
@@ -77,59 +80,51 @@ except ImportError:  # pragma: no cover
 
 @dataclass
 class LevelGaussians:
-    """The Gaussians of zoom level `index`, in its local frame (float32 arrays).
+    """The Gaussians of zoom level `index`, in its local frame.
 
-    means: [N, 3] local units; quats: [N, 4] wxyz; scales: [N, 3] local units (activated);
-    opacities: [N] in (0, 1); colors: [N, 3] RGB in [0, 1]; frame: {"origin", "rotation", "unit"}
-    float64 (cameras.level_frame); zoom_range: (p^i, p^(i+1)); depth: [H, W] float64 aligned
-    z-depth D_i (metres) that the next level aligns to; stats: fit and refinement figures.
+    gaussians: float32 numpy Gaussians, means and scales in local units; frame: the level's
+    LevelFrame (float64; cameras.level_frame); zoom_range: (p^i, p^(i+1)); depth: [H, W] float64
+    aligned z-depth D_i (metres) that the next level aligns to; stats: fit and refinement figures.
     """
 
     index: int
-    means: np.ndarray
-    quats: np.ndarray
-    scales: np.ndarray
-    opacities: np.ndarray
-    colors: np.ndarray
-    frame: dict
+    gaussians: Gaussians
+    frame: LevelFrame
     zoom_range: tuple
     depth: np.ndarray
     stats: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.means)
+        return len(self.gaussians)
 
     def world_means(self) -> np.ndarray:
         """Means in world coordinates, float64: [N, 3]."""
-        return to_world(self.means, self.frame)
+        return self.frame.to_world(self.gaussians.means)
 
 
 # ---------------------------------------------------------------------------------------------
 # Frames
 
-def to_local(points: np.ndarray, frame: dict) -> np.ndarray:
+def to_local(points: np.ndarray, frame: LevelFrame) -> np.ndarray:
     """World points [N, 3] → local [N, 3] float64:  x_l = Rᵀ (x − origin) / unit."""
-    R = np.asarray(frame["rotation"], np.float64)
-    return (np.asarray(points, np.float64) - np.asarray(frame["origin"], np.float64)) @ R / frame["unit"]
+    return frame.to_local(points)
 
 
-def to_world(points: np.ndarray, frame: dict) -> np.ndarray:
+def to_world(points: np.ndarray, frame: LevelFrame) -> np.ndarray:
     """Local points [N, 3] → world [N, 3] float64:  x = origin + unit · R x_l."""
-    R = np.asarray(frame["rotation"], np.float64)
-    return np.asarray(frame["origin"], np.float64) + frame["unit"] * (np.asarray(points, np.float64) @ R.T)
+    return frame.to_world(points)
 
 
-def local_viewmat(cam: Camera, frame: dict) -> np.ndarray:
+def local_viewmat(cam: Camera, frame: LevelFrame) -> np.ndarray:
     """World-to-camera [4, 4] float64 of cam acting on local coordinates, in local units.
 
     x_cam/unit = R_cvᵀ R · x_l + R_cvᵀ (origin − C)/unit  (a rigid map: projection is unchanged by
     the uniform scale 1/unit).
     """
-    R = np.asarray(frame["rotation"], np.float64)
     R_cv, C = cam.c2w[:3, :3], cam.c2w[:3, 3]
     V = np.eye(4)
-    V[:3, :3] = R_cv.T @ R
-    V[:3, 3] = R_cv.T @ (np.asarray(frame["origin"], np.float64) - C) / frame["unit"]
+    V[:3, :3] = R_cv.T @ frame.rotation
+    V[:3, 3] = R_cv.T @ (frame.origin - C) / frame.unit
     return V
 
 
@@ -221,13 +216,13 @@ def surface_tangents(cam: Camera, depth: np.ndarray, *, smooth: int = NORMAL_SMO
 # ---------------------------------------------------------------------------------------------
 # Per-pixel Gaussians
 
-def pixel_gaussians(cam: Camera, image: np.ndarray, depth: np.ndarray, frame: dict, *,
+def pixel_gaussians(cam: Camera, image: np.ndarray, depth: np.ndarray, frame: LevelFrame, *,
                     sigma_px: float = SIGMA_PX, flatness: float = FLATNESS,
-                    opacity: float = OPACITY0) -> dict:
-    """One Gaussian per pixel with finite depth > 0, in frame's local coordinates.
+                    opacity: float = OPACITY0) -> Gaussians:
+    """One Gaussian per pixel with finite depth > 0 (row-major), in frame's local coordinates.
 
-    image: [H, W, 3]; depth: [H, W] z-depth (metres). → {"means" [N, 3], "quats" [N, 4],
-    "scales" [N, 3], "opacities" [N], "colors" [N, 3]} float32, plus "pixels" [N] flat indices.
+    image: [H, W, 3]; depth: [H, W] z-depth (metres). → float32 numpy Gaussians: means [N, 3],
+    quats [N, 4], scales [N, 3], opacities [N], colors [N, 3] (the pixels' colours).
     Σ_cam = M Mᵀ, M = σ·[t_u, t_v] = U S Vᵀ (thin SVD): axes U, n = U₀ × U₁; scales σ·S and
     φ·σ·S_min along n. In the level camera it projects to σ² I₂ (J t_u = e_u).
     """
@@ -238,48 +233,55 @@ def pixel_gaussians(cam: Camera, image: np.ndarray, depth: np.ndarray, frame: di
     Mt = torch.from_numpy(np.stack([t_u[keep], t_v[keep]], -1))               # [N, 3, 2] metres/px
     U, S, _ = torch.linalg.svd(Mt, full_matrices=False)                        # [N, 3, 2], [N, 2]
     n = torch.linalg.cross(U[..., 0], U[..., 1], dim=-1)
-    A = torch.from_numpy(np.asarray(frame["rotation"], np.float64).T @ cam.c2w[:3, :3])
+    A = torch.from_numpy(frame.rotation.T @ cam.c2w[:3, :3])
     Rl = A @ torch.cat([U, n[..., None]], -1)                                  # local axes [N, 3, 3]
-    unit = float(frame["unit"])
+    unit = float(frame.unit)
     scales = torch.cat([sigma_px * S, flatness * sigma_px * S[:, 1:]], -1) / unit
 
     uv = pixel_grid(W, H)[keep]
     Xc = pixel_rays(cam, uv) * z.reshape(-1)[keep, None]                       # camera, metres
     # x_l = Rᵀ(C − origin)/unit + A·X_cam/unit, float64 until the end
-    c_l = np.asarray(frame["rotation"], np.float64).T @ (cam.c2w[:3, 3] - np.asarray(frame["origin"])) / unit
+    c_l = frame.rotation.T @ (cam.c2w[:3, 3] - frame.origin) / unit
     means = c_l + (Xc @ A.numpy().T) / unit
-    return {"means": means.astype(np.float32),
-            "quats": rotmat_to_quat(Rl).numpy().astype(np.float32),
-            "scales": scales.numpy().astype(np.float32),
-            "opacities": np.full(len(means), opacity, np.float32),
-            "colors": np.asarray(image, np.float32).reshape(-1, 3)[keep].copy(),
-            "pixels": np.flatnonzero(keep)}
+    return Gaussians(means=means.astype(np.float32),
+                     quats=rotmat_to_quat(Rl).numpy().astype(np.float32),
+                     scales=scales.numpy().astype(np.float32),
+                     opacities=np.full(len(means), opacity, np.float32),
+                     colors=np.asarray(image, np.float32).reshape(-1, 3)[keep].copy())
 
 
 # ---------------------------------------------------------------------------------------------
 # Rendering and refinement
 
-def render_level(g: dict, cam: Camera, frame: dict, *, background: Optional[torch.Tensor] = None,
-                 info: Optional[dict] = None, backend: str = "auto"):
-    """Render Gaussians g (tensors or arrays in frame's local coordinates) into cam.
+def on_device(g: Gaussians, device=None) -> Gaussians:
+    """g with every field a float32 tensor on device (None: where the tensors are, else the CPU)."""
+    return g.map(lambda a: torch.as_tensor(a, dtype=torch.float32, device=device))
 
-    g: {"means", "quats", "scales", "opacities", "colors"} activated; background: [H, W, 3] or
-    None. → (rgb [H, W, 3], alpha [H, W, 1]) tensors.
+
+def render_level(g: Gaussians, cam: Camera, frame: LevelFrame, *, background: Optional[torch.Tensor] = None,
+                 info: Optional[dict] = None, backend: str = "auto", device=None):
+    """Render Gaussians g (activated, tensors or arrays in frame's local coordinates) into cam.
+
+    The render runs on device (None: the device of g's tensors; arrays go to the CPU), so CUDA
+    tensors reach gsplat (raster.rasterize). background: [H, W, 3] or None.
+    → (rgb [H, W, 3], alpha [H, W, 1]) tensors on that device.
     """
-    t = {k: torch.as_tensor(g[k], dtype=torch.float32) for k in
-         ("means", "quats", "scales", "opacities", "colors")}
-    V = torch.as_tensor(local_viewmat(cam, frame), dtype=torch.float32)[None]
-    K = torch.as_tensor(cam.K, dtype=torch.float32)[None]
-    rgb, alpha = rasterize(t["means"], t["quats"], t["scales"], t["opacities"], t["colors"], V, K,
+    if device is None and isinstance(g.means, torch.Tensor):
+        device = g.means.device
+    t = on_device(g, device)
+    dev = t.means.device
+    V = torch.as_tensor(local_viewmat(cam, frame), dtype=torch.float32, device=dev)[None]
+    K = torch.as_tensor(cam.K, dtype=torch.float32, device=dev)[None]
+    rgb, alpha = rasterize(t.means, t.quats, t.scales, t.opacities, t.colors, V, K,
                            cam.width, cam.height, near_plane=NEAR_LOCAL, info=info, backend=backend)
     rgb, alpha = rgb[0], alpha[0]
     if background is not None:
-        rgb = rgb + (1 - alpha) * background
+        rgb = rgb + (1 - alpha) * torch.as_tensor(background, device=dev)
     return rgb, alpha
 
 
-def coarse_background(levels: list[LevelGaussians], cam: Camera, frame: dict,
-                      backend: str = "auto") -> Optional[torch.Tensor]:
+def coarse_background(levels: list[LevelGaussians], cam: Camera, frame: LevelFrame,
+                      backend: str = "auto", device=None) -> Optional[torch.Tensor]:
     """The frozen coarser levels rendered into cam (level frame `frame`): [H, W, 3] or None.
 
     Level k's local coordinates become level i's by ×unit_k/unit_i (shared origin and axes);
@@ -288,30 +290,28 @@ def coarse_background(levels: list[LevelGaussians], cam: Camera, frame: dict,
     """
     if not levels:
         return None
-    parts = {k: [] for k in ("means", "quats", "scales", "opacities", "colors")}
+    parts = []
     for lv in levels:
-        m = lv.frame["unit"] / frame["unit"]
-        means = lv.means.astype(np.float64) * m
-        uv, z = world_to_pixels(cam, to_world(means, frame))
-        r = 3.0 * lv.scales.max(1).astype(np.float64) * m * frame["unit"] * cam.K[0, 0] / np.maximum(z, 1e-300)
+        m = lv.frame.unit / frame.unit
+        lg = lv.gaussians
+        means = lg.means.astype(np.float64) * m
+        uv, z = world_to_pixels(cam, frame.to_world(means))
+        r = 3.0 * lg.scales.max(1).astype(np.float64) * m * frame.unit * cam.K[0, 0] / np.maximum(z, 1e-300)
         with np.errstate(invalid="ignore"):
             sel = ((z > 0) & (uv[:, 0] + r > 0) & (uv[:, 0] - r < cam.width)
                    & (uv[:, 1] + r > 0) & (uv[:, 1] - r < cam.height))
-        parts["means"].append(means[sel])
-        parts["scales"].append(lv.scales[sel].astype(np.float64) * m)
-        for k in ("quats", "opacities", "colors"):
-            parts[k].append(getattr(lv, k)[sel])
-    g = {k: np.concatenate(v) for k, v in parts.items()}
-    if len(g["means"]) == 0:
+        parts.append(lg.select(sel).replace(means=means[sel], scales=lg.scales[sel].astype(np.float64) * m))
+    g = Gaussians.concat(parts)
+    if len(g) == 0:
         return None
     with torch.no_grad():
-        rgb, alpha = render_level(g, cam, frame, backend=backend)
+        rgb, alpha = render_level(g, cam, frame, backend=backend, device=device)
     return rgb
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Peak signal-to-noise ratio (dB) of images in [0, 1]."""
-    mse = float(torch.mean((torch.as_tensor(a).detach().float() - torch.as_tensor(b).float()) ** 2))
+    mse = float(torch.mean((torch.as_tensor(a).detach().float().cpu() - torch.as_tensor(b).float().cpu()) ** 2))
     return float("inf") if mse == 0 else -10.0 * math.log10(mse)
 
 
@@ -332,28 +332,30 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5)
     return m.mean()
 
 
-def colour_operator(g: dict, cam: Camera, frame: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def colour_operator(g: Gaussians, cam: Camera, frame: LevelFrame,
+                    device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The level render as a linear map of the colours, rgb = A c (+ T·background).
 
     g: Gaussians as for render_level (their colours unused). One pass of the reference
-    rasterizer (raster.composite_weights) → (A [H·W, N] and Aᵀ [N, H·W] sparse CSR float32,
-    A[u, k] = T_k(u)·α_k(u); T [H·W] the transmittance left for the background).
+    rasterizer (raster.composite_weights) on device → (A [H·W, N] and Aᵀ [N, H·W] sparse CSR
+    float32, A[u, k] = T_k(u)·α_k(u); T [H·W] the transmittance left for the background).
     """
-    t = {k: torch.as_tensor(g[k], dtype=torch.float32) for k in ("means", "quats", "scales", "opacities")}
-    V = torch.as_tensor(local_viewmat(cam, frame), dtype=torch.float32)[None]
-    K = torch.as_tensor(cam.K, dtype=torch.float32)[None]
+    t = on_device(g, device)
+    dev = t.means.device
+    V = torch.as_tensor(local_viewmat(cam, frame), dtype=torch.float32, device=dev)[None]
+    K = torch.as_tensor(cam.K, dtype=torch.float32, device=dev)[None]
     with torch.no_grad():
-        p = project(t["means"], t["quats"], t["scales"], t["opacities"], V, K, cam.width, cam.height,
+        p = project(t.means, t.quats, t.scales, t.opacities, V, K, cam.width, cam.height,
                     near_plane=NEAR_LOCAL)
         rows, cols, w, T = composite_weights(p, cam.width, cam.height)
-    n_pix, n = cam.width * cam.height, len(t["means"])
+    n_pix, n = cam.width * cam.height, len(t.means)
     return _csr(rows, cols, w, n_pix, n), _csr(cols, rows, w, n, n_pix), T.reshape(-1)
 
 
 def _csr(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
     """Sparse CSR [n_rows, n_cols] from distinct (rows [M], cols [M], vals [M]) entries."""
     order = torch.argsort(rows * n_cols + cols)
-    crow = torch.zeros(n_rows + 1, dtype=torch.long)
+    crow = torch.zeros(n_rows + 1, dtype=torch.long, device=rows.device)
     crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)
     with warnings.catch_warnings():   # "sparse CSR support is in beta": matmul is all we use
         warnings.simplefilter("ignore")
@@ -361,9 +363,10 @@ def _csr(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int
                                        check_invariants=False)
 
 
-def fit_colors(g: dict, image: np.ndarray, cam: Camera, frame: dict, *, steps: int = COLOUR_STEPS,
+def fit_colors(g: Gaussians, image: np.ndarray, cam: Camera, frame: LevelFrame, *, steps: int = COLOUR_STEPS,
                rounds: int = COLOUR_ROUNDS, ridge: float = COLOUR_RIDGE,
-               background: Optional[torch.Tensor] = None, backend: str = "auto") -> np.ndarray:
+               background: Optional[torch.Tensor] = None, backend: str = "auto",
+               device=None) -> np.ndarray:
     """Deconvolve the per-pixel colours: bounded, ridge-regularised linear least squares
 
         c* = argmin_{c ∈ [0,1]} ‖A c + b − I‖² + λ ‖c − c₀‖²,   → colors [N, 3]
@@ -378,18 +381,19 @@ def fit_colors(g: dict, image: np.ndarray, cam: Camera, frame: dict, *, steps: i
     `rounds` rounds, each freezing the colours that sit on a bound with the gradient pushing
     outward, running steps/rounds CG iterations on the rest and clipping to [0, 1].
     backend is accepted for symmetry with render_level; the weights come from the reference
-    rasterizer (gsplat renders the same image).
+    rasterizer (gsplat renders the same image), on device. → colours as a float32 numpy array.
     """
     if steps <= 0:
-        return np.asarray(g["colors"], np.float32).copy()
+        return np.asarray(g.colors, np.float32).copy()
     if rounds < 1:
         raise ValueError(f"rounds: must be at least 1, got {rounds}")
-    A, At, T = colour_operator(g, cam, frame)
-    I = torch.as_tensor(np.asarray(image, np.float32)).reshape(-1, 3)
-    b = T[:, None] * torch.as_tensor(background, dtype=torch.float32).reshape(-1, 3) \
+    A, At, T = colour_operator(g, cam, frame, device)
+    dev = T.device
+    I = torch.as_tensor(np.asarray(image, np.float32), device=dev).reshape(-1, 3)
+    b = T[:, None] * torch.as_tensor(background, dtype=torch.float32, device=dev).reshape(-1, 3) \
         if background is not None else torch.zeros_like(I)
-    c0 = torch.as_tensor(np.asarray(g["colors"], np.float32))
-    diag = torch.zeros(len(c0)).index_add_(0, A.col_indices(), A.values() ** 2)     # diag AᵀA [N]
+    c0 = torch.as_tensor(np.asarray(g.colors, np.float32), device=dev)
+    diag = torch.zeros(len(c0), device=dev).index_add_(0, A.col_indices(), A.values() ** 2)     # diag AᵀA [N]
     lam = ridge * float(diag.mean()) if len(c0) else 0.0
     M = (diag + lam).clamp_min(1e-12)[:, None]                                      # Jacobi [N, 1]
     rhs = At @ (I - b) + lam * c0                                                    # [N, 3]
@@ -404,7 +408,7 @@ def fit_colors(g: dict, image: np.ndarray, cam: Camera, frame: dict, *, steps: i
         free = (~(((c <= 0) & (r < 0)) | ((c >= 1) & (r > 0)))).float()
         c = cg(H, r * free, c, M, per_round, mask=free)
         c = c.clamp_(0, 1)
-    return c.numpy().copy()
+    return c.cpu().numpy().copy()
 
 
 def cg(H: Callable[[torch.Tensor], torch.Tensor], r: torch.Tensor, x: torch.Tensor, M: torch.Tensor,
@@ -428,29 +432,33 @@ def cg(H: Callable[[torch.Tensor], torch.Tensor], r: torch.Tensor, x: torch.Tens
     return x
 
 
-def refine(g: dict, image: np.ndarray, cam: Camera, frame: dict, *, steps: int,
+def refine(g: Gaussians, image: np.ndarray, cam: Camera, frame: LevelFrame, *, steps: int,
            background: Optional[torch.Tensor] = None, backend: str = "auto",
            lr: Optional[dict] = None, densify: bool = True, ssim_weight: float = 0.2,
-           grow_grad2d: float = 1e-3,
-           should_cancel: Optional[Callable[[], bool]] = None) -> tuple[dict, dict]:
+           grow_grad2d: float = 1e-3, should_cancel: Optional[Callable[[], bool]] = None,
+           device=None) -> tuple[Gaussians, dict]:
     """Fit Gaussians g (local frame) to the level image with the coarser levels frozen.
 
     Loss (3DGS): (1 − λ)·L1 + λ·(1 − SSIM), λ = ssim_weight, of rgb_i + (1 − α_i)·background
     against image [H, W, 3]. Parameters as in 3DGS: means, log scales, quats, logit opacities,
     colours; Adam; densify/prune with gsplat's DefaultStrategy (runs of ≥ DENSIFY_MIN_STEPS
-    steps; grow/prune from steps/4 to 3·steps/4, no opacity reset). → (refined g as float32 arrays, {"loss": [...], "count": N}).
+    steps; grow/prune from steps/4 to 3·steps/4, no opacity reset). The parameters live on
+    device (CUDA: gsplat's rasterizer). → (refined float32 numpy Gaussians, {"loss": [...], "count": N}).
     """
     from gsplat.strategy import DefaultStrategy
 
-    target = torch.as_tensor(np.asarray(image, np.float32))
-    scale0 = float(np.median(g["scales"][:, 0]))
-    extent = float(np.linalg.norm(np.ptp(g["means"], axis=0))) or 1.0
+    t = on_device(g, device)
+    dev = t.means.device
+    target = torch.as_tensor(np.asarray(image, np.float32), device=dev)
+    scale0 = float(t.scales[:, 0].median())
+    extent = float(torch.linalg.norm(t.means.amax(0) - t.means.amin(0))) if len(t) else 0.0
+    extent = extent or 1.0
     params = torch.nn.ParameterDict({
-        "means": torch.nn.Parameter(torch.as_tensor(g["means"], dtype=torch.float32)),
-        "scales": torch.nn.Parameter(torch.log(torch.as_tensor(g["scales"], dtype=torch.float32))),
-        "quats": torch.nn.Parameter(torch.as_tensor(g["quats"], dtype=torch.float32)),
-        "opacities": torch.nn.Parameter(torch.logit(torch.as_tensor(g["opacities"], dtype=torch.float32).clamp(1e-4, 1 - 1e-4))),
-        "colors": torch.nn.Parameter(torch.as_tensor(g["colors"], dtype=torch.float32)),
+        "means": torch.nn.Parameter(t.means.clone()),
+        "scales": torch.nn.Parameter(torch.log(t.scales)),
+        "quats": torch.nn.Parameter(t.quats.clone()),
+        "opacities": torch.nn.Parameter(torch.logit(t.opacities.clamp(1e-4, 1 - 1e-4))),
+        "colors": torch.nn.Parameter(t.colors.clone()),
     })
     # colours at 3DGS's DC rate: Adam steps ≈ lr whatever the gradient, and the colours start
     # from the least-squares fit (fit_colors), so a larger step first undoes it
@@ -472,10 +480,10 @@ def refine(g: dict, image: np.ndarray, cam: Camera, frame: dict, *, steps: int,
         if should_cancel is not None and should_cancel():
             raise JobCancelled("cancelled during refinement")
         info: dict = {}
-        rgb, _ = render_level({"means": params["means"], "quats": params["quats"],
-                               "scales": torch.exp(params["scales"]),
-                               "opacities": torch.sigmoid(params["opacities"]),
-                               "colors": params["colors"].clamp(0, 1)},
+        rgb, _ = render_level(Gaussians(means=params["means"], quats=params["quats"],
+                                        scales=torch.exp(params["scales"]),
+                                        opacities=torch.sigmoid(params["opacities"]),
+                                        colors=params["colors"].clamp(0, 1)),
                               cam, frame, background=background, info=info, backend=backend)
         strategy.step_pre_backward(params, optimizers, state, step, info)
         loss = ((1 - ssim_weight) * (rgb - target).abs().mean()
@@ -489,12 +497,10 @@ def refine(g: dict, image: np.ndarray, cam: Camera, frame: dict, *, steps: int,
             opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
     with torch.no_grad():
-        out = {"means": params["means"].numpy().copy(),
-               "quats": torch.nn.functional.normalize(params["quats"], dim=-1).numpy().copy(),
-               "scales": torch.exp(params["scales"]).numpy().copy(),
-               "opacities": torch.sigmoid(params["opacities"]).numpy().copy(),
-               "colors": params["colors"].clamp(0, 1).numpy().copy()}
-    return out, {"loss": losses, "count": len(out["means"])}
+        out = Gaussians(means=params["means"], quats=torch.nn.functional.normalize(params["quats"], dim=-1),
+                        scales=torch.exp(params["scales"]), opacities=torch.sigmoid(params["opacities"]),
+                        colors=params["colors"].clamp(0, 1)).map(lambda a: a.detach().cpu().numpy().copy())
+    return out, {"loss": losses, "count": len(out)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -559,7 +565,7 @@ def lift_levels(level_images, zoom_cam: Camera, anchor, factor: float, engine, *
                 refine_steps: int = 0, colour_steps: int = COLOUR_STEPS, progress: Optional[Progress] = None,
                 should_cancel: Optional[Callable[[], bool]] = None, depth0=None,
                 refine_max_pixels: Optional[int] = None, backend: str = "auto",
-                sigma_px: float = SIGMA_PX, opacity: float = OPACITY0) -> list[LevelGaussians]:
+                sigma_px: float = SIGMA_PX, opacity: float = OPACITY0, device=None) -> list[LevelGaussians]:
     """Lift the zoom stack to Gaussians, level by level (the module docstring's loop).
 
     level_images: list of [H, W, 3] float32 in [0, 1] (level i seen by zoom_level_camera(i));
@@ -567,15 +573,18 @@ def lift_levels(level_images, zoom_cam: Camera, anchor, factor: float, engine, *
     engine: has estimate_depth(image, cam) (engines.base.DepthEstimator); depth0: optional
     [H, W] reference z-depth of level 0 (e.g. the dream cloud's z-buffer in the zoom camera).
     colour_steps: steps of the colour deconvolution (fit_colors) of the per-pixel Gaussians;
-    refine_steps: Adam steps per level (0 = none). Without CUDA, levels with more than
+    refine_steps: Adam steps per level (0 = none). Off CUDA, levels with more than
     refine_max_pixels pixels (default 128², None on CUDA) are not refined (stats["refined"]).
+    device: where the Gaussians are rendered, fitted and refined (default: engine.device, so a
+    CUDA engine renders with gsplat; "cpu" when the engine names none).
     progress("lift", level, n_levels, message) after each level; should_cancel() is polled.
     """
     images = _check_inputs(level_images, zoom_cam, anchor, factor)
     anchor = np.asarray(anchor, np.float64)
     p = float(factor)
+    device = torch.device(device if device is not None else getattr(engine, "device", None) or "cpu")
     if refine_max_pixels is None:
-        refine_max_pixels = 1 << 62 if torch.cuda.is_available() else 128 * 128
+        refine_max_pixels = 1 << 62 if device.type == "cuda" else 128 * 128
     report = progress or (lambda *a: None)
     levels: list[LevelGaussians] = []
     for i, I_i in enumerate(images):
@@ -589,28 +598,30 @@ def lift_levels(level_images, zoom_cam: Camera, anchor, factor: float, engine, *
         else:
             ref = overlap_reference(levels[-1].depth, p)
             D, fit = align_depth(D_hat, ref, f_ref=float(np.sqrt(cam.K[0, 0] * cam.K[1, 1])) / p)
-        serial = 1 if cam.width * cam.height <= SERIAL_PIXELS and backend != "gsplat" else None
+        serial = (1 if cam.width * cam.height <= SERIAL_PIXELS and backend != "gsplat"
+                  and device.type == "cpu" else None)
         with torch_threads(serial):
             g = pixel_gaussians(cam, I_i, D, frame, sigma_px=sigma_px, opacity=opacity)
             stats = {"scale": fit.scale, "shift": fit.shift, "fit_residual": fit.residual,
-                     "pixels": int(len(g["means"])), "refined": False}
-            bg = coarse_background(levels, cam, frame, backend=backend) if (colour_steps or refine_steps) else None
+                     "pixels": len(g), "refined": False}
+            bg = (coarse_background(levels, cam, frame, backend=backend, device=device)
+                  if (colour_steps or refine_steps) else None)
             if colour_steps > 0:
-                g["colors"] = fit_colors(g, I_i, cam, frame, steps=colour_steps, background=bg,
-                                         backend=backend)
+                g = g.replace(colors=fit_colors(g, I_i, cam, frame, steps=colour_steps, background=bg,
+                                                backend=backend, device=device))
             if refine_steps > 0 and cam.width * cam.height <= refine_max_pixels:
-                with torch.no_grad():
-                    stats["psnr_init"] = psnr(render_level(g, cam, frame, background=bg, backend=backend)[0],
-                                              I_i)
+                def level_psnr(gs: Gaussians) -> float:
+                    with torch.no_grad():
+                        return psnr(render_level(gs, cam, frame, background=bg, backend=backend,
+                                                 device=device)[0], I_i)
+
+                stats["psnr_init"] = level_psnr(g)
                 g, rs = refine(g, I_i, cam, frame, steps=refine_steps, background=bg,
-                               backend=backend, should_cancel=should_cancel)
-                with torch.no_grad():
-                    stats["psnr"] = psnr(render_level(g, cam, frame, background=bg, backend=backend)[0],
-                                         I_i)
+                               backend=backend, should_cancel=should_cancel, device=device)
+                stats["psnr"] = level_psnr(g)
                 stats.update(refined=True, loss_first=rs["loss"][0], loss_last=rs["loss"][-1])
-        lv = LevelGaussians(index=i, means=g["means"], quats=g["quats"], scales=g["scales"],
-                            opacities=g["opacities"], colors=g["colors"], frame=frame,
-                            zoom_range=(p ** i, p ** (i + 1)), depth=D, stats=stats)
+        lv = LevelGaussians(index=i, gaussians=g, frame=frame, zoom_range=(p ** i, p ** (i + 1)),
+                            depth=D, stats=stats)
         levels.append(lv)
         report("lift", i + 1, len(images), f"level {i + 1}/{len(images)}: {len(lv)} Gaussians, "
                                            f"depth scale {fit.scale:.3g}")

@@ -16,20 +16,16 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .atomic import atomic_open, write_json_atomic
 from .cameras import Camera, aim_at, from_wire, pixel_grid, pixels_to_world
 from .dream import JobCancelled, dream
 from .gaussians import lift_levels
 from .pointcloud import PointCloud, project, write_ply
-from .splat_ply import write_level_ply
+from .wire.atomic import atomic_open
+from .wire.manifest import ConsensusSummary, Level, Manifest, ViewSummary, ZoomInfo, write_manifest
+from .wire.names import MANIFEST_FILE, POINTCLOUD_FILE, STACK_FILE, level_gaussians, level_image
+from .wire.splats import write_splat_ply
 
 Progress = Callable[[str, int, int, str], None]
-
-POINTCLOUD_FILE = "pointcloud.ply"
-MANIFEST_FILE = "manifest.json"
-LEVEL_IMAGE = "level_{:02d}.png"
-LEVEL_GAUSSIANS = "level_{:02d}.ply"
-STACK_FILE = "zoom_stack.png"
 
 __all__ = ["run_job", "surface_anchor", "JobCancelled", "POINTCLOUD_FILE", "MANIFEST_FILE"]
 
@@ -178,49 +174,35 @@ def run_job(request: dict, out_dir: Path, progress: Optional[Progress] = None,
     report("write", 1, 2, f"writing {len(lifted)} zoom levels")
     levels = write_levels(out_dir, prompts, stack.levels, lifted)
 
-    manifest = {
-        "format": "zoomscape-results", "version": 1,
-        "job_id": _job_id(out_dir, request, job_id),
-        "engine": engine.name, "seed": int(request["seed"]),
-        "scene_prompt": request["scene_prompt"],
-        "pointcloud": {"file": POINTCLOUD_FILE, "points": len(result.cloud)},
-        "views": [{"camera": v["camera"], "new_points": int(v["new_points"]),
-                   "scale": float(v["scale"]), "overlap": float(v["overlap"])}
-                  for v in result.views],
-        "consensus": None if result.consensus is None else {
-            "samples": result.consensus.used,
-            "disagreement_before": result.consensus.sigma_before,
-            "disagreement_after": result.consensus.sigma_after,
-            "largest_move": float(np.abs(result.consensus.factor).max(initial=0.0))},
-        "zoom": {"camera": zoom_wire["name"], **_camera_fields(lcam), "factor": factor,
-                 "levels": [{"prompt": p} for p in prompts],
-                 "anchor": anchor, "anchor_source": anchor_source,
-                 "stack_image": STACK_FILE},
-        "levels": levels,
-    }
+    consensus = result.consensus
+    manifest = Manifest(
+        job_id=_job_id(out_dir, request, job_id), pointcloud_file=POINTCLOUD_FILE,
+        points=len(result.cloud), engine=engine.name, seed=int(request["seed"]),
+        scene_prompt=request["scene_prompt"],
+        views=[ViewSummary(v["camera"], int(v["new_points"]), float(v["scale"]), float(v["overlap"]))
+               for v in result.views],
+        consensus=None if consensus is None else ConsensusSummary(
+            consensus.used, consensus.sigma_before, consensus.sigma_after,
+            float(np.abs(consensus.factor).max(initial=0.0))),
+        zoom=ZoomInfo(zoom_wire["name"], lcam.matrix_world, lcam.intrinsics, factor, prompts,
+                      np.asarray(anchor, np.float64), anchor_source, STACK_FILE),
+        levels=levels)
     check_cancel()
-    write_json_atomic(out_dir / MANIFEST_FILE, manifest)
+    write_manifest(out_dir, manifest)
     report("write", 2, 2, "done")
-    return manifest
+    return manifest.to_dict()
 
 
-def _camera_fields(cam: Camera) -> dict:
-    """The manifest's camera fields: Blender matrix_world and pixel intrinsics of cam."""
-    return {"matrix_world": cam.matrix_world.tolist(),
-            "fx": float(cam.K[0, 0]), "fy": float(cam.K[1, 1]),
-            "cx": float(cam.K[0, 2]), "cy": float(cam.K[1, 2]),
-            "width": int(cam.width), "height": int(cam.height)}
-
-
-def write_levels(out_dir: Path, prompts: list[str], images: list[np.ndarray], lifted: list) -> list[dict]:
-    """level_NN.png and level_NN.ply per level, and the stack strip; → the manifest's "levels"."""
+def write_levels(out_dir: Path, prompts: list[str], images: list[np.ndarray], lifted: list) -> list[Level]:
+    """level_NN.png and level_NN.ply per level, and the stack strip; → the manifest's levels."""
     out = []
     for i, (prompt, image, level) in enumerate(zip(prompts, images, lifted)):
-        png, ply = LEVEL_IMAGE.format(i), LEVEL_GAUSSIANS.format(i)
+        png, ply = level_image(i), level_gaussians(i)
         write_png(out_dir / png, image)
-        write_level_ply(out_dir / ply, level)
-        out.append({"index": i, "prompt": prompt, "image": png, "gaussians": ply, "count": len(level),
-                    "frame": level.frame, "zoom_range": [float(v) for v in level.zoom_range]})
+        write_splat_ply(out_dir / ply, level.gaussians)
+        out.append(Level(index=i, gaussians=ply, frame=level.frame,
+                         zoom_range=tuple(float(v) for v in level.zoom_range), prompt=prompt,
+                         image=png, count=len(level)))
     write_png(out_dir / STACK_FILE, np.concatenate(list(images), axis=1))
     return out
 

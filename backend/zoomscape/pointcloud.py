@@ -13,55 +13,18 @@ even from a new viewpoint.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from .atomic import atomic_open
 from .cameras import Camera, pixel_grid, pixels_to_world, world_to_pixels
+from .wire.ply import POINT_DTYPE as PLY_DTYPE  # noqa: F401 (the layout, for tests)
+from .wire.ply import PointCloud, read_point_ply
+from .wire.ply import write_point_ply as write_ply  # noqa: F401 (atomic; x y z, rgb uchar, radius)
 
 # Half the diagonal of a unit pixel: a point's radius is this many pixel sizes at its depth, so
 # splats of neighbouring pixels touch diagonally and overlap along the rows and columns.
 FOOTPRINT_PX = float(np.sqrt(0.5))
-
-
-@dataclass
-class PointCloud:
-    """A coloured point cloud.
-
-    xyz: [N, 3] float64 world coordinates; rgb: [N, 3] float32 in [0, 1];
-    radius: [N] float32, the world-space footprint of each point (metres).
-    """
-
-    xyz: np.ndarray
-    rgb: np.ndarray
-    radius: np.ndarray
-
-    def __post_init__(self):
-        self.xyz = np.ascontiguousarray(self.xyz, dtype=np.float64).reshape(-1, 3)
-        self.rgb = np.ascontiguousarray(self.rgb, dtype=np.float32).reshape(-1, 3)
-        self.radius = np.ascontiguousarray(self.radius, dtype=np.float32).reshape(-1)
-        n = len(self.xyz)
-        if len(self.rgb) != n or len(self.radius) != n:
-            raise ValueError(f"PointCloud: xyz has {n} points but rgb has {len(self.rgb)} and "
-                             f"radius has {len(self.radius)}; all three must have the same length")
-
-    def __len__(self) -> int:
-        return len(self.xyz)
-
-    @staticmethod
-    def empty() -> "PointCloud":
-        """A cloud with no points."""
-        return PointCloud(np.zeros((0, 3)), np.zeros((0, 3), np.float32), np.zeros(0, np.float32))
-
-    def select(self, mask_or_index) -> "PointCloud":
-        """The points picked by a boolean mask [N] or an integer index array [M]."""
-        sel = np.asarray(mask_or_index)
-        if sel.dtype == bool and sel.shape != (len(self),):
-            raise ValueError(f"PointCloud.select: boolean mask has shape {sel.shape}, "
-                             f"expected ({len(self)},)")
-        return PointCloud(self.xyz[sel], self.rgb[sel], self.radius[sel])
 
 
 @dataclass
@@ -263,121 +226,15 @@ def voxel_downsample(cloud: PointCloud, voxel: float) -> PointCloud:
 
 
 # ---------------------------------------------------------------------------------------------
-# PLY I/O
-
-PLY_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
-                      ("red", "u1"), ("green", "u1"), ("blue", "u1"), ("radius", "<f4")])
-
-_PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
-}
-_PLY_FORMATS = {"binary_little_endian": "<", "binary_big_endian": ">"}
-
-
-def write_ply(path, cloud: PointCloud) -> None:
-    """Write the wire's point-cloud PLY (binary little-endian; x y z float, red green blue uchar,
-    radius float), atomically: the file appears complete or not at all.
-    """
-    path = os.fspath(path)
-    data = np.empty(len(cloud), PLY_DTYPE)
-    for a, name in enumerate("xyz"):
-        data[name] = cloud.xyz[:, a]
-    rgb8 = np.round(np.clip(np.nan_to_num(cloud.rgb), 0.0, 1.0) * 255.0).astype(np.uint8)
-    for a, name in enumerate(("red", "green", "blue")):
-        data[name] = rgb8[:, a]
-    data["radius"] = cloud.radius
-    header = ("ply\nformat binary_little_endian 1.0\ncomment zoomscape point cloud\n"
-              f"element vertex {len(cloud)}\n"
-              + "".join(f"property {t} {n}\n" for n, t in (
-                  ("x", "float"), ("y", "float"), ("z", "float"), ("red", "uchar"),
-                  ("green", "uchar"), ("blue", "uchar"), ("radius", "float")))
-              + "end_header\n")
-    with atomic_open(path) as f:
-        f.write(header.encode("ascii"))
-        data.tofile(f)
-
-
-def _read_ply_header(f, path: str) -> tuple[str, list[tuple[str, int, list]]]:
-    """Parse a PLY header → (format, [(element name, count, [(property, numpy type)])])."""
-    if f.readline().strip() != b"ply":
-        raise ValueError(f"{path}: not a PLY file (first line is not 'ply')")
-    fmt, elements = None, []
-    while True:
-        line = f.readline()
-        if not line:
-            raise ValueError(f"{path}: PLY header has no end_header")
-        words = line.decode("ascii", errors="replace").split()
-        if not words or words[0] in ("comment", "obj_info"):
-            continue
-        if words[0] == "end_header":
-            break
-        if words[0] == "format":
-            if len(words) != 3 or words[2] != "1.0":
-                raise ValueError(f"{path}: unsupported PLY format line {line.strip()!r}")
-            fmt = words[1]
-        elif words[0] == "element" and len(words) == 3:
-            elements.append((words[1], int(words[2]), []))
-        elif words[0] == "property" and elements:
-            if words[1] == "list":
-                elements[-1][2].append((words[-1], None))
-            elif len(words) == 3 and words[1] in _PLY_TYPES:
-                elements[-1][2].append((words[2], _PLY_TYPES[words[1]]))
-            else:
-                raise ValueError(f"{path}: unsupported PLY property {line.strip()!r}")
-        else:
-            raise ValueError(f"{path}: malformed PLY header line {line.strip()!r}")
-    if fmt not in _PLY_FORMATS:
-        raise ValueError(f"{path}: PLY format '{fmt}' is not supported "
-                         "(only binary_little_endian and binary_big_endian)")
-    return fmt, elements
-
-
-def _colour(arr: np.ndarray) -> np.ndarray:
-    """PLY colour channel → float32 in [0, 1] (integers are scaled by their type's maximum)."""
-    if arr.dtype.kind in "ui":
-        return arr.astype(np.float32) / np.float32(np.iinfo(arr.dtype).max)
-    return arr.astype(np.float32)
-
+# PLY I/O: the wire's point-cloud layout (wire.ply)
 
 def read_ply(path) -> PointCloud:
-    """Read a binary PLY point cloud (any element order, extra properties ignored).
+    """Read a binary PLY point cloud (any element order, extra properties ignored; wire.ply).
 
-    Needs vertex properties x, y, z; colours red/green/blue (integer or float) default to 0.5 grey
-    and radius defaults to 0 (a one-pixel splat). Raises ValueError naming what is unsupported
-    (ascii files, list properties in or before the vertex element, missing x/y/z, truncation).
+    Needs vertex properties x, y, z; colours default to 0.5 grey and radius to 0 (a one-pixel
+    splat). Raises ValueError naming what is unsupported.
     """
-    path = os.fspath(path)
-    with open(path, "rb") as f:
-        fmt, elements = _read_ply_header(f, path)
-        offset = f.tell()
-    endian = _PLY_FORMATS[fmt]
-    for name, count, props in elements:
-        if any(t is None for _, t in props):
-            raise ValueError(f"{path}: PLY element '{name}' has list properties before or in "
-                             "the vertex element; not supported")
-        dtype = np.dtype([(p, endian + t) for p, t in props])
-        if name == "vertex":
-            break
-        offset += count * dtype.itemsize
-    else:
-        raise ValueError(f"{path}: PLY file has no 'vertex' element")
-    names = [p for p, _ in props]
-    missing = [a for a in "xyz" if a not in names]
-    if missing:
-        raise ValueError(f"{path}: PLY vertex element lacks properties {missing}")
-    need = offset + count * dtype.itemsize
-    size = os.path.getsize(path)
-    if size < need:
-        raise ValueError(f"{path}: PLY file is truncated: {count} vertices need {need} bytes, "
-                         f"file has {size}")
-    data = np.fromfile(path, dtype=dtype, count=count, offset=offset)
-    xyz = np.stack([data[a].astype(np.float64) for a in "xyz"], axis=1)
-    if all(c in names for c in ("red", "green", "blue")):
-        rgb = np.stack([_colour(data[c]) for c in ("red", "green", "blue")], axis=1)
-    else:
-        rgb = np.full((count, 3), 0.5, np.float32)
-    radius = data["radius"] if "radius" in names else np.zeros(count, np.float32)
-    return PointCloud(xyz, rgb, radius)
+    cloud = read_point_ply(path)
+    if cloud.radius is None:
+        cloud.radius = np.zeros(len(cloud), np.float32)
+    return cloud

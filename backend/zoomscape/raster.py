@@ -333,6 +333,25 @@ def _gsplat_cuda_ready() -> bool:
         return False
 
 
+def choose_backend(device: torch.device, backend: str = "auto") -> str:
+    """The rasterizer that renders tensors on device: "gsplat" or "reference".
+
+    "auto" takes gsplat for CUDA devices when its CUDA extension loads, the reference rasterizer
+    otherwise; "reference" and "gsplat" are taken as asked. ValueError for anything else.
+    """
+    if backend not in ("auto", "reference", "gsplat"):
+        raise ValueError(f"backend: must be 'auto', 'reference' or 'gsplat', got {backend!r}")
+    if backend != "auto":
+        return backend
+    return "gsplat" if torch.device(device).type == "cuda" and _gsplat_cuda_ready() else "reference"
+
+
+def gsplat_rasterization():
+    """gsplat.rasterization (imported on first use; gsplat is an optional dependency)."""
+    from gsplat import rasterization
+    return rasterization
+
+
 def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
               viewmats: Tensor, Ks: Tensor, width: int, height: int, *,
               near_plane: float = 0.01, far_plane: float = 1e10, eps2d: float = 0.3,
@@ -362,12 +381,8 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
         _check("colors", colors, (C, N, None))
     if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
         raise ValueError(f"width, height: must be positive ints, got {width!r}, {height!r}")
-    if backend not in ("auto", "reference", "gsplat"):
-        raise ValueError(f"backend: must be 'auto', 'reference' or 'gsplat', got {backend!r}")
-    use_gsplat = backend == "gsplat" or (backend == "auto" and means.is_cuda and _gsplat_cuda_ready())
-    if use_gsplat:
-        from gsplat import rasterization
-        rgb, alpha, meta = rasterization(
+    if choose_backend(means.device, backend) == "gsplat":
+        rgb, alpha, meta = gsplat_rasterization()(
             means, quats, scales, opacities, colors, viewmats, Ks, width, height,
             near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, packed=False,
             rasterize_mode="antialiased" if antialiased else "classic", backgrounds=backgrounds)

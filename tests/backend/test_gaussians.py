@@ -46,7 +46,7 @@ def test_per_pixel_gaussians_reach_30db_and_refinement_raises_it():
     plain = ProceduralEngine(depth_lies=[(1.0, 0.0)])
     plain.world_for(PROMPT, SEED)
     lv = lift_levels(images[:1], cam, anchor, 4.0, plain, colour_steps=0)[0]
-    rgb, _ = render_level({k: getattr(lv, k) for k in ("means", "quats", "scales", "opacities", "colors")},
+    rgb, _ = render_level(lv.gaussians,
                           zoom_level_camera(cam, 4.0, 0), lv.frame)
     assert psnr(rgb, images[0]) < levels[0].stats["psnr_init"] - 2
 
@@ -84,19 +84,19 @@ def test_deep_level_local_frame_keeps_float32_precision():
     rgb, depth = world.render(ci)
     frame = level_frame(cam, anchor, p, i)
     g = pixel_gaussians(ci, rgb, depth, frame)
-    assert g["means"].dtype == np.float32
+    assert g.means.dtype == np.float32
     truth = pixels_to_world(ci, pixel_grid(24, 24), depth.reshape(-1))      # float64 metres
-    unit = frame["unit"]
-    err = np.abs(to_world(g["means"], frame) - truth).max() / unit
+    unit = frame.unit
+    err = np.abs(to_world(g.means, frame) - truth).max() / unit
     # the only error left is float32 rounding of the local coordinates themselves (the procedural
     # world's depth at 4^10 varies by ~10^4 units along the ray, so |x_l| reaches ~10^4)
-    rounding = 2.0 ** -23 * np.abs(g["means"]).max()
+    rounding = 2.0 ** -23 * np.abs(g.means).max()
     assert err <= 2 * rounding, (err, rounding)
-    local_err = (to_world(g["means"], frame) - truth) @ np.asarray(frame["rotation"]) / unit
+    local_err = (to_world(g.means, frame) - truth) @ frame.rotation / unit
     assert np.abs(local_err[:, :2]).max() < 1e-5          # across the image: < 10^-5 of a unit
     naive = np.abs(truth.astype(np.float32).astype(np.float64) - truth).max() / unit
     assert naive > 100 * err                              # world coordinates in float32: 500× worse
-    np.testing.assert_allclose(to_local(to_world(g["means"], frame), frame), g["means"], atol=1e-5)
+    np.testing.assert_allclose(to_local(to_world(g.means, frame), frame), g.means, atol=1e-5)
     # and the level renders from its camera in local units
     out, _ = render_level(g, ci, frame)
     assert psnr(out, rgb) > 27
@@ -132,13 +132,13 @@ def test_colour_fit_is_the_bounded_least_squares_optimum():
     # a target with saturated patches, so the bounds are active
     target = np.clip(rgb * 1.6 - 0.2, 0, 1).astype(np.float32)
     A, At, T = colour_operator(g, cam, frame)
-    out, alpha = render_level(dict(g, colors=target.reshape(-1, 3)), cam, frame, background=bg)
+    out, alpha = render_level(g.replace(colors=target.reshape(-1, 3)), cam, frame, background=bg)
     lin = (A @ torch.as_tensor(target.reshape(-1, 3))) + T[:, None] * 0.5
     torch.testing.assert_close(lin, out.reshape(-1, 3), atol=2e-6, rtol=0)
     torch.testing.assert_close(T, 1 - alpha.reshape(-1), atol=2e-6, rtol=0)
 
     c = fit_colors(g, target, cam, frame, background=bg)
-    assert c.shape == g["colors"].shape and c.min() >= 0 and c.max() <= 1
+    assert c.shape == g.colors.shape and c.min() >= 0 and c.max() <= 1
     # the same problem for scipy: [A; √λ I] c ≈ [I − b; √λ c₀], bounded to [0, 1]
     Ad = A.to_dense().numpy().astype(np.float64)
     lam = COLOUR_RIDGE * float((Ad ** 2).sum(0).mean())
@@ -146,16 +146,16 @@ def test_colour_fit_is_the_bounded_least_squares_optimum():
     M = vstack([csr_matrix(Ad), np.sqrt(lam) * identity(n)])
     b = (T.numpy()[:, None] * 0.5).astype(np.float64)
     obj = lambda x, ch: (np.sum((Ad @ x + b[:, 0] - target.reshape(-1, 3)[:, ch]) ** 2)  # noqa: E731
-                         + lam * np.sum((x - g["colors"][:, ch]) ** 2))
+                         + lam * np.sum((x - g.colors[:, ch]) ** 2))
     for ch in range(3):
-        y = np.concatenate([target.reshape(-1, 3)[:, ch] - b[:, 0], np.sqrt(lam) * g["colors"][:, ch]])
+        y = np.concatenate([target.reshape(-1, 3)[:, ch] - b[:, 0], np.sqrt(lam) * g.colors[:, ch]])
         best = lsq_linear(M, y, bounds=(0, 1), tol=1e-10).x
-        start = obj(g["colors"][:, ch].astype(np.float64), ch)
+        start = obj(g.colors[:, ch].astype(np.float64), ch)
         ours = obj(c[:, ch].astype(np.float64), ch)
         assert ours - obj(best, ch) < 0.02 * (start - obj(best, ch)), (ch, start, ours, obj(best, ch))
     # and the deconvolution renders the target far better than the pixel colours themselves
-    fitted, _ = render_level(dict(g, colors=c), cam, frame, background=bg)
-    plain, _ = render_level(dict(g, colors=target.reshape(-1, 3)), cam, frame, background=bg)
+    fitted, _ = render_level(g.replace(colors=c), cam, frame, background=bg)
+    plain, _ = render_level(g.replace(colors=target.reshape(-1, 3)), cam, frame, background=bg)
     assert psnr(fitted, target) > psnr(plain, target) + 3
 
 

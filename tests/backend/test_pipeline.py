@@ -134,7 +134,7 @@ def test_zoom_levels_are_written_in_their_local_frames(job):
     from PIL import Image
 
     from zoomscape.cameras import level_frame
-    from zoomscape.splat_ply import read_splat_ply
+    from zoomscape.wire.splats import read_splat_ply
 
     out, manifest, engine, _ = job
     z, levels = manifest["zoom"], manifest["levels"]
@@ -143,8 +143,8 @@ def test_zoom_levels_are_written_in_their_local_frames(job):
     for i, lv in enumerate(levels):
         assert (lv["index"], lv["image"], lv["gaussians"]) == (i, f"level_{i:02d}.png", f"level_{i:02d}.ply")
         frame = level_frame(cam, z["anchor"], 4.0, i)
-        assert np.allclose(lv["frame"]["origin"], frame["origin"]) and lv["frame"]["unit"] == 4.0 ** -i
-        assert np.allclose(lv["frame"]["rotation"], frame["rotation"])
+        assert np.allclose(lv["frame"]["origin"], frame.origin) and lv["frame"]["unit"] == 4.0 ** -i
+        assert np.allclose(lv["frame"]["rotation"], frame.rotation)
         assert lv["zoom_range"] == [4.0 ** i, 4.0 ** (i + 1)]
         image = np.asarray(Image.open(out / lv["image"]))
         assert image.shape == (z["height"], z["width"], 3) and image.std() > 2

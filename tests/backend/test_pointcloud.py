@@ -364,7 +364,6 @@ def test_read_ply_rejects_what_it_cannot_read(tmp_path):
 
 
 def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
-    import zoomscape.pointcloud as pc_module
     path = tmp_path / "pc.ply"
     good = representable_cloud(np.random.default_rng(8), 10)
     write_ply(path, good)
@@ -372,7 +371,7 @@ def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pc_module.os, "fsync", disk_full)   # fails after the .tmp is written
+    monkeypatch.setattr(os, "fsync", disk_full)   # fails after the .tmp is written
     with pytest.raises(OSError):
         write_ply(path, representable_cloud(np.random.default_rng(9), 20))
     monkeypatch.undo()

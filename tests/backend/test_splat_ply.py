@@ -1,9 +1,15 @@
-"""3DGS PLY: exact Inria layout (names, order, float32 LE, activations), round trip, peer reader."""
+"""3DGS PLY (wire.splats): exact Inria layout (names, order, float32 LE, activations), round trip, peer reader."""
 import numpy as np
 import pytest
 from plyfile import PlyData
 
-from zoomscape.splat_ply import C0, PROPERTIES, read_splat_ply, write_splat_ply
+from zoomscape.wire.splats import PROPERTIES, Gaussians, read_splat_ply
+from zoomscape.wire.splats import SH_C0 as C0
+from zoomscape.wire.splats import write_splat_ply as write_gaussians
+
+
+def write_splat_ply(path, **arrays):
+    write_gaussians(path, Gaussians(**arrays))
 
 
 def random_splats(n, seed=0):
