@@ -17,7 +17,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-API = "/v1"
+from .wire.atomic import atomic_open
+from .wire.names import API_PATH
+
 POLL_SECONDS = 0.5
 
 
@@ -47,7 +49,7 @@ class Client:
 
     def _open(self, method: str, path: str, body=None, timeout: float | None = None):
         data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode("utf-8")
-        req = urllib.request.Request(self.url + API + path, data=data, method=method)
+        req = urllib.request.Request(self.url + API_PATH + path, data=data, method=method)
         req.add_header("Accept", "application/json")
         if data is not None:
             req.add_header("Content-Type", "application/json")
@@ -97,13 +99,12 @@ class Client:
         return self.json("GET", f"/jobs/{urllib.parse.quote(job_id)}/files")["files"]
 
     def download(self, job_id: str, name: str, path: str) -> None:
-        """Stream one result file to path (written to path + '.part', then renamed)."""
-        part = path + ".part"
+        """Stream one result file to path atomically (wire.atomic: a temp file beside it, renamed
+        when complete, removed on error)."""
         with self._open("GET", f"/jobs/{urllib.parse.quote(job_id)}/files/{urllib.parse.quote(name)}",
-                        timeout=60.0) as resp, open(part, "wb") as f:
+                        timeout=60.0) as resp, atomic_open(path) as f:
             while chunk := resp.read(1 << 20):
                 f.write(chunk)
-        os.replace(part, path)
 
 
 def download_results(client: Client, job_id: str, out_dir: str) -> list:

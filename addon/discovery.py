@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import queue
 
-SERVICE_TYPE = "_zoomscape._tcp.local."
+from .wire.names import SERVICE_TYPE
 
 
 class DiscoveryError(RuntimeError):

@@ -1,5 +1,5 @@
-"""Results → Blender objects: a point cloud becomes a mesh of loose vertices with a colour and a
-radius attribute (bulk ``foreach_set``), shown as points by a geometry nodes modifier
+"""Results → Blender objects: a point cloud (wire.ply.PointCloud) becomes a mesh of loose vertices
+with a colour and a radius attribute (bulk ``foreach_set``), shown as points by a geometry nodes modifier
 (Mesh to Points → Set Material) with an emission material that reads the colour attribute, so it
 renders the same in Cycles and EEVEE. The material mixes the emission over Transparent by its
 ``fade_out`` Value node (0 = shown): the level rig gives a cloud in its rig its own copy of the
@@ -11,7 +11,7 @@ import numpy as np
 
 import bpy
 
-from .ply_io import PointCloud
+from .wire.ply import PointCloud
 
 COLLECTION = "Zoomscape"
 COLOR_ATTR = "zs_color"
@@ -25,17 +25,17 @@ JOB_KEY = "zoomscape_job"
 RADIUS_SCALE = 0.6  # footprint (metres per pixel) → sphere radius with a little overlap
 
 
-def srgb_to_linear_lut() -> np.ndarray:
-    """[256] float32: uchar sRGB → linear (the IEC 61966-2-1 curve)."""
-    c = np.arange(256, dtype=np.float64) / 255.0
-    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    return lin.astype(np.float32)
+def srgb_to_linear(c) -> np.ndarray:
+    """IEC 61966-2-1 decoding of display sRGB c (any shape; clipped to [0, 1]) → float32 linear."""
+    c = np.clip(np.asarray(c, dtype=np.float32), 0.0, 1.0)
+    return np.where(c <= 0.04045, c / np.float32(12.92),
+                    ((c + np.float32(0.055)) / np.float32(1.055)) ** np.float32(2.4)).astype(np.float32)
 
 
 def linear_rgba(rgb: np.ndarray) -> np.ndarray:
-    """rgb: [N, 3] uint8 sRGB → [N, 4] float32 linear RGBA (alpha 1)."""
+    """rgb: [N, 3] float display sRGB in [0, 1] → [N, 4] float32 linear RGBA (alpha 1)."""
     rgba = np.ones((rgb.shape[0], 4), dtype=np.float32)
-    rgba[:, :3] = srgb_to_linear_lut()[rgb]
+    rgba[:, :3] = srgb_to_linear(rgb)
     return rgba
 
 
@@ -70,7 +70,8 @@ def points_mesh(name: str, cloud: PointCloud) -> "bpy.types.Mesh":
     n = len(cloud)
     mesh.vertices.add(n)
     # The "position" attribute is the vertices' co; its foreach_set copies the raw buffer (about
-    # 100× faster than vertices.foreach_set("co"), which goes through RNA per vertex).
+    # 100× faster than vertices.foreach_set("co"), which goes through RNA per vertex). The cloud's
+    # xyz is float64; Blender holds float32.
     mesh.attributes["position"].data.foreach_set(
         "vector", np.ascontiguousarray(cloud.xyz, dtype=np.float32).ravel())
     # Create each attribute, then look it up by name: holding a Python reference to one attribute

@@ -23,9 +23,7 @@ an image-space cross-fade in which the finer level wins.
 """
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,72 +32,24 @@ from mathutils import Matrix
 
 from . import splat_import
 from .importers import JOB_KEY, ensure_collection, remove_job_objects
-from .splat_ply import read_splat_ply
+from .wire.cameras import project_blender, zoom_level_intrinsics
+from .wire.manifest import Level, Manifest, ManifestError, ZoomInfo
+from .wire.splats import Gaussians, read_splat_ply
 
 ROOT_KIND, LEVEL_KIND = "level_root", "level"
-FRAME_TOL = 1e-4  # orthonormality tolerance of a level frame's rotation
 FEATHER = 0.1  # the cover weight ramps over this fraction of the finer level's image size
 
 
-class LevelError(ValueError):
-    """The manifest's levels are not usable; the message names the field."""
-
-
-@dataclass(frozen=True)
-class Level:
-    """One zoom level of the manifest. rotation: [3, 3] float64, origin: [3] float64."""
-
-    index: int
-    gaussians: str
-    origin: np.ndarray
-    rotation: np.ndarray
-    unit: float
-    zoom_range: tuple[float, float]
-    prompt: str = ""
-
-
-def parse_levels(manifest: dict) -> list[Level]:
-    """manifest["levels"] → [Level] sorted by index; clear errors naming the field."""
-    raw = manifest.get("levels")
-    if not isinstance(raw, list) or not raw:
-        raise LevelError("levels: missing or empty in the manifest")
-    out = []
-    for j, lv in enumerate(raw):
-        where = f"levels[{j}]"
-        try:
-            frame = lv["frame"]
-            origin = np.asarray(frame["origin"], dtype=np.float64).reshape(3)
-            rotation = np.asarray(frame["rotation"], dtype=np.float64).reshape(3, 3)
-            unit = float(frame["unit"])
-            lo, hi = (float(v) for v in lv["zoom_range"])
-            level = Level(int(lv["index"]), str(lv["gaussians"]), origin, rotation, unit, (lo, hi),
-                          str(lv.get("prompt", "")))
-        except (KeyError, TypeError, ValueError) as e:
-            raise LevelError(f"{where}: needs index, gaussians, frame (origin [3], rotation [3×3], "
-                             f"unit) and zoom_range [2]: {e}") from None
-        if not (np.isfinite(origin).all() and np.isfinite(rotation).all()):
-            raise LevelError(f"{where}.frame: origin and rotation must be finite")
-        if not (math.isfinite(unit) and unit > 0):
-            raise LevelError(f"{where}.frame.unit: {unit} must be > 0")
-        if (np.abs(rotation.T @ rotation - np.eye(3)).max() > FRAME_TOL
-                or abs(np.linalg.det(rotation) - 1) > FRAME_TOL):
-            raise LevelError(f"{where}.frame.rotation: not a rotation (orthonormal within {FRAME_TOL}, det +1)")
-        if not 0 < lo < hi:
-            raise LevelError(f"{where}.zoom_range: {[lo, hi]} must satisfy 0 < lo < hi")
-        if os.path.basename(level.gaussians) != level.gaussians or not level.gaussians:
-            raise LevelError(f"{where}.gaussians: '{level.gaussians}' must be a plain file name")
-        out.append(level)
-    out.sort(key=lambda lv: lv.index)
-    if [lv.index for lv in out] != list(range(len(out))):
-        raise LevelError(f"levels: indices {[lv.index for lv in out]} must be 0..{len(out) - 1}")
-    return out
+class LevelError(ManifestError):
+    """The manifest's levels cannot be imported (e.g. a level file is missing); names the field."""
 
 
 def level_local_matrix(level: Level, anchor: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     """L_i: [4, 4] float64, level i's matrix relative to the unscaled root at (anchor, rotation)."""
+    frame = level.frame
     L = np.eye(4)
-    L[:3, :3] = rotation.T @ level.rotation * level.unit
-    L[:3, 3] = rotation.T @ (level.origin - anchor)
+    L[:3, :3] = rotation.T @ frame.rotation * frame.unit
+    L[:3, 3] = rotation.T @ (frame.origin - anchor)
     return L
 
 
@@ -115,28 +65,18 @@ def fade_weights(tau: np.ndarray, k: int, width: float = 1.0) -> np.ndarray:
     return np.clip((tau - (k - width)) / width, 0.0, 1.0)
 
 
-def cover_weights(means: np.ndarray, level: Level, zoom: dict, factor: float) -> np.ndarray:
+def cover_weights(means: np.ndarray, level: Level, zoom: ZoomInfo) -> np.ndarray:
     """How much level i+1 covers each Gaussian of level i: [N] float32 in [0, 1].
 
     means: [N, 3] in level i's local frame. Level i+1's camera is the zoom camera zoomed by
-    m = p^(i+1) about its image centre c (f_m = m·f, c_m = c + m·(c_0 − c)); a Gaussian whose centre
-    projects at distance δ pixels inside that image's border gets clamp(δ / (FEATHER·min(W, H)), 0, 1).
-    float64 throughout (world points are o + u_i·R·x).
+    p^(i+1) (wire.cameras.zoom_level_intrinsics); a Gaussian whose centre projects at distance δ
+    pixels inside that image's border gets clamp(δ / (FEATHER·min(W, H)), 0, 1), one behind the
+    camera 0. float64 throughout (world points are o + u_i·R·x).
     """
-    try:
-        M = np.asarray(zoom["matrix_world"], dtype=np.float64).reshape(4, 4)
-        fx, fy, cx, cy = (float(zoom[k]) for k in ("fx", "fy", "cx", "cy"))
-        W, H = float(zoom["width"]), float(zoom["height"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise LevelError(f"zoom: matrix_world, fx, fy, cx, cy, width and height are needed for "
-                         f"the levels' cross-fade: {e}") from None
-    X = level.origin + level.unit * (np.asarray(means, dtype=np.float64) @ level.rotation.T)
-    Xc = (X - M[:3, 3]) @ M[:3, :3]  # Blender camera axes (x right, y up, looking down −z)
-    z = -Xc[:, 2]
-    m = float(factor) ** (level.index + 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = m * fx * Xc[:, 0] / z + W / 2 + m * (cx - W / 2)
-        v = -m * fy * Xc[:, 1] / z + H / 2 + m * (cy - H / 2)
+    k = zoom_level_intrinsics(zoom.intrinsics, zoom.factor, level.index + 1)
+    uv, z = project_blender(zoom.matrix_world, k, level.frame.to_world(means))
+    W, H = float(k.width), float(k.height)
+    u, v = uv[:, 0], uv[:, 1]
     inside = np.minimum(np.minimum(u, W - u), np.minimum(v, H - v))
     w = np.clip(inside / (FEATHER * min(W, H)), 0.0, 1.0)
     return np.where(z > 0, np.nan_to_num(w), 0.0).astype(np.float32)
@@ -171,27 +111,28 @@ def attach_world_object(obj, root, anchor: np.ndarray, rotation: np.ndarray) -> 
     parent_to(obj, root, rest_inv @ np.array(obj.matrix_world, dtype=np.float64))
 
 
-def build_level_rig(scene, levels: list[Level], splats_of, job_id: str = "",
-                    name: str = "Zoomscape Levels", zoom: dict | None = None, factor: float = 0.0):
+def build_level_rig(scene, levels: list[Level], gaussians_of, job_id: str = "",
+                    name: str = "Zoomscape Levels", zoom: ZoomInfo | None = None):
     """Import every level under a new root → (root, [level objects] by index).
 
-    splats_of(level) → Splats (e.g. read from the results directory). zoom: the manifest's "zoom"
-    (camera and factor) for the cover weights; None = no cover (levels blend by depth only).
-    Replaces this job's earlier levels and root. The root sits at level 0's origin and rotation.
+    gaussians_of(level) → Gaussians in the level's local frame (e.g. read from the results
+    directory). zoom: the manifest's zoom (camera and factor) for the cover weights; None = no
+    cover (levels blend by depth only). Replaces this job's earlier levels and root. The root sits
+    at level 0's origin and rotation.
     """
     remove_job_objects(job_id, kinds=(ROOT_KIND, LEVEL_KIND))
     for mat in [m for m in bpy.data.materials if m.users == 0 and m.get(JOB_KEY) == job_id]:
         bpy.data.materials.remove(mat)
-    anchor, rotation = levels[0].origin, levels[0].rotation
+    anchor, rotation = levels[0].frame.origin, levels[0].frame.rotation
     root = make_root(scene, anchor, rotation, job_id, name)
     coll = ensure_collection(scene)
     objs = []
     for lv in levels:
-        splats = splats_of(lv)
+        gaussians: Gaussians = gaussians_of(lv)
         extra = None
         if zoom is not None and lv.index + 1 < len(levels):
-            extra = {splat_import.COVER_ATTR: cover_weights(splats.means, lv, zoom, factor)}
-        obj = splat_import.import_splats(scene, splats, f"{name} {lv.index:02d}", job_id,
+            extra = {splat_import.COVER_ATTR: cover_weights(gaussians.means, lv, zoom)}
+        obj = splat_import.import_splats(scene, gaussians, f"{name} {lv.index:02d}", job_id,
                                          coll, kind=LEVEL_KIND, extra=extra)
         obj["zoomscape_level"] = lv.index
         obj["zoomscape_zoom_range"] = list(lv.zoom_range)
@@ -201,20 +142,17 @@ def build_level_rig(scene, levels: list[Level], splats_of, job_id: str = "",
     return root, objs
 
 
-def import_levels(scene, manifest: dict, out_dir: str, job_id: str = ""):
+def import_levels(scene, manifest: Manifest, out_dir: str, job_id: str = ""):
     """Read level_NN.ply of a results directory and build the rig → (root, [level objects])."""
-    levels = parse_levels(manifest)
-    for lv in levels:
+    if not manifest.levels:
+        raise LevelError("levels: missing or empty in the manifest")
+    for lv in manifest.levels:
         path = os.path.join(out_dir, lv.gaussians)
         if not os.path.isfile(path):
             raise LevelError(f"levels[{lv.index}].gaussians: {path} is missing")
-    zoom = manifest.get("zoom") or {}
-    try:
-        factor = float(zoom["factor"])
-    except (KeyError, TypeError, ValueError):
-        raise LevelError("zoom.factor: missing; the levels need the zoom factor") from None
-    return build_level_rig(scene, levels, lambda lv: read_splat_ply(os.path.join(out_dir, lv.gaussians)),
-                           job_id, zoom=zoom, factor=factor)
+    return build_level_rig(scene, manifest.levels,
+                           lambda lv: read_splat_ply(os.path.join(out_dir, lv.gaussians)),
+                           job_id, zoom=manifest.zoom)
 
 
 def rig_of(job_id: str):

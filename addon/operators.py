@@ -13,6 +13,7 @@ from .client import ClientError
 from .discovery import Browser, DiscoveryError
 from .properties import set_server_models
 from .scene_io import SceneError, build_request
+from .wire.names import MAX_LEVELS
 
 
 def fail(op, props, message: str):
@@ -237,8 +238,8 @@ class ZOOMSCAPE_OT_level_add(bpy.types.Operator):
 
     def execute(self, context):
         props = context.scene.zoomscape
-        if len(props.levels) >= 16:
-            return fail(self, props, "zoom.levels: at most 16 levels")
+        if len(props.levels) >= MAX_LEVELS:
+            return fail(self, props, f"zoom.levels: at most {MAX_LEVELS} levels")
         props.levels.add()
         props.levels_index = len(props.levels) - 1
         return {"FINISHED"}

@@ -4,7 +4,8 @@ from __future__ import annotations
 import bpy
 
 from . import preferences, runner, thumbnails
-from .properties import MODEL_ROLES, server_default
+from .properties import server_default
+from .wire.names import MODEL_ROLES
 
 
 class ZOOMSCAPE_UL_backends(bpy.types.UIList):

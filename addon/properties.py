@@ -11,9 +11,7 @@ import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty,
                        IntProperty, PointerProperty, StringProperty)
 
-
-
-MODEL_ROLES = ("text2img", "inpaint", "depth")
+from .wire.names import DEFAULT_PORT, MAX_MODEL_CHARS, MODEL_ROLES, ZOOM_FACTOR_RANGE
 
 
 class ZOOMSCAPE_PG_backend(bpy.types.PropertyGroup):
@@ -68,8 +66,9 @@ def _model_search(role: str):
 
 def _model_prop(role: str, label: str, what: str):
     return StringProperty(name=label, search=_model_search(role), search_options={"SUGGESTION"},
-                          maxlen=500, description=f"{what}: a Hugging Face model id or a folder on the "
-                                                  "server; empty = the server's default")
+                          maxlen=MAX_MODEL_CHARS,
+                          description=f"{what}: a Hugging Face model id or a folder on the server; "
+                                      "empty = the server's default")
 
 
 class ZOOMSCAPE_PG_settings(bpy.types.PropertyGroup):
@@ -77,7 +76,7 @@ class ZOOMSCAPE_PG_settings(bpy.types.PropertyGroup):
 
     # Connection
     host: StringProperty(name="Host", default="127.0.0.1")
-    port: IntProperty(name="Port", default=8765, min=1, max=65535)
+    port: IntProperty(name="Port", default=DEFAULT_PORT, min=1, max=65535)
     backends: CollectionProperty(type=ZOOMSCAPE_PG_backend)
     backends_index: IntProperty(default=-1, update=_backend_selected)
     connected: BoolProperty(name="Connected")
@@ -90,7 +89,8 @@ class ZOOMSCAPE_PG_settings(bpy.types.PropertyGroup):
     levels_index: IntProperty(default=0)
 
     # Generation
-    zoom_factor: FloatProperty(name="Zoom factor", default=4.0, min=1.5, max=8.0,
+    zoom_factor: FloatProperty(name="Zoom factor", default=4.0,
+                               min=ZOOM_FACTOR_RANGE[0], max=ZOOM_FACTOR_RANGE[1],
                                description="How much each level zooms in")
     camera_source: EnumProperty(name="Cameras", items=[
         ("SELECTED", "Selected", "The selected camera objects"),
@@ -150,7 +150,7 @@ def set_server_models(props, models) -> None:
         if not model_id:
             continue
         item = props.server_models.add()
-        item.name, item.role = str(model_id)[:500], entry["role"]
+        item.name, item.role = str(model_id)[:MAX_MODEL_CHARS], entry["role"]
         item.available = bool(entry.get("available", entry.get("status") not in ("missing",)))
 
 

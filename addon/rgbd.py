@@ -29,9 +29,10 @@ import tempfile
 
 import numpy as np
 
+from .wire.names import MIN_KNOWN_PIXELS
+
 EXR_MAGIC = b"v/1\x01"
 EXR_MULTIPART = 0x1000
-MIN_KNOWN_PIXELS = 16  # the backend's init_view.MIN_KNOWN_PIXELS
 _PIXEL_BYTES = {0: 4, 1: 2, 2: 4}  # EXR pixel types: UINT, HALF, FLOAT
 _PIXEL_DTYPES = {0: "<u4", 1: "<f2", 2: "<f4"}
 

@@ -6,7 +6,6 @@ generate operator calls :func:`run_blocking`, which pumps in a loop until the jo
 """
 from __future__ import annotations
 
-import json
 import os
 import queue
 import tempfile
@@ -16,7 +15,9 @@ import bpy
 
 from . import importers, level_rig, preferences, thumbnails, zoom_path
 from .client import Client, JobThread, base_url, download_results
-from .ply_io import read_ply
+from .wire.manifest import Manifest, read_manifest
+from .wire.names import MANIFEST_FILE
+from .wire.ply import read_point_ply
 
 PUMP_SECONDS = 0.2
 _jobs: dict[str, JobThread] = {}  # scene name → running job thread (Python objects can't live in props)
@@ -178,20 +179,11 @@ def run_blocking(scene, timeout: float) -> bool:
     return True
 
 
-def read_manifest(out_dir: str) -> dict:
-    path = os.path.join(out_dir, "manifest.json")
-    with open(path, encoding="utf-8") as f:
-        manifest = json.load(f)
-    if manifest.get("format") != "zoomscape-results":
-        raise ValueError(f"{path}: not a zoomscape results manifest")
-    return manifest
-
-
-def fetch_level_files(scene, manifest: dict, out_dir: str) -> None:
+def fetch_level_files(scene, manifest: Manifest, out_dir: str) -> None:
     """Download the level files (level_NN.ply) the manifest names but out_dir lacks."""
     props = settings(scene)
-    job_id = manifest.get("job_id") or props.job_id
-    missing = [lv.gaussians for lv in level_rig.parse_levels(manifest)
+    job_id = manifest.job_id or props.job_id
+    missing = [lv.gaussians for lv in manifest.levels
                if not os.path.isfile(os.path.join(out_dir, lv.gaussians))]
     if missing and job_id and props.host:
         client = client_for(props)
@@ -201,18 +193,18 @@ def fetch_level_files(scene, manifest: dict, out_dir: str) -> None:
 
 def import_results(scene, out_dir: str):
     """Import the point cloud of the results in out_dir → the point object; when the manifest
-    has "levels" and props.import_levels is on, also every level's Gaussians under a level rig (the
+    has levels and props.import_levels is on, also every level's Gaussians under a level rig (the
     point cloud joins the rig). The level images (if any) are loaded as the panel's thumbnails."""
     props = settings(scene)
     manifest = read_manifest(out_dir)
-    job_id = manifest.get("job_id") or props.job_id
-    cloud = read_ply(os.path.join(out_dir, manifest["pointcloud"]["file"]))
+    job_id = manifest.job_id or props.job_id
+    cloud = read_point_ply(os.path.join(out_dir, manifest.pointcloud_file))
     points = importers.import_points(scene, cloud, f"Zoomscape {job_id[:8]}", job_id)
-    if manifest.get("levels") and props.import_levels:
+    if manifest.levels and props.import_levels:
         fetch_level_files(scene, manifest, out_dir)
         root, _ = level_rig.import_levels(scene, manifest, out_dir, job_id)
-        level_0 = level_rig.parse_levels(manifest)[0]
-        level_rig.attach_world_object(points, root, level_0.origin, level_0.rotation)
+        frame_0 = manifest.levels[0].frame
+        level_rig.attach_world_object(points, root, frame_0.origin, frame_0.rotation)
     else:  # levels off (or none): no level objects, not even an earlier import's
         importers.remove_job_objects(job_id, kinds=(level_rig.ROOT_KIND, level_rig.LEVEL_KIND))
     thumbnails.load_job_images(manifest, out_dir, job_id)
@@ -220,36 +212,35 @@ def import_results(scene, out_dir: str):
 
 
 def build_path(scene, out_dir: str | None):
-    """Key the zoom camera from the panel settings and the manifest's anchor → the camera object."""
+    """Key the zoom camera from the panel settings and the manifest's zoom → the camera object."""
     props = settings(scene)
-    manifest = read_manifest(out_dir) if out_dir else {}
-    zoom = manifest.get("zoom") or {}
-    root, level_objs = level_rig.rig_of(manifest.get("job_id") or props.job_id)
-    if root is not None and manifest.get("levels"):
+    manifest = read_manifest(out_dir) if out_dir else None
+    zoom = manifest.zoom if manifest else None
+    job_id = (manifest.job_id if manifest else None) or props.job_id
+    factor = zoom.factor if zoom is not None else float(props.zoom_factor)
+    root, level_objs = level_rig.rig_of(job_id)
+    if root is not None and manifest and manifest.levels:
         # The levels were painted from the job's zoom camera about its anchor: zoom from there.
         (bpy.context.view_layer or scene.view_layers[0]).update()
-        source = bpy.data.objects.get(zoom.get("camera") or "") or props.zoom_camera or scene.camera
-        factor = float(zoom.get("factor") or props.zoom_factor)
+        source = bpy.data.objects.get(zoom.camera) or props.zoom_camera or scene.camera
         return zoom_path.build_level_zoom(scene, source, root, level_objs, factor,
-                                          props.frames_per_level, props.zoom_mode,
-                                          manifest.get("job_id") or props.job_id,
+                                          props.frames_per_level, props.zoom_mode, job_id,
                                           fade_width=props.fade_width,
-                                          matrix=zoom.get("matrix_world"))
+                                          matrix=zoom.matrix_world.tolist())
     if props.zoom_target is not None:
         anchor = list(props.zoom_target.matrix_world.translation)
-    elif zoom.get("anchor") is not None:
-        anchor = zoom["anchor"]
+    elif zoom is not None:
+        anchor = zoom.anchor
     else:
         raise zoom_path.ZoomPathError("zoom target: none; place an Empty as Zoom target "
                                       "or import a job's results first")
     (bpy.context.view_layer or scene.view_layers[0]).update()  # fresh matrix_world after moves
     source = props.zoom_camera or scene.camera
     if source is None or source.get("zoomscape_kind") == "zoom_camera":
-        source = bpy.data.objects.get(zoom.get("camera") or "")  # the camera the job zoomed from
-    levels = len(zoom.get("levels") or []) or len(props.levels) or 1
-    factor = float(zoom.get("factor") or props.zoom_factor)
+        source = bpy.data.objects.get(zoom.camera) if zoom else None  # the camera the job zoomed from
+    levels = (len(zoom.prompts) if zoom is not None else 0) or len(props.levels) or 1
     return zoom_path.build_zoom_path(scene, source, anchor, factor, levels, props.frames_per_level,
-                                     props.zoom_mode, manifest.get("job_id") or props.job_id)
+                                     props.zoom_mode, job_id)
 
 
 def finish(scene, out_dir: str) -> None:
@@ -267,9 +258,9 @@ def fetch_results(scene) -> str:
         raise ValueError("job: none yet; press Generate first")
     for d in (bpy.path.abspath(props.last_output_dir) if props.last_output_dir else "",
               os.path.join(output_base(props), props.job_id)):
-        if d and os.path.isfile(os.path.join(d, "manifest.json")):
+        if d and os.path.isfile(os.path.join(d, MANIFEST_FILE)):
             try:
-                if read_manifest(d).get("job_id") in (props.job_id, None):
+                if read_manifest(d).job_id in (props.job_id, None):
                     return d
             except (OSError, ValueError):
                 pass

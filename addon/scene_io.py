@@ -1,17 +1,14 @@
 """Blender scene → job request (docs/API.md): cameras, pixel intrinsics, prompts and zoom.
 
-The intrinsics follow the same formula as backend/zoomscape/cameras.py ``blender_intrinsics``
-(the extension cannot import the backend; tests check the two agree with Blender's own
-``world_to_camera_view``).
+The intrinsics are wire.cameras.blender_intrinsics (the formula the backend uses too; tests check
+it against Blender's own ``world_to_camera_view``); the limits are wire.names'.
 """
 from __future__ import annotations
 
 from .rgbd import RgbdError, render_init_rgbd
-
-MIN_RESOLUTION, MAX_RESOLUTION = 64, 2048
-MAX_CAMERAS = 64
-MAX_MODEL_CHARS = 500
-MODEL_ROLES = ("text2img", "inpaint", "depth")  # request "models" keys; props <role>_model
+from .wire.cameras import blender_intrinsics
+from .wire.names import (MAX_CAMERAS, MAX_LEVELS, MAX_MODEL_CHARS, MAX_PROMPT_CHARS, MAX_RESOLUTION,
+                         MIN_RESOLUTION, MODEL_ROLES)
 
 
 class SceneError(ValueError):
@@ -23,29 +20,6 @@ def render_resolution(scene) -> tuple[int, int]:
     r = scene.render
     pct = r.resolution_percentage
     return r.resolution_x * pct // 100, r.resolution_y * pct // 100
-
-
-def intrinsics(lens: float, sensor_width: float, sensor_height: float, sensor_fit: str,
-               shift_x: float, shift_y: float, res_x: int, res_y: int,
-               pixel_aspect_x: float = 1.0, pixel_aspect_y: float = 1.0) -> dict:
-    """Pixel intrinsics {fx, fy, cx, cy, width, height} of a perspective camera.
-
-    fit = AUTO → the larger pixel-aspect-corrected image side; the fitted side spans
-    view_px pixels (res_x, or res_y·a with a = pixel_aspect_y / pixel_aspect_x), then
-    fx = lens / sensor · view_px,  fy = fx / a,
-    cx = res_x/2 − shift_x · view_px,  cy = res_y/2 + shift_y · view_px / a  (v grows downwards).
-    """
-    a = pixel_aspect_y / pixel_aspect_x
-    fit = sensor_fit.upper()
-    if fit == "AUTO":
-        fit = "HORIZONTAL" if pixel_aspect_x * res_x >= pixel_aspect_y * res_y else "VERTICAL"
-        sensor = sensor_width
-    else:
-        sensor = sensor_width if fit == "HORIZONTAL" else sensor_height
-    view_px = res_x if fit == "HORIZONTAL" else a * res_y
-    fx = lens / sensor * view_px
-    return {"fx": fx, "fy": fx / a, "cx": res_x / 2.0 - shift_x * view_px,
-            "cy": res_y / 2.0 + shift_y * view_px / a, "width": int(res_x), "height": int(res_y)}
 
 
 def camera_to_wire(obj, scene) -> dict:
@@ -62,10 +36,10 @@ def camera_to_wire(obj, scene) -> dict:
             raise SceneError(f"camera '{obj.name}': render {axis} {value} px is outside "
                              f"{MIN_RESOLUTION}..{MAX_RESOLUTION} (Output ▸ Resolution × %)")
     r = scene.render
-    K = intrinsics(cam.lens, cam.sensor_width, cam.sensor_height, cam.sensor_fit,
-                   cam.shift_x, cam.shift_y, w, h, r.pixel_aspect_x, r.pixel_aspect_y)
+    K = blender_intrinsics(cam.lens, cam.sensor_width, cam.sensor_height, cam.sensor_fit,
+                           cam.shift_x, cam.shift_y, w, h, r.pixel_aspect_x, r.pixel_aspect_y)
     M = obj.matrix_world.normalized()
-    return {"name": obj.name, "matrix_world": [list(map(float, row)) for row in M], **K}
+    return {"name": obj.name, "matrix_world": [list(map(float, row)) for row in M], **K.to_dict()}
 
 
 def gather_cameras(scene, context, props) -> list:
@@ -123,10 +97,11 @@ def build_request(scene, context, props) -> dict:
     prompt = props.scene_prompt.strip()
     if not prompt:
         raise SceneError("scene_prompt: empty; describe the scene in Prompts ▸ Scene")
-    if len(props.scene_prompt) > 1999:
-        raise SceneError(f"scene_prompt: {len(props.scene_prompt)} characters, at most 1999")
-    if not 1 <= len(props.levels) <= 16:
-        raise SceneError(f"zoom.levels: {len(props.levels)} levels, need 1..16 (use + under Zoom levels)")
+    if len(props.scene_prompt) > MAX_PROMPT_CHARS:
+        raise SceneError(f"scene_prompt: {len(props.scene_prompt)} characters, at most {MAX_PROMPT_CHARS}")
+    if not 1 <= len(props.levels) <= MAX_LEVELS:
+        raise SceneError(f"zoom.levels: {len(props.levels)} levels, need 1..{MAX_LEVELS} "
+                         "(use + under Zoom levels)")
     levels = []
     for i, level in enumerate(props.levels):
         if not level.prompt.strip():

@@ -1,12 +1,14 @@
-"""3D Gaussians → a Blender point object that renders with F12 in Cycles and EEVEE.
+"""3D Gaussians (activated wire.splats.Gaussians) → a Blender point object that renders with F12 in
+Cycles and EEVEE.
 
 Layout (close to the 3DGS convention, so moving to native Gaussian splats on PointCloud objects is
 a small change): a mesh of N loose vertices (``position`` = the means) with point attributes
 
-    color     FLOAT_COLOR  scene-linear RGB of rgb = 0.5 + C0·f_dc (clipped to [0, 1]), alpha 1
-    opacity   FLOAT        α = sigmoid(opacity logit)
-    scale     FLOAT_VECTOR s = exp(log scales), per-axis standard deviations
-    rotation  QUATERNION   the file's wxyz quaternion as stored
+    color     FLOAT_COLOR  scene-linear RGB of the colours (rgb = 0.5 + C0·f_dc in the file),
+                           clipped to [0, 1], alpha 1
+    opacity   FLOAT        the opacities α (sigmoid of the file's logit)
+    scale     FLOAT_VECTOR the scales s (exp of the file's log scales), per-axis standard deviations
+    rotation  QUATERNION   the unit wxyz quaternions
 
 and, for instancing, ``zs_disc_rotation`` / ``zs_disc_scale``: the same Gaussian with its axes
 cyclically relabelled so that local z is its thinnest axis (same covariance R·diag(s²)·Rᵀ).
@@ -35,8 +37,8 @@ import numpy as np
 import bpy
 
 from .importers import (JOB_KEY, current_group, ensure_collection, named_attribute,  # noqa: F401
-                        set_modifier_input)
-from .splat_ply import Splats, normalized_quats, sh0_to_rgb, sigmoid
+                        set_modifier_input, srgb_to_linear)
+from .wire.splats import Gaussians
 
 COLOR_ATTR, OPACITY_ATTR, SCALE_ATTR, ROTATION_ATTR = "color", "opacity", "scale", "rotation"
 DISC_ROT_ATTR, DISC_SCALE_ATTR = "zs_disc_rotation", "zs_disc_scale"
@@ -54,12 +56,6 @@ COVER_EPS = 1e-3  # a Gaussian keeping less than this fraction of its opacity is
 # q ⊗ CYCLE[a] turns axis a into the local z axis (x→y→z→x is +120° about (1, 1, 1)).
 CYCLE = {0: np.array([0.5, 0.5, 0.5, 0.5], np.float32), 1: np.array([0.5, -0.5, -0.5, -0.5], np.float32)}
 CYCLE_AXES = {0: [1, 2, 0], 1: [2, 0, 1]}
-
-
-def srgb_to_linear(c: np.ndarray) -> np.ndarray:
-    """IEC 61966-2-1 decoding of c in [0, 1] (any shape) → float32."""
-    c = np.clip(np.asarray(c, dtype=np.float32), 0.0, 1.0)
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
 
 def quat_mul_const(q: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -88,22 +84,22 @@ def disc_frames(scales: np.ndarray, quats: np.ndarray) -> tuple[np.ndarray, np.n
     return q_out, s_out
 
 
-def splat_mesh(name: str, splats: Splats, extra: dict | None = None) -> "bpy.types.Mesh":
-    """A mesh of len(splats) loose vertices carrying the attributes of the module docstring, plus
+def splat_mesh(name: str, gaussians: Gaussians, extra: dict | None = None) -> "bpy.types.Mesh":
+    """A mesh of len(gaussians) loose vertices carrying the attributes of the module docstring, plus
     extra FLOAT point attributes {name: [N]}."""
-    n = len(splats)
+    n = len(gaussians)
     mesh = bpy.data.meshes.new(name)
     mesh.vertices.add(n)
-    scales = np.exp(splats.log_scales, dtype=np.float32)
-    quats = normalized_quats(splats.quats)
+    scales = np.asarray(gaussians.scales, dtype=np.float32)
+    quats = np.asarray(gaussians.quats, dtype=np.float32)
     disc_q, disc_s = disc_frames(scales, quats)
     rgba = np.ones((n, 4), dtype=np.float32)
-    rgba[:, :3] = srgb_to_linear(sh0_to_rgb(splats.f_dc))
-    values = {"position": ("vector", splats.means),
+    rgba[:, :3] = srgb_to_linear(gaussians.colors)
+    values = {"position": ("vector", gaussians.means),
               COLOR_ATTR: ("color", rgba),
-              OPACITY_ATTR: ("value", sigmoid(splats.opacity_logit)),
+              OPACITY_ATTR: ("value", gaussians.opacities),
               SCALE_ATTR: ("vector", scales),
-              ROTATION_ATTR: ("value", splats.quats),
+              ROTATION_ATTR: ("value", quats),
               DISC_ROT_ATTR: ("value", disc_q),
               DISC_SCALE_ATTR: ("vector", disc_s)}
     values.update({k: ("value", v) for k, v in (extra or {}).items()})
@@ -334,11 +330,11 @@ def modifier_input(mod, identifier: str):
     return mod[identifier]
 
 
-def import_splats(scene, splats: Splats, name: str, job_id: str = "", collection=None,
+def import_splats(scene, gaussians: Gaussians, name: str, job_id: str = "", collection=None,
                   kind: str = KIND, extra: dict | None = None) -> "bpy.types.Object":
-    """A splat object for splats (mesh + attributes + instancing modifier + its own material,
-    whose FADE_NODE the level rig keys), linked to collection (default: the Zoomscape one)."""
-    mesh = splat_mesh(name, splats, extra)
+    """A splat object for activated gaussians (mesh + attributes + instancing modifier + its own
+    material, whose FADE_NODE the level rig keys), linked to collection (default: the Zoomscape one)."""
+    mesh = splat_mesh(name, gaussians, extra)
     obj = bpy.data.objects.new(name, mesh)
     obj[JOB_KEY], obj["zoomscape_kind"] = job_id, kind
     mat = splat_material(name)

@@ -1,7 +1,7 @@
 """A done job's zoom level images as bpy images, for the panel's thumbnails.
 
-The results folder holds one ``level_NN.png`` per zoom level (the manifest's ``levels[i]["image"]``)
-and the blended zoom stack (the manifest's ``zoom.stack_image``, by default ``zoom_stack.png``).
+The results folder holds one ``level_NN.png`` per zoom level and the blended zoom stack, as the
+manifest names them (``Manifest.image_files()``: each level's ``image``, then ``zoom.stack_image``).
 Each is loaded with ``bpy.data.images.load``, packed into the .blend and its file path cleared, so
 the images survive save/reload and moving the .blend with nothing external (``bpy.utils.blend_paths``
 stays empty); a fake user keeps them although no material uses them. Missing or unreadable files
@@ -14,54 +14,14 @@ finds them by job id (:func:`job_images`) and a re-import replaces them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import bpy
 
 from .importers import JOB_KEY
+from .wire.manifest import Manifest
 
 LEVEL_KIND, STACK_KIND = "level_image", "zoom_stack"
-STACK_FILE = "zoom_stack.png"  # the blended stack when the manifest's zoom.stack_image does not say
-STACK_INDEX = -1
-
-
-@dataclass(frozen=True)
-class ImageFile:
-    """One image of the results: level index (STACK_INDEX for the blended stack), prompt, file name."""
-
-    index: int
-    prompt: str
-    file: str
-
-
-def plain_name(name) -> str:
-    """name if it is a plain, non-empty file name (no folders, no '..') else ''."""
-    if not isinstance(name, str) or not name or name in (".", ".."):
-        return ""
-    return name if os.path.basename(name) == name and "\\" not in name else ""
-
-
-def image_files(manifest: dict) -> list[ImageFile]:
-    """The images a results manifest names → [ImageFile]: levels by index, then the stack.
-
-    Level entries without a usable "image" (older jobs, malformed entries) are left out; the stack
-    is manifest["zoom"]["stack_image"] when given, else STACK_FILE.
-    """
-    out = []
-    for j, lv in enumerate(manifest.get("levels") or []):
-        if not isinstance(lv, dict) or not plain_name(lv.get("image")):
-            continue
-        try:
-            index = int(lv.get("index", j))
-        except (TypeError, ValueError):
-            continue
-        out.append(ImageFile(index, str(lv.get("prompt") or ""), lv["image"]))
-    out.sort(key=lambda f: f.index)
-    zoom = manifest.get("zoom")
-    stack = zoom.get("stack_image", STACK_FILE) if isinstance(zoom, dict) else STACK_FILE
-    if plain_name(stack):
-        out.append(ImageFile(STACK_INDEX, "Zoom stack", stack))
-    return out
+STACK_INDEX = -1  # the index Manifest.image_files gives the blended stack
 
 
 def image_name(job_id: str, index: int) -> str:
@@ -101,20 +61,20 @@ def load_packed(path: str, name: str):
     return image
 
 
-def load_job_images(manifest: dict, out_dir: str, job_id: str) -> list:
+def load_job_images(manifest: Manifest, out_dir: str, job_id: str) -> list:
     """Load the level images and the stack of the results in out_dir → [bpy images] (level order,
     stack last); files that are missing or unreadable are skipped. Replaces the job's earlier images."""
     remove_job_images(job_id)
     images = []
-    for f in image_files(manifest):
-        image = load_packed(os.path.join(out_dir, f.file), image_name(job_id, f.index))
+    for index, prompt, file in manifest.image_files():
+        image = load_packed(os.path.join(out_dir, file), image_name(job_id, index))
         if image is None:
             continue
         image[JOB_KEY] = job_id
-        image["zoomscape_kind"] = STACK_KIND if f.index == STACK_INDEX else LEVEL_KIND
-        image["zoomscape_level"] = f.index
-        image["zoomscape_prompt"] = f.prompt
-        image["zoomscape_file"] = f.file
+        image["zoomscape_kind"] = STACK_KIND if index == STACK_INDEX else LEVEL_KIND
+        image["zoomscape_level"] = index
+        image["zoomscape_prompt"] = prompt
+        image["zoomscape_file"] = file
         images.append(image)
     return images
 

@@ -2,12 +2,13 @@
 
 Writes N = 1,000,000 random Gaussians as an Inria-layout PLY (62 float properties), then times, in
 one run:
-  extension      splat_ply.read_splat_ply + splat_import.import_splats: every Gaussian, all
+  extension      wire.splats.read_splat_ply + splat_import.import_splats: every Gaussian, all
                  attributes (position, color, opacity, scale, rotation, the instancing frame),
                  geometry nodes and material (target: under 1 s, no subsampling)
   evaluate       the first depsgraph evaluation of that object (instancing N quads), for reference
   wm.ply_import  Blender's own C++ PLY importer on the same file (positions + raw properties)
   colour loop    a per-point Python loop setting rgb = 0.5 + C0·f_dc on a colour attribute
+                 (from the file's raw f_dc, as per-point add-ons do)
   quat→Euler     a per-point loop converting each quaternion to Euler angles into an attribute
 The two loops run on the first --loop-gaussians (100,000) and are scaled to N.
 """
@@ -67,17 +68,19 @@ def main(argv=None):
     try:
         blender_ext.stage(tmp)
         name = blender_ext.enable(tmp)
-        sp = importlib.import_module(name + ".splat_ply")
+        sp = importlib.import_module(name + ".wire.splats")
         si = importlib.import_module(name + ".splat_import")
         rng = np.random.default_rng(0)
         n = args.gaussians
-        splats = sp.Splats(means=rng.normal(size=(n, 3)).astype(np.float32),
-                           f_dc=rng.normal(size=(n, 3)).astype(np.float32),
-                           opacity_logit=rng.normal(size=n).astype(np.float32),
-                           log_scales=rng.uniform(-7, -3, (n, 3)).astype(np.float32),
-                           quats=rng.normal(size=(n, 4)).astype(np.float32))
+        f_dc = rng.normal(size=(n, 3)).astype(np.float32)
+        quats = rng.normal(size=(n, 4)).astype(np.float32)
+        gaussians = sp.Gaussians(means=rng.normal(size=(n, 3)).astype(np.float32),
+                                 quats=sp.normalized_quats(quats),
+                                 scales=np.exp(rng.uniform(-7, -3, (n, 3))).astype(np.float32),
+                                 opacities=sp.sigmoid(rng.normal(size=n)),
+                                 colors=sp.sh0_to_rgb(f_dc))
         path = os.path.join(tmp, "bench_3dgs.ply")
-        sp.write_splat_ply(path, splats)
+        sp.write_splat_ply(path, gaussians)
         scene = bpy.context.scene
         size_mb = os.path.getsize(path) / 1e6
 
@@ -100,11 +103,11 @@ def main(argv=None):
         clear_scene()
         m = min(args.loop_gaussians, n)
         t0 = time.perf_counter()
-        colour_loop(splats.f_dc[:m], sp.SH_C0)
+        colour_loop(f_dc[:m], sp.SH_C0)
         t_colour = (time.perf_counter() - t0) * (n / m)
         clear_scene()
         t0 = time.perf_counter()
-        euler_loop(splats.quats[:m])
+        euler_loop(quats[:m])
         t_euler = (time.perf_counter() - t0) * (n / m)
         clear_scene()
     finally:

@@ -58,11 +58,12 @@ def main(argv=None):
     rgb = rng.integers(0, 256, (n, 3), dtype=np.uint8)
     radius = rng.uniform(0.001, 0.01, n).astype(np.float32)
     path = os.path.join(tmp, "bench.ply")
-    zs.ply_io.write_ply(path, xyz, rgb, radius)
+    ply = zs.wire.ply
+    ply.write_point_ply(path, ply.PointCloud(xyz, rgb, radius))
     scene = bpy.context.scene
 
     def ext():
-        obj = zs.importers.import_points(scene, zs.ply_io.read_ply(path), "bench", "bench")
+        obj = zs.importers.import_points(scene, ply.read_point_ply(path), "bench", "bench")
         assert len(obj.data.vertices) == n
 
     def native():
@@ -74,7 +75,7 @@ def main(argv=None):
     clear_scene()
     m = args.loop_points
     t0 = time.perf_counter()
-    loop_import(path, m, zs.importers.srgb_to_linear_lut())
+    loop_import(path, m, zs.importers.srgb_to_linear(np.arange(256) / 255.0))
     t_loop = (time.perf_counter() - t0) * (n / m)
     clear_scene()
 

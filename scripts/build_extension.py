@@ -2,8 +2,10 @@
 
 This module holds the whole build: fetching the pinned, unmodified PyPI wheels of zeroconf (CPython
 3.11 and 3.13, per platform) and ifaddr (pure Python) into a cache, staging
-`blender_manifest.toml` + `addon/*` + `wheels/` in a temporary directory (the staged manifest gains
-`wheels = [...]` and `platforms = [...]`; the repository's manifest is never touched), running
+`blender_manifest.toml` + `addon/*` + `wire/` (a copy of backend/zoomscape/wire, the numpy-only wire
+format both sides share; the extension imports it as `.wire`) + `wheels/` in a temporary directory
+(the staged manifest gains `wheels = [...]` and `platforms = [...]`; the repository's manifest is
+never touched), running
 Blender's own `blender_ext.py build --split-platforms`, checking every zip holds exactly its
 platform's wheels, and running `blender_ext.py validate` on every zip with every Blender line found.
 
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+ADDON_DIR = ROOT / "addon"
+WIRE_DIR = ROOT / "backend" / "zoomscape" / "wire"  # staged as <extension>/wire
 
 # zeroconf 0.149+ publish no macOS x86_64 wheels; 0.148.0 is the newest release with cp311 and
 # cp313 wheels for all four platforms below.
@@ -45,9 +49,11 @@ PIP_PLATFORMS = {
 }
 PLATFORMS = tuple(PIP_PLATFORMS)
 
-# Never staged from addon/ (blender_ext.py also skips __pycache__/ and dot-files; this keeps the
-# staging dir itself clean).
+# Never staged from addon/ or the wire package (blender_ext.py also skips __pycache__/ and
+# dot-files; this keeps the staging dir itself clean).
 IGNORED = ("__pycache__", "*.pyc", "*.pyo", ".*", "*.blend1", "*.zip", "*.whl")
+# Names the staging adds next to addon/*: addon/ must not have them.
+RESERVED = ("blender_manifest.toml", "wheels", "wire")
 
 BLENDER_EXT_GLOB = "bpy*/lib/python3.*/site-packages/bpy/*/scripts/addons_core/bl_pkg/cli/blender_ext.py"
 
@@ -204,17 +210,32 @@ def staged_manifest_text(manifest_text: str, wheels_rel: list[str], platforms: t
     return text
 
 
-def stage(stage_dir: Path, addon_dir: Path, manifest: Path, wheels: list[Path]) -> Path:
-    """Fill `stage_dir` with addon_dir/* + blender_manifest.toml + wheels/*.whl; return it.
+def copy_package(dest: Path, addon_dir: Path = ADDON_DIR, wire_dir: Path = WIRE_DIR) -> Path:
+    """Copy the extension's Python package into `dest`: addon_dir/* at the top, wire_dir as `wire/`.
+
+    The extension's sources as users get them (the tests stage the same copy). Raises BuildError
+    when addon_dir has no __init__.py, wire_dir no __init__.py, or addon_dir holds a RESERVED name.
+    """
+    addon_dir, wire_dir, dest = Path(addon_dir), Path(wire_dir), Path(dest)
+    if not (addon_dir / "__init__.py").is_file():
+        raise BuildError(f"{addon_dir / '__init__.py'} not found: the extension package needs it")
+    if not (wire_dir / "__init__.py").is_file():
+        raise BuildError(f"{wire_dir / '__init__.py'} not found: the extension ships the wire package")
+    for reserved in RESERVED:
+        if (addon_dir / reserved).exists():
+            raise BuildError(f"{addon_dir / reserved} clashes with the staged {reserved}; remove it from addon/")
+    shutil.copytree(addon_dir, dest, ignore=shutil.ignore_patterns(*IGNORED), dirs_exist_ok=True)
+    shutil.copytree(wire_dir, dest / "wire", ignore=shutil.ignore_patterns(*IGNORED))
+    return dest
+
+
+def stage(stage_dir: Path, addon_dir: Path, manifest: Path, wheels: list[Path],
+          wire_dir: Path = WIRE_DIR) -> Path:
+    """Fill `stage_dir` with addon_dir/* + wire/ + blender_manifest.toml + wheels/*.whl; return it.
 
     The staged manifest lists 'wheels/<name>' for every wheel and all PLATFORMS.
     """
-    if not (addon_dir / "__init__.py").is_file():
-        raise BuildError(f"{addon_dir / '__init__.py'} not found: the extension package needs it")
-    for reserved in ("blender_manifest.toml", "wheels"):
-        if (addon_dir / reserved).exists():
-            raise BuildError(f"{addon_dir / reserved} clashes with the staged {reserved}; remove it from addon/")
-    shutil.copytree(addon_dir, stage_dir, ignore=shutil.ignore_patterns(*IGNORED), dirs_exist_ok=True)
+    copy_package(stage_dir, addon_dir, wire_dir)
     (stage_dir / "wheels").mkdir()
     for wheel in wheels:
         shutil.copy2(wheel, stage_dir / "wheels" / wheel.name)  # unmodified bytes
@@ -267,14 +288,17 @@ def check_zip(path: Path, platform: str, wheels_all: list[str]) -> None:
         raise BuildError(f"{path.name}: manifest wheels {manifest.get('wheels')} != wheels inside {inside}")
     if manifest.get("platforms") != [platform]:
         raise BuildError(f"{path.name}: manifest platforms {manifest.get('platforms')} != [{platform!r}]")
-    if "__init__.py" not in names or any("__pycache__" in n or n.endswith(".pyc") for n in names):
-        raise BuildError(f"{path.name}: needs a top-level __init__.py and no __pycache__/.pyc, has {names}")
+    if ("__init__.py" not in names or "wire/__init__.py" not in names
+            or any("__pycache__" in n or n.endswith(".pyc") for n in names)):
+        raise BuildError(f"{path.name}: needs a top-level __init__.py, wire/__init__.py and no "
+                         f"__pycache__/.pyc, has {names}")
 
 
 def build(
     output_dir: Path = ROOT / "dist",
     *,
-    addon_dir: Path = ROOT / "addon",
+    addon_dir: Path = ADDON_DIR,
+    wire_dir: Path = WIRE_DIR,
     manifest: Path = ROOT / "blender_manifest.toml",
     cache_dir: Path = ROOT / ".venv" / "wheel-cache",
     offline: bool = False,
@@ -295,7 +319,7 @@ def build(
         z.unlink(missing_ok=True)  # never report a stale zip as built
 
     with tempfile.TemporaryDirectory(prefix="zoomscape-stage-") as tmp:
-        stage_dir = stage(Path(tmp) / info["id"], addon_dir, manifest, wheels)
+        stage_dir = stage(Path(tmp) / info["id"], addon_dir, manifest, wheels, wire_dir)
         proc = run_blender_ext(exts[0], ["build", "--source-dir", str(stage_dir),
                                          "--output-dir", str(output_dir), "--split-platforms"])
         if proc.returncode != 0 or not all(z.is_file() for z in zips):
@@ -321,13 +345,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=ROOT / "dist", help="where the zips go (default: dist/)")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".venv" / "wheel-cache",
                         help="wheel download cache (default: .venv/wheel-cache)")
-    parser.add_argument("--addon-dir", type=Path, default=ROOT / "addon", help="extension package (default: addon/)")
+    parser.add_argument("--addon-dir", type=Path, default=ADDON_DIR, help="extension package (default: addon/)")
+    parser.add_argument("--wire-dir", type=Path, default=WIRE_DIR,
+                        help="wire package staged as wire/ (default: backend/zoomscape/wire)")
     parser.add_argument("--manifest", type=Path, default=ROOT / "blender_manifest.toml")
     parser.add_argument("--offline", action="store_true", help="use only cached wheels, never the network")
     args = parser.parse_args(argv)
     exts = find_blender_ext()
     try:
-        zips = build(args.output_dir.resolve(), addon_dir=args.addon_dir.resolve(), manifest=args.manifest.resolve(),
+        zips = build(args.output_dir.resolve(), addon_dir=args.addon_dir.resolve(),
+                     wire_dir=args.wire_dir.resolve(), manifest=args.manifest.resolve(),
                      cache_dir=args.cache_dir.resolve(), offline=args.offline, exts=exts)
     except BuildError as ex:
         print(f"build_extension: FAILED: {ex}", file=sys.stderr)

@@ -19,7 +19,7 @@ import bpy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "addon"))
-import blender_ext  # noqa: E402  (stages addon/ + manifest as an extension repo and enables it)
+import blender_ext  # noqa: E402  (stages addon/ + wire/ + manifest as an extension repo and enables it)
 
 # A camera rig that translates as well as turns, so parallax and disocclusion are real.
 RIG = [  # name, location, (pitch from horizontal, yaw) in degrees
@@ -65,7 +65,7 @@ def discover(props, port: int) -> None:
                      f"{[(b.name, b.port) for b in props.backends]})")
 
 
-def render(out: str) -> str:
+def render(out: str, zs) -> str:
     scene = bpy.context.scene
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
@@ -73,7 +73,7 @@ def render(out: str) -> str:
     scene.cycles.use_denoising = False
     scene.render.image_settings.file_format = "PNG"
     scene.render.filepath = os.path.join(out, "frames", "zoom_")
-    sky_world(scene, bpy.path.abspath(scene.zoomscape.last_output_dir))
+    sky_world(scene, bpy.path.abspath(scene.zoomscape.last_output_dir), zs)
     times, stop_timing = frame_timer()
     t = time.perf_counter()
     with open(os.path.join(out, "render.log"), "w") as log:  # Cycles prints a line per tile/sample
@@ -104,11 +104,14 @@ def image_rgb(path: str, rows: slice) -> np.ndarray:
     return np.median(lin, axis=0)
 
 
-def sky_world(scene, results: str) -> None:
+def sky_world(scene, results: str, zs) -> None:
     """A world that continues the generated one where no level covers (a parallax hole, the
     border of a zoom level): the level-0 sky colour above the horizon, the finest level's mean
-    colour below it (what the deep frames look into), blended over a few degrees."""
-    levels = sorted(n for n in os.listdir(results) if n.startswith("level_") and n.endswith(".png"))
+    colour below it (what the deep frames look into), blended over a few degrees. The level
+    images are the ones the results' manifest names (read with the extension's wire copy)."""
+    manifest = zs.wire.manifest.read_manifest(results)
+    levels = [name for index, _, name in manifest.image_files()
+              if index >= 0 and os.path.isfile(os.path.join(results, name))]
     sky, ground = (0.5, 0.6, 0.75), (0.2, 0.2, 0.2)
     if levels:
         first = bpy.data.images.load(os.path.join(results, levels[0]))
@@ -221,7 +224,7 @@ def main() -> None:
     bpy.ops.wm.read_factory_settings(use_empty=True)
     ext_repo = os.path.join(out, "extension_repo")
     blender_ext.stage(ext_repo)
-    blender_ext.enable(ext_repo)
+    zs = sys.modules[blender_ext.enable(ext_repo)]
     print(f"demo: Blender {bpy.app.version_string}, Zoomscape extension enabled from {ext_repo}")
 
     cams = build_scene(args.size)
@@ -257,7 +260,7 @@ def main() -> None:
     if args.no_render:
         print(f"demo: blend   {blend}")
         return
-    frames = render(out)
+    frames = render(out, zs)
     bpy.ops.wm.save_as_mainfile(filepath=blend)
     video = encode_video(frames, os.path.join(out, "zoomscape_dive.mp4"))
     print(f"demo: frames  {frames}")

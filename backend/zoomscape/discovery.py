@@ -20,13 +20,9 @@ from typing import Optional
 
 from zeroconf import InterfaceChoice, IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
+from .wire.names import API_PATH, DEFAULT_PORT, SERVICE_TYPE  # noqa: F401 (re-exported)
+
 log = logging.getLogger("zoomscape.discovery")
-
-SERVICE_TYPE = "_zoomscape._tcp.local."
-API_PATH = "/v1"
-
-
-DEFAULT_PORT = 8765
 
 
 def instance_name(port: int = DEFAULT_PORT, hostname: Optional[str] = None) -> str:

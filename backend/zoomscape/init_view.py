@@ -30,7 +30,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-MIN_KNOWN_PIXELS = 16  # fewer pixels with depth cannot anchor a world (nor fit a scale)
+from .wire.names import MIN_KNOWN_PIXELS  # fewer known depths cannot anchor a world (nor fit a scale)
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_MODES = ("RGB", "RGBA", "L", "LA", "P")  # 8-bit modes; converted to RGB (alpha ignored)
 

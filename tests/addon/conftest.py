@@ -5,7 +5,7 @@ extension enabled again.
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import sys
 
@@ -36,13 +36,13 @@ def zs(ext_repo):
 
 @pytest.fixture(scope="session")
 def backend_cameras():
-    """backend/zoomscape/cameras.py loaded by file path (numpy only; the backend is not importable)."""
-    path = os.path.join(blender_ext.REPO_ROOT, "backend", "zoomscape", "cameras.py")
-    spec = importlib.util.spec_from_file_location("zoomscape_backend_cameras", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses need the module registered
-    spec.loader.exec_module(module)
-    return module
+    """The backend's zoomscape.cameras (numpy and its wire package only), imported from backend/
+    (its package __init__ imports nothing; the rest of the backend is not importable here)."""
+    sys.path.insert(0, os.path.join(blender_ext.REPO_ROOT, "backend"))
+    try:
+        return importlib.import_module("zoomscape.cameras")
+    finally:
+        sys.path.pop(0)
 
 
 def add_camera(name, location, rotation=(1.5707963, 0.0, 0.0), lens=35.0, scene=None):

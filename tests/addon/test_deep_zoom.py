@@ -11,6 +11,9 @@ import pytest
 
 import bpy
 
+from bpy_extras.object_utils import world_to_camera_view
+from mathutils import Vector
+
 from conftest import add_camera, render_rgb
 from test_splats import C0, write_inria_ply
 
@@ -66,8 +69,8 @@ def write_dive(zs, out_dir, cam, anchor, factor, n_levels, side, job_id="dive"):
                                  "unit": float(factor) ** -i},
                        "zoom_range": [float(factor) ** i, float(factor) ** (i + 1)]})
     pts = np.asarray(anchor, dtype=np.float32)[None, :] + np.zeros((4, 3), np.float32)
-    zs.ply_io.write_ply(os.path.join(out_dir, "pointcloud.ply"), pts, np.zeros((4, 3), np.uint8),
-                     np.full(4, 0.01, np.float32))
+    write_points(zs, os.path.join(out_dir, "pointcloud.ply"), pts, np.zeros((4, 3), np.uint8),
+                 np.full(4, 0.01, np.float32))
     manifest = {"format": "zoomscape-results", "version": 1, "job_id": job_id, "engine": "procedural",
                 "seed": 0, "scene_prompt": "x", "pointcloud": {"file": "pointcloud.ply", "points": 4},
                 "views": [], "zoom": {"camera": cam.name, "matrix_world": M.tolist(), "factor": factor,
@@ -79,6 +82,16 @@ def write_dive(zs, out_dir, cam, anchor, factor, n_levels, side, job_id="dive"):
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(manifest, f)
     return manifest
+
+
+def write_points(zs, path, xyz, rgb, radius):
+    """The results' point cloud (rgb: [N, 3] uint8) through the extension's wire copy."""
+    zs.wire.ply.write_point_ply(path, zs.wire.ply.PointCloud(xyz, rgb, radius))
+
+
+def typed(zs, manifest):
+    """A manifest dict → the extension's wire Manifest (what read_manifest gives)."""
+    return zs.wire.manifest.Manifest.from_dict(manifest)
 
 
 def project(Xc, f_px, res):
@@ -93,7 +106,7 @@ def test_a_4_to_the_10_dive_stays_within_half_a_pixel_in_float32(zs, tmp_path, m
     cam = source_camera(res)
     anchor = np.array([0.0, 0.0, 1.0])
     manifest = write_dive(zs, str(tmp_path), cam, anchor, p, n_levels, side=2)
-    root, objs = zs.level_rig.import_levels(scene, manifest, str(tmp_path), "dive")
+    root, objs = zs.level_rig.import_levels(scene, typed(zs, manifest), str(tmp_path), "dive")
     zoom = zs.zoom_path.build_level_zoom(scene, cam, root, objs, p, fpl, mode, "dive")
     deepest = objs[-1]
     assert deepest["zoomscape_level"] == n_levels - 1 and len(objs) == n_levels
@@ -131,6 +144,47 @@ def test_a_4_to_the_10_dive_stays_within_half_a_pixel_in_float32(zs, tmp_path, m
         assert max(naive_errs) > 0.5  # float32 world coordinates could not do it: the test can fail
 
 
+def test_cover_weights_are_blenders_view_of_the_next_level(zs):
+    """cover_weights (wire.cameras.zoom_level_intrinsics + project_blender) against Blender's own
+    world_to_camera_view of level i+1's camera: the zoom camera with lens and shift × p^(i+1)
+    (a lens m times longer magnifies m× about the image centre; the shift, a fraction of the image,
+    must grow m× to keep the principal point's offset m× larger)."""
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y = 96, 64
+    cam = add_camera("Cam.000", (0.3, -5.0, 1.2), (1.5, 0.05, 0.1), lens=LENS)
+    cam.data.sensor_width, cam.data.shift_x, cam.data.shift_y = SENSOR, 0.03, -0.02
+    bpy.context.view_layer.update()
+    wm, p, i = zs.wire.manifest, 4.0, 1
+    wire = zs.scene_io.camera_to_wire(cam, scene)
+    M = np.array(wire["matrix_world"])
+    anchor = M[:3, 3] - 5.0 * M[:3, 2]  # 5 m in front of the camera, on its axis
+    zoom = wm.ZoomInfo(cam.name, M, zs.wire.cameras.Intrinsics.from_dict(wire), p, ["a", "b", "c"], anchor)
+    level = wm.Level(i, "level_01.ply", wm.LevelFrame.for_level(M, anchor, p, i), (p, p * p))
+    rng = np.random.default_rng(4)
+    W0 = 5.0 * SENSOR / LENS  # level 0's view width at the anchor = level i's in its local units·p^i
+    means = np.column_stack([rng.uniform(-0.25, 0.25, (400, 2)) * W0 * p ** i / p, rng.normal(0, 0.05, 400)])
+    means[:20, 2] = 6.0 * p ** i  # behind the camera: not covered
+    cover = zs.level_rig.cover_weights(means, level, zoom)
+
+    nxt = cam.copy()
+    nxt.data = cam.data.copy()
+    m = p ** (i + 1)
+    nxt.data.lens, nxt.data.shift_x, nxt.data.shift_y = LENS * m, 0.03 * m, -0.02 * m
+    scene.collection.objects.link(nxt)
+    bpy.context.view_layer.update()
+    W, H = 96, 64
+    expected = []
+    for x in level.frame.to_world(means):
+        v = world_to_camera_view(scene, nxt, Vector(x))
+        u, w = v.x * W, (1.0 - v.y) * H
+        inside = min(u, W - u, w, H - w)
+        expected.append(np.clip(inside / (zs.level_rig.FEATHER * min(W, H)), 0, 1) if v.z > 0 else 0.0)
+    expected = np.array(expected)
+    np.testing.assert_allclose(cover, expected, atol=1e-4)
+    assert (cover[:20] == 0).all() and (cover == 1).sum() > 20 and (cover == 0).sum() > 40
+    assert ((cover > 0) & (cover < 1)).sum() > 20  # the feathered border was exercised
+
+
 def render_frames(scene, frames, path):
     """Render frames with Cycles (small, few samples) → [F, H, W, 3] float32."""
     images = []
@@ -163,7 +217,7 @@ def rendered_dive(zs, tmp_path, side, fpl, job_id, p=4.0, n_levels=3):
     cam = source_camera(40)
     setup_cycles(scene)
     manifest = write_dive(zs, str(tmp_path), cam, np.array([0.0, 0.0, 1.0]), p, n_levels, side=side)
-    root, objs = zs.level_rig.import_levels(scene, manifest, str(tmp_path), job_id)
+    root, objs = zs.level_rig.import_levels(scene, typed(zs, manifest), str(tmp_path), job_id)
     zs.zoom_path.build_level_zoom(scene, cam, root, objs, p, fpl, "DOLLY", job_id)
     return scene, objs
 
@@ -287,8 +341,8 @@ def test_the_point_cloud_fades_out_as_level_0_takes_over_without_a_pop(zs, tmp_p
     X, Z = np.meshgrid(g, g)
     xyz = np.column_stack([X.ravel(), np.full(X.size, -0.02), 1.0 + Z.ravel()]).astype(np.float32)
     rgb = np.tile(np.array([[200, 40, 40]], np.uint8), (len(xyz), 1))
-    zs.ply_io.write_ply(os.path.join(out_dir, "pointcloud.ply"), xyz, rgb,
-                        np.full(len(xyz), 1.3 * W0 / 40, np.float32))
+    write_points(zs, os.path.join(out_dir, "pointcloud.ply"), xyz, rgb,
+                 np.full(len(xyz), 1.3 * W0 / 40, np.float32))
     props = scene.zoomscape
     fpl = 16  # as in the level hand-over test
     props.job_id, props.frames_per_level, props.zoom_mode, props.fade_width = "fade", fpl, "DOLLY", 1.0

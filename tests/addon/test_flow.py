@@ -57,21 +57,21 @@ def test_discover_generate_import_render_reload(zs, server, tmp_path):
     assert (props.job_state, props.progress, props.error) == ("done", 1.0, "")
     out_dir = props.last_output_dir
     assert out_dir == os.path.join(str(tmp_path / "results"), props.job_id)
-    manifest = zs.runner.read_manifest(out_dir)
-    assert manifest["job_id"] == props.job_id and [v["camera"] for v in manifest["views"]] == [c.name for c in cams]
+    manifest = zs.wire.manifest.read_manifest(out_dir)
+    assert manifest.job_id == props.job_id and [v.camera for v in manifest.views] == [c.name for c in cams]
 
     pts = [o for o in bpy.data.objects if o.get("zoomscape_kind") == "points"]
-    assert len(pts) == 1 and len(pts[0].data.vertices) == manifest["pointcloud"]["points"] > 1000
+    assert len(pts) == 1 and len(pts[0].data.vertices) == manifest.points > 1000
     zoom = scene.camera
     assert zoom.get("zoomscape_kind") == "zoom_camera" and props.zoom_camera == cams[1]
     assert scene.frame_end - scene.frame_start == 2 * 4
     # The levels came back as splat objects under a rig whose root (at the anchor) scales by the zoom
     # factor per level: seen from the root, the static camera closes in on the anchor exponentially.
     levels = sorted((o for o in bpy.data.objects if o.get("zoomscape_kind") == "level"), key=lambda o: o.name)
-    assert len(levels) == len(manifest["levels"]) == 2
-    assert [len(o.data.vertices) for o in levels] == [lv["count"] for lv in manifest["levels"]]
+    assert len(levels) == len(manifest.levels) == 2
+    assert [len(o.data.vertices) for o in levels] == [lv.count for lv in manifest.levels]
     root, _ = zs.level_rig.rig_of(props.job_id)
-    anchor = np.array(manifest["zoom"]["anchor"])
+    anchor = manifest.zoom.anchor
     np.testing.assert_allclose(np.array(root.matrix_world.translation), anchor, atol=1e-4)
     dists = []
     for f in (scene.frame_start, scene.frame_start + 4, scene.frame_start + 8):
@@ -116,7 +116,7 @@ def test_discover_generate_import_render_reload(zs, server, tmp_path):
     assert props.last_output_dir.startswith("//")  # the .blend is saved: stored relative to it
     assert bpy.path.abspath(props.last_output_dir) == out_dir
     pts = [o for o in bpy.data.objects if o.get("zoomscape_kind") == "points"]
-    assert len(pts) == 1 and len(pts[0].data.vertices) == manifest["pointcloud"]["points"]
+    assert len(pts) == 1 and len(pts[0].data.vertices) == manifest.points
 
 
 def test_backend_down_is_a_clear_error(zs):

@@ -1,7 +1,11 @@
-"""PLY reading and the point object import: exact counts, positions, colours; re-import replaces."""
+"""PLY reading (the wire.ply copy the extension ships) and the point object import: exact counts,
+positions, colours; re-import replaces."""
+import os
+
 import numpy as np
 import pytest
 
+import blender_ext
 import bpy
 
 
@@ -30,36 +34,57 @@ def write_extra_ply(path, xyz, rgb, radius):
         data.tofile(f)
 
 
+def write_ply(zs, path, xyz, rgb, radius=None):
+    """The results layout through the extension's wire copy (rgb: [N, 3] uint8)."""
+    zs.wire.ply.write_point_ply(path, zs.wire.ply.PointCloud(xyz, rgb, radius))
+
+
+def test_the_extension_imports_its_own_copy_of_the_wire_package(zs):
+    wire_dir = os.path.join(os.path.dirname(zs.__file__), "wire")
+    assert zs.wire.__name__ == zs.__name__ + ".wire" and os.path.dirname(zs.wire.__file__) == wire_dir
+    assert zs.importers.PointCloud is zs.wire.ply.PointCloud  # the importer takes the wire's cloud
+    source = os.path.join(blender_ext.REPO_ROOT, "backend", "zoomscape", "wire")
+    names = sorted(n for n in os.listdir(source) if n.endswith(".py"))
+    assert sorted(n for n in os.listdir(wire_dir) if n.endswith(".py")) == names
+    for name in names:  # byte for byte the backend's package
+        with open(os.path.join(source, name), "rb") as a, open(os.path.join(wire_dir, name), "rb") as b:
+            assert a.read() == b.read(), name
+    assert not os.path.exists(os.path.join(blender_ext.REPO_ROOT, "addon", "wire"))
+
+
 def test_read_ply_tolerates_extra_properties(zs, tmp_path):
     xyz, rgb, radius = random_cloud(1000, 1)
     write_extra_ply(tmp_path / "x.ply", xyz, rgb, radius)
-    cloud = zs.ply_io.read_ply(tmp_path / "x.ply")
+    cloud = zs.wire.ply.read_point_ply(tmp_path / "x.ply")
     np.testing.assert_array_equal(cloud.xyz, xyz)
-    np.testing.assert_array_equal(cloud.rgb, rgb)
+    assert cloud.rgb.dtype == np.float32
+    np.testing.assert_array_equal(np.round(cloud.rgb * 255), rgb)
+    np.testing.assert_array_equal(cloud.rgb8(), rgb)
     np.testing.assert_array_equal(cloud.radius, radius)
 
 
 def test_read_ply_errors(zs, tmp_path):
     xyz, rgb, radius = random_cloud(10)
-    zs.ply_io.write_ply(tmp_path / "a.ply", xyz, rgb, radius)
+    write_ply(zs, tmp_path / "a.ply", xyz, rgb, radius)
     raw = (tmp_path / "a.ply").read_bytes()
+    ply = zs.wire.ply
     (tmp_path / "t.ply").write_bytes(raw[:-5])
-    with pytest.raises(zs.ply_io.PLYError, match="truncated: header says 10 vertices, file holds 9"):
-        zs.ply_io.read_ply(tmp_path / "t.ply")
+    with pytest.raises(ply.PLYError, match="truncated: header says 10 vertices, file holds 9"):
+        ply.read_point_ply(tmp_path / "t.ply")
     (tmp_path / "b.ply").write_bytes(raw.replace(b"property uchar green\n", b""))
-    with pytest.raises(zs.ply_io.PLYError, match="'green' is missing"):
-        zs.ply_io.read_ply(tmp_path / "b.ply")
+    with pytest.raises(ply.PLYError, match="'green' is missing"):
+        ply.read_point_ply(tmp_path / "b.ply")
     (tmp_path / "c.ply").write_bytes(raw.replace(b"binary_little_endian", b"ascii"))
-    with pytest.raises(zs.ply_io.PLYError, match="format is 'ascii'"):
-        zs.ply_io.read_ply(tmp_path / "c.ply")
+    with pytest.raises(ply.PLYError, match="format is 'ascii'"):
+        ply.read_point_ply(tmp_path / "c.ply")
 
 
 def test_import_points_exact(zs, tmp_path):
     n = 5000
     xyz, rgb, radius = random_cloud(n, 2)
-    zs.ply_io.write_ply(tmp_path / "p.ply", xyz, rgb, radius)
+    write_ply(zs, tmp_path / "p.ply", xyz, rgb, radius)
     scene = bpy.context.scene
-    obj = zs.importers.import_points(scene, zs.ply_io.read_ply(tmp_path / "p.ply"), "Pts", "job1")
+    obj = zs.importers.import_points(scene, zs.wire.ply.read_point_ply(tmp_path / "p.ply"), "Pts", "job1")
     mesh = obj.data
     assert len(mesh.vertices) == n and len(mesh.edges) == 0 and len(mesh.polygons) == 0
     co = np.empty(n * 3, dtype=np.float32)
@@ -96,11 +121,11 @@ def test_import_points_exact(zs, tmp_path):
 def test_reimport_replaces_the_job_objects(zs, tmp_path):
     scene = bpy.context.scene
     xyz, rgb, radius = random_cloud(100, 3)
-    cloud = zs.ply_io.PointCloud(xyz, rgb, radius)
+    cloud = zs.wire.ply.PointCloud(xyz, rgb, radius)
     zs.importers.import_points(scene, cloud, "Pts", "jobA")
     other = zs.importers.import_points(scene, cloud, "Other", "jobB")
     meshes_before = len(bpy.data.meshes)
-    again = zs.importers.import_points(scene, zs.ply_io.PointCloud(xyz[:40], rgb[:40], None), "Pts", "jobA")
+    again = zs.importers.import_points(scene, zs.wire.ply.PointCloud(xyz[:40], rgb[:40], None), "Pts", "jobA")
     job_a = [o for o in bpy.data.objects if o.get("zoomscape_job") == "jobA"]
     assert job_a == [again] and len(again.data.vertices) == 40
     assert other.name in bpy.data.objects and len(bpy.data.meshes) == meshes_before

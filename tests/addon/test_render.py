@@ -17,7 +17,7 @@ def test_points_render_with_their_colours(zs, tmp_path, engine):
     X, Z = np.meshgrid(g, g)
     xyz = np.column_stack([X.ravel(), np.zeros(X.size, np.float32), Z.ravel()])
     rgb = np.where((xyz[:, :1] < 0), [[220, 20, 20]], [[20, 20, 220]]).astype(np.uint8)
-    cloud = zs.ply_io.PointCloud(xyz, rgb, np.full(len(xyz), 0.03, np.float32))
+    cloud = zs.wire.ply.PointCloud(xyz, rgb, np.full(len(xyz), 0.03, np.float32))
     zs.importers.import_points(scene, cloud, "Wall", "render-test")
 
     r = scene.render

@@ -1,6 +1,6 @@
-"""Results on disk (synthetic PLY + manifest, no backend) → point object + zoom path via the
-runner and the import/build operators; the job id survives save and reload."""
-import json
+"""Results on disk (synthetic PLY + manifest written with the extension's wire copy, no backend) →
+point object + zoom path via the runner and the import/build operators; the job id survives save
+and reload."""
 import os
 
 import numpy as np
@@ -11,19 +11,21 @@ import bpy
 from conftest import add_camera
 
 
-def write_results(zs, out_dir, job_id, n=300, anchor=(0.0, 0.0, 1.0), levels=2, factor=3.0):
+def write_results(zs, out_dir, job_id, cam, n=300, anchor=(0.0, 0.0, 1.0), levels=2, factor=3.0):
+    """A job's results without zoom levels: pointcloud.ply and a manifest whose zoom is cam's
+    (written as the backend writes it: wire.manifest.write_manifest) → the points [N, 3]."""
     os.makedirs(out_dir, exist_ok=True)
     rng = np.random.default_rng(5)
     xyz = np.column_stack([rng.uniform(-2, 2, n), rng.uniform(-1, 1, n), rng.uniform(0, 2, n)]).astype(np.float32)
     rgb = rng.integers(0, 256, (n, 3), dtype=np.uint8)
-    zs.ply_io.write_ply(os.path.join(out_dir, "pointcloud.ply"), xyz, rgb, np.full(n, 0.02, np.float32))
-    manifest = {"format": "zoomscape-results", "version": 1, "job_id": job_id, "engine": "procedural",
-                "seed": 0, "scene_prompt": "x", "pointcloud": {"file": "pointcloud.ply", "points": n},
-                "views": [], "zoom": {"camera": "Cam.000", "factor": factor,
-                                      "levels": [{"prompt": f"l{i}"} for i in range(levels)],
-                                      "anchor": list(anchor), "anchor_source": "surface"}}
-    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
-        json.dump(manifest, f)
+    ply, wm = zs.wire.ply, zs.wire.manifest
+    ply.write_point_ply(os.path.join(out_dir, "pointcloud.ply"),
+                        ply.PointCloud(xyz, rgb, np.full(n, 0.02, np.float32)))
+    wire_cam = zs.scene_io.camera_to_wire(cam, bpy.context.scene)
+    zoom = wm.ZoomInfo(cam.name, np.array(wire_cam["matrix_world"]), zs.wire.cameras.Intrinsics.from_dict(wire_cam),
+                       factor, [f"l{i}" for i in range(levels)], np.array(anchor, dtype=np.float64))
+    wm.write_manifest(out_dir, wm.Manifest(job_id, "pointcloud.ply", n, engine="procedural", scene_prompt="x",
+                                           zoom=zoom))
     return xyz
 
 
@@ -35,7 +37,7 @@ def test_finish_imports_and_keys_then_survives_reload(zs, tmp_path):
     props.frames_per_level = 5
     props.job_id = "job123"
     out_dir = str(tmp_path / "out" / "job123")
-    xyz = write_results(zs, out_dir, "job123")
+    xyz = write_results(zs, out_dir, "job123", cam)
     props.last_output_dir = out_dir
     zs.runner.finish(scene, out_dir)
     pts = [o for o in bpy.data.objects if o.get("zoomscape_kind") == "points"]

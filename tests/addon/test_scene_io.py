@@ -1,5 +1,6 @@
-"""Scene → request: intrinsics agree with Blender's world_to_camera_view through the backend's
-cameras.py; cameras are gathered and validated with clear errors."""
+"""Scene → request: the request's intrinsics (wire.cameras.blender_intrinsics, the copy the extension
+ships) agree with Blender's own world_to_camera_view and projection matrix, projected by the wire's
+project_blender and by the backend's cameras.py; cameras are gathered and validated with clear errors."""
 import base64
 
 import numpy as np
@@ -41,7 +42,7 @@ def test_request_intrinsics_match_world_to_camera_view(zs, backend_cameras, case
     wire = zs.scene_io.camera_to_wire(obj, scene)
     W, H = res[0] * pct // 100, res[1] * pct // 100
     assert (wire["width"], wire["height"]) == (W, H)
-    camera = backend_cameras.from_wire(wire)
+    k = zs.wire.cameras.Intrinsics.from_dict(wire)
 
     rng = np.random.default_rng(CASES.index(case))  # deterministic (hash() of str is salted per run)
     ndc = np.column_stack([rng.uniform(0.02, 0.98, 50), rng.uniform(0.02, 0.98, 50)])
@@ -59,21 +60,39 @@ def test_request_intrinsics_match_world_to_camera_view(zs, backend_cameras, case
         v = world_to_camera_view(scene, obj, Vector(p))
         expected.append((v.x * W, (1.0 - v.y) * H))
     expected = np.array(expected)
-    uv, z = backend_cameras.world_to_pixels(camera, world)
-    assert np.all(z > 0)
-    np.testing.assert_allclose(z, depth, rtol=1e-6)
-    assert np.abs(uv - expected).max() < 1e-4, np.abs(uv - expected).max()
-    np.testing.assert_allclose(uv, ndc * [W, H] * [1, -1] + [0, H], atol=1e-4)
+    projections = {"wire": zs.wire.cameras.project_blender(wire["matrix_world"], k, world),
+                   "backend": backend_cameras.world_to_pixels(backend_cameras.from_wire(wire), world)}
+    for who, (uv, z) in projections.items():
+        assert np.all(z > 0), who
+        np.testing.assert_allclose(z, depth, rtol=1e-6, err_msg=who)
+        assert np.abs(uv - expected).max() < 1e-4, (who, np.abs(uv - expected).max())
+        np.testing.assert_allclose(uv, ndc * [W, H] * [1, -1] + [0, H], atol=1e-4, err_msg=who)
 
 
-def test_intrinsics_formula_equals_backend(zs, backend_cameras):
+def test_intrinsics_formula_equals_blenders_projection_matrix(zs):
+    """wire.cameras.blender_intrinsics over random lenses, sensors, fits, shifts, sizes and pixel
+    aspects against Camera.calc_matrix_camera: u = (ndc_x + 1)·W/2, v = (1 − ndc_y)·H/2 with
+    ndc = (P00·X/−Z − P02, P11·Y/−Z − P12), so fx = P00·W/2, cx = (1 − P02)·W/2,
+    fy = P11·H/2, cy = (1 + P12)·H/2."""
+    scene = bpy.context.scene
+    obj = add_camera("Cam", (0.0, 0.0, 0.0))
+    cam = obj.data
     rng = np.random.default_rng(3)
     for fit in ("AUTO", "HORIZONTAL", "VERTICAL"):
         for _ in range(20):
-            args = (rng.uniform(10, 100), rng.uniform(5, 40), rng.uniform(5, 40), fit,
-                    rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), int(rng.integers(64, 2048)),
-                    int(rng.integers(64, 2048)), rng.uniform(0.5, 3), rng.uniform(0.5, 3))
-            assert zs.scene_io.intrinsics(*args) == pytest.approx(backend_cameras.blender_intrinsics(*args))
+            lens, sw, sh = rng.uniform(10, 100), rng.uniform(5, 40), rng.uniform(5, 40)
+            shift = rng.uniform(-0.5, 0.5, 2)
+            W, H = (int(v) for v in rng.integers(64, 2048, 2))
+            pa = rng.uniform(0.5, 3, 2)
+            cam.lens, cam.sensor_width, cam.sensor_height, cam.sensor_fit = lens, sw, sh, fit
+            cam.shift_x, cam.shift_y = shift
+            k = zs.wire.cameras.blender_intrinsics(lens, sw, sh, fit, *shift, W, H, *pa)
+            P = np.array(obj.calc_matrix_camera(bpy.context.evaluated_depsgraph_get(), x=W, y=H,
+                                                scale_x=pa[0], scale_y=pa[1]), dtype=np.float64)
+            blender = (P[0, 0] * W / 2, P[1, 1] * H / 2, (1 - P[0, 2]) * W / 2, (1 + P[1, 2]) * H / 2)
+            assert (k.fx, k.fy, k.cx, k.cy) == pytest.approx(blender, rel=1e-6, abs=1e-4), \
+                (fit, lens, sw, sh, shift, W, H, pa)
+            assert (k.width, k.height) == (W, H)
 
 
 def make_scene(zs):

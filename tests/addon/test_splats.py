@@ -1,5 +1,6 @@
-"""3DGS PLY files → splat objects: the reader against an independent writer, the decoded
-attributes read back with foreach_get, the instancing geometry, and renders in Cycles and EEVEE."""
+"""3DGS PLY files → splat objects: the reader (the wire.splats copy the extension ships) against an
+independent writer, the activated attributes read back with foreach_get, the instancing geometry,
+and renders in Cycles and EEVEE."""
 import numpy as np
 import pytest
 
@@ -54,39 +55,65 @@ def quat_to_matrix(q):
                      2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], 1).reshape(-1, 3, 3)
 
 
+def activated(zs, means, f_dc, opacity, log_scales, quats):
+    """Raw 3DGS parameters → wire.splats.Gaussians, activated here from the formulas (float64)."""
+    q = quats.astype(np.float64)
+    return zs.wire.splats.Gaussians(
+        means=means, quats=(q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32),
+        scales=np.exp(log_scales.astype(np.float64)).astype(np.float32),
+        opacities=(1 / (1 + np.exp(-opacity.astype(np.float64)))).astype(np.float32),
+        colors=(0.5 + C0 * f_dc.astype(np.float64)).astype(np.float32))
+
+
 def read_attr(mesh, name, prop, width):
     out = np.empty(len(mesh.vertices) * width, dtype=np.float32)
     mesh.attributes[name].data.foreach_get(prop, out)
     return out.reshape(len(mesh.vertices), width) if width > 1 else out
 
 
+def assert_activated(g, want):
+    """g (read) equals want (activated from the raw parameters in float64), to float32 rounding."""
+    np.testing.assert_array_equal(g.means, want.means)
+    np.testing.assert_allclose(g.colors, want.colors, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(g.opacities, want.opacities, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(g.scales, want.scales, rtol=1e-6)
+    np.testing.assert_allclose(g.quats, want.quats, rtol=1e-6, atol=1e-7)
+
+
 def test_reader_reads_the_inria_layout_and_tolerates_variants(zs, tmp_path):
-    sp = zs.splat_ply
+    sp = zs.wire.splats
     means, f_dc, opacity, log_scales, quats = random_gaussians(257)
+    want = activated(zs, means, f_dc, opacity, log_scales, quats)
     write_inria_ply(tmp_path / "a.ply", means, f_dc, opacity, log_scales, quats)
     s = sp.read_splat_ply(tmp_path / "a.ply")
-    for got, want in ((s.means, means), (s.f_dc, f_dc), (s.opacity_logit, opacity),
-                      (s.log_scales, log_scales), (s.quats, quats)):
-        np.testing.assert_array_equal(got, want)
-    # our writer produces exactly the Inria property list, in order
+    assert_activated(s, want)
+    # our writer produces exactly the Inria property list, in order, and the raw parameters back
     sp.write_splat_ply(tmp_path / "b.ply", s)
     head = (tmp_path / "b.ply").read_bytes()[:4096].split(b"end_header")[0].decode()
     assert [ln.split()[2] for ln in head.splitlines() if ln.startswith("property")] == INRIA
-    np.testing.assert_array_equal(sp.read_splat_ply(tmp_path / "b.ply").quats, quats)
+    assert_activated(sp.read_splat_ply(tmp_path / "b.ply"), want)
+    raw_b = zs.wire.ply.read_vertices(tmp_path / "b.ply")  # the stored raw parameters
+    np.testing.assert_array_equal(zs.wire.ply.columns(raw_b, "xyz"), means)
+    np.testing.assert_allclose(zs.wire.ply.columns(raw_b, [f"f_dc_{j}" for j in range(3)]), f_dc, atol=2e-5)
+    np.testing.assert_allclose(zs.wire.ply.columns(raw_b, [f"scale_{j}" for j in range(3)]), log_scales, atol=2e-6)
+    # logit(sigmoid(x)) in float32: the sigmoid's spacing near 0 and 1 limits it to ~1e-7·e^|x|
+    err = np.abs(raw_b["opacity"] - opacity)
+    assert (err <= 1e-5 + 2e-7 * np.exp(np.abs(opacity))).all(), err.max()
+    np.testing.assert_allclose(zs.wire.ply.columns(raw_b, [f"rot_{j}" for j in range(4)]), want.quats, atol=1e-7)
     # degree-0 file in another order, an extra property and an element after the vertices
     names = ["rot_0", "rot_1", "rot_2", "rot_3", "x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2",
              "opacity", "scale_0", "scale_1", "scale_2", "extra"]
     write_inria_ply(tmp_path / "c.ply", means, f_dc, opacity, log_scales, quats, names, extra_element=True)
     c = sp.read_splat_ply(tmp_path / "c.ply")
     np.testing.assert_array_equal(c.means, means)
-    np.testing.assert_array_equal(c.quats, quats)
+    np.testing.assert_allclose(c.quats, want.quats, rtol=1e-6, atol=1e-7)
     write_inria_ply(tmp_path / "d.ply", means, f_dc, opacity, log_scales, quats,
                     [n for n in INRIA if n != "scale_1"])
-    with pytest.raises(sp.PLYError, match="'scale_1' is missing"):
+    with pytest.raises(zs.wire.ply.PLYError, match="'scale_1' is missing"):
         sp.read_splat_ply(tmp_path / "d.ply")
     raw = (tmp_path / "a.ply").read_bytes()
     (tmp_path / "e.ply").write_bytes(raw[:-100])
-    with pytest.raises(sp.PLYError, match="truncated: header says 257"):
+    with pytest.raises(zs.wire.ply.PLYError, match="truncated: header says 257"):
         sp.read_splat_ply(tmp_path / "e.ply")
 
 
@@ -95,7 +122,7 @@ def test_import_decodes_every_attribute_exactly(zs, tmp_path):
     n = 1000
     means, f_dc, opacity, log_scales, quats = random_gaussians(n, seed=1)
     write_inria_ply(tmp_path / "g.ply", means, f_dc, opacity, log_scales, quats)
-    obj = si.import_splats(bpy.context.scene, zs.splat_ply.read_splat_ply(tmp_path / "g.ply"), "G", "job")
+    obj = si.import_splats(bpy.context.scene, zs.wire.splats.read_splat_ply(tmp_path / "g.ply"), "G", "job")
     mesh = obj.data
     assert len(mesh.vertices) == n and obj.name in bpy.data.collections["Zoomscape"].objects
     np.testing.assert_array_equal(read_attr(mesh, "position", "vector", 3), means)
@@ -107,7 +134,8 @@ def test_import_decodes_every_attribute_exactly(zs, tmp_path):
     np.testing.assert_allclose(read_attr(mesh, "opacity", "value", 1), 1 / (1 + np.exp(-opacity.astype(np.float64))),
                                rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(read_attr(mesh, "scale", "vector", 3), np.exp(log_scales.astype(np.float64)), rtol=1e-6)
-    np.testing.assert_array_equal(read_attr(mesh, "rotation", "value", 4), quats)  # as stored
+    unit = quats / np.linalg.norm(quats.astype(np.float64), axis=1, keepdims=True)
+    np.testing.assert_allclose(read_attr(mesh, "rotation", "value", 4), unit, rtol=1e-6, atol=1e-7)  # unit wxyz
     # the instancing frame: same covariance, thinnest axis on local z
     dq, ds = read_attr(mesh, "zs_disc_rotation", "value", 4), read_attr(mesh, "zs_disc_scale", "vector", 3)
     s = np.exp(log_scales.astype(np.float64))
@@ -123,8 +151,7 @@ def test_every_gaussian_becomes_an_oriented_scaled_quad(zs):
     si = zs.splat_import
     n = 300
     means, f_dc, opacity, log_scales, quats = random_gaussians(n, seed=2)
-    splats = zs.splat_ply.Splats(means, f_dc, opacity, log_scales, quats)
-    obj = si.import_splats(bpy.context.scene, splats, "G", "job")
+    obj = si.import_splats(bpy.context.scene, activated(zs, means, f_dc, opacity, log_scales, quats), "G", "job")
     obj.location = (1.0, 2.0, 3.0)
     dg = bpy.context.evaluated_depsgraph_get()
     mats = np.array([np.array(inst.matrix_world) for inst in dg.object_instances
@@ -157,8 +184,8 @@ def test_a_coplanar_splat_wall_renders_with_its_colours(zs, tmp_path, engine):
     spacing = g[1] - g[0]
     log_scales = np.log(np.tile([[0.7 * spacing, 1e-5, 0.7 * spacing]], (len(means), 1))).astype(np.float32)
     quats = np.tile([[1.0, 0, 0, 0]], (len(means), 1)).astype(np.float32)
-    splats = zs.splat_ply.Splats(means, ((rgb - 0.5) / C0).astype(np.float32),
-                                 np.full(len(means), 4.6, np.float32), log_scales, quats)
+    splats = activated(zs, means, ((rgb - 0.5) / C0).astype(np.float32),
+                       np.full(len(means), 4.6, np.float32), log_scales, quats)
     si.import_splats(scene, splats, "Wall", "render-test")
     r = scene.render
     use_engine(scene, engine, 8)

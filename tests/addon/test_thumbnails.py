@@ -207,14 +207,52 @@ def test_show_in_image_editor_picks_the_first_image_editor(zs):
     assert not zs.thumbnails.show_in_image_editor(windows[:1], image)
 
 
-def test_image_files_reads_the_manifest_and_skips_what_is_unusable(zs):
-    manifest = {"levels": [{"index": 2, "prompt": "c", "image": "level_02.png"},
-                           {"index": 0, "prompt": "a", "image": "level_00.png"},
-                           {"index": 1, "prompt": "b"},  # an older job: no image
-                           {"index": 3, "image": "../../etc/passwd"},
-                           {"index": 4, "image": None}, "junk"]}
-    files = zs.thumbnails.image_files(manifest)
-    assert [(f.index, f.prompt, f.file) for f in files] == [
-        (0, "a", "level_00.png"), (2, "c", "level_02.png"), (-1, "Zoom stack", "zoom_stack.png")]
-    assert zs.thumbnails.image_files({"zoom": {"stack_image": "stack.png"}})[0].file == "stack.png"
-    assert zs.thumbnails.image_files({"zoom": {"stack_image": "sub/stack.png"}}) == []
+def manifest_with(levels, **zoom):
+    """A results manifest dict with these level entries (filled in to be valid where a test does not
+    set a field) and zoom fields."""
+    frame = {"origin": [0.0, 0.0, 1.0], "rotation": np.eye(3).tolist(), "unit": 1.0}
+    full = [dict({"gaussians": f"level_{j:02d}.ply", "frame": frame, "zoom_range": [4.0 ** j, 4.0 ** (j + 1)]},
+                 **lv) if isinstance(lv, dict) else lv for j, lv in enumerate(levels)]
+    return {"format": "zoomscape-results", "version": 1, "job_id": "thumbs",
+            "pointcloud": {"file": "pointcloud.ply", "points": 1}, "levels": full,
+            "zoom": {"camera": "Cam.000", "matrix_world": np.eye(4).tolist(), "fx": 40.0, "fy": 40.0,
+                     "cx": 16.0, "cy": 16.0, "width": 32, "height": 32, "factor": 4.0,
+                     "anchor": [0.0, 0.0, 1.0], **zoom}}
+
+
+def test_image_files_reads_the_manifest_and_refuses_what_is_unsafe(zs):
+    """The one manifest reader (the extension's wire copy) lists the level images by index and the
+    stack; levels without an image are left out; an unsafe or malformed entry is an error naming it."""
+    Manifest, ManifestError = zs.wire.manifest.Manifest, zs.wire.manifest.ManifestError
+    levels = [{"index": 2, "prompt": "c", "image": "level_02.png"},
+              {"index": 0, "prompt": "a", "image": "level_00.png"},
+              {"index": 1, "prompt": "b"},  # an older job: no image
+              {"index": 3, "image": None}]
+    files = Manifest.from_dict(manifest_with(levels)).image_files()
+    assert files == [(0, "a", "level_00.png"), (2, "c", "level_02.png"), (-1, "Zoom stack", "zoom_stack.png")]
+    assert Manifest.from_dict(manifest_with([], stack_image="stack.png")).image_files() == [
+        (-1, "Zoom stack", "stack.png")]
+    assert Manifest.from_dict(manifest_with([], stack_image=None)).image_files() == []
+    unsafe = levels[:3] + [{"index": 3, "image": "../../etc/passwd"}]
+    with pytest.raises(ManifestError, match=r"levels\[3\]\.image: '\.\./\.\./etc/passwd' must be a plain file name"):
+        Manifest.from_dict(manifest_with(unsafe))
+    with pytest.raises(ManifestError, match=r"levels\[3\]\.image: 'sub\\\\x\.png' must be a plain file name"):
+        Manifest.from_dict(manifest_with(levels[:3] + [{"index": 3, "image": "sub\\x.png"}]))
+    with pytest.raises(ManifestError, match=r"levels\[4\]: must be an object, got str"):
+        Manifest.from_dict(manifest_with(levels + ["junk"]))
+    with pytest.raises(ManifestError, match=r"zoom\.stack_image: 'sub/stack\.png' must be a plain file name"):
+        Manifest.from_dict(manifest_with([], stack_image="sub/stack.png"))
+
+
+def test_an_unsafe_image_name_fails_the_import_and_loads_nothing(zs, tmp_path):
+    scene = bpy.context.scene
+    out_dir = str(tmp_path / "results")
+    manifest, _ = write_level_results(zs, out_dir, n_levels=2)
+    manifest["levels"][1]["image"] = "../../etc/passwd"
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    with pytest.raises(zs.wire.manifest.ManifestError,
+                       match=r"manifest\.json: levels\[1\]\.image: '\.\./\.\./etc/passwd' must be a plain file name"):
+        zs.runner.import_results(scene, out_dir)
+    assert zs.thumbnails.job_images("thumbs") == ([], None)
+    assert not [o for o in bpy.data.objects if o.get("zoomscape_job") == "thumbs"]

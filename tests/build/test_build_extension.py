@@ -2,8 +2,10 @@
 
 Builds once into a temp dir (wheels come from .venv/wheel-cache or PyPI; without network and
 without a cache the build, and so these tests, fail with pip's message), then checks every zip with
-Blender's own `blender_ext.py validate`, reads the zips' contents, and installs the linux-x64 zip
-into headless bpy 4.2 (Python 3.11) and bpy 5.2 (Python 3.13) in isolated user directories.
+Blender's own `blender_ext.py validate`, reads the zips' contents (addon/* at the top and
+backend/zoomscape/wire as wire/, byte for byte), and installs the linux-x64 zip into headless bpy 4.2
+(Python 3.11) and bpy 5.2 (Python 3.13) in isolated user directories, where the extension imports its
+own copy of the wire package.
 Run: .venv/backend/bin/python -m pytest tests/build -q
 """
 from __future__ import annotations
@@ -46,15 +48,25 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def addon_files() -> dict[str, bytes]:
-    """addon/ files as they must appear at the zip's top level (no caches or dot-files)."""
+def source_files(folder: Path, prefix: str = "") -> dict[str, bytes]:
+    """The files of folder as they must appear in the zip under prefix (no caches or dot-files)."""
     out = {}
-    for p in sorted((ROOT / "addon").rglob("*")):
-        rel = p.relative_to(ROOT / "addon")
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
         if p.is_file() and not any(part == "__pycache__" or part.startswith(".") for part in rel.parts) \
                 and p.suffix not in (".pyc", ".pyo"):
-            out[rel.as_posix()] = p.read_bytes()
+            out[prefix + rel.as_posix()] = p.read_bytes()
     return out
+
+
+def addon_files() -> dict[str, bytes]:
+    """addon/ files as they must appear at the zip's top level."""
+    return source_files(ROOT / "addon")
+
+
+def wire_files() -> dict[str, bytes]:
+    """backend/zoomscape/wire files as they must appear in the zip: under wire/."""
+    return source_files(ROOT / "backend" / "zoomscape" / "wire", "wire/")
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +123,15 @@ def test_zip_holds_manifest_addon_and_exactly_its_wheels(built, manifest_info, p
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     files = addon_files()
     assert "__init__.py" in files, "addon/__init__.py is missing"
+    assert not [rel for rel in files if rel.split("/")[0] in be.RESERVED], "addon/ uses a reserved name"
     for rel, data in files.items():  # addon/* at the top level, byte for byte
         assert contents.get(rel) == data, f"{rel} missing or different in the zip"
-    other = set(names) - set(files) - {"blender_manifest.toml"}
+    wire = wire_files()
+    assert {"wire/__init__.py", "wire/ply.py", "wire/splats.py", "wire/manifest.py"} <= set(wire)
+    for rel, data in wire.items():  # backend/zoomscape/wire as wire/, byte for byte
+        assert contents.get(rel) == data, f"{rel} missing or different in the zip"
+    assert sorted(n for n in names if n.startswith("wire/")) == sorted(wire), "wire/ holds other files"
+    other = set(names) - set(files) - set(wire) - {"blender_manifest.toml"}
     wheels = sorted(n for n in other if n.startswith("wheels/") and n.endswith(".whl"))
     assert sorted(other) == wheels, f"unexpected files: {sorted(other - set(wheels))}"
 
@@ -168,20 +186,39 @@ def test_check_zip_rejects_a_foreign_wheel(tmp_path):
         be.check_zip(bad, "linux-x64", [linux, windows])
 
 
+def test_the_package_copy_refuses_a_wire_folder_in_addon_and_a_missing_wire(tmp_path):
+    addon = tmp_path / "addon"
+    (addon / "wire").mkdir(parents=True)
+    (addon / "__init__.py").write_text("")
+    with pytest.raises(be.BuildError, match="wire clashes with the staged wire"):
+        be.copy_package(tmp_path / "out", addon, be.WIRE_DIR)
+    (addon / "wire").rmdir()
+    with pytest.raises(be.BuildError, match="the extension ships the wire package"):
+        be.copy_package(tmp_path / "out", addon, tmp_path / "no-wire")
+    out = be.copy_package(tmp_path / "out", addon, be.WIRE_DIR)
+    assert source_files(out) == {"__init__.py": b"", **wire_files()}  # no __pycache__ copied
+
+
 def test_staged_manifest_refuses_a_manifest_that_already_lists_wheels():
     with pytest.raises(be.BuildError, match="must not set 'wheels'"):
         be.staged_manifest_text('id = "x"\nwheels = []\n', ["wheels/a-1-py3-none-any.whl"], ("linux-x64",))
 
 
 INSTALL = textwrap.dedent("""
-    import json, sys
+    import importlib, json, sys
     import bpy
     import addon_utils  # importable once bpy is
     bpy.ops.extensions.package_install_files(filepath=sys.argv[-1], repo="user_default", enable_on_install=True)
     mod = "bl_ext.user_default.zoomscape"
+    wire = {name: importlib.import_module(f"{mod}.wire.{name}") for name in ("ply", "splats", "manifest", "names")}
+    importers, splat_import = (importlib.import_module(f"{mod}.{m}") for m in ("importers", "splat_import"))
     print("RESULT " + json.dumps({"enabled": mod in bpy.context.preferences.addons,
                                   "loaded": list(addon_utils.check(mod)),
-                                  "extensions": bpy.utils.user_resource("EXTENSIONS")}))
+                                  "extensions": bpy.utils.user_resource("EXTENSIONS"),
+                                  "wire": {name: m.__file__ for name, m in wire.items()},
+                                  "uses_wire": [importers.PointCloud is wire["ply"].PointCloud,
+                                                splat_import.Gaussians is wire["splats"].Gaussians],
+                                  "format": wire["names"].FORMAT}))
 """)
 # A restarted Blender puts the extensions' .local site-packages ahead of every other site-packages.
 IMPORT = textwrap.dedent("""
@@ -213,6 +250,12 @@ def test_linux_zip_installs_enables_and_imports_bundled_zeroconf(built, manifest
 
     installed = run_bpy(python, INSTALL, user_dir, str(zip_path(built[0], manifest_info, "linux-x64")))
     assert installed["enabled"] and installed["loaded"] == [True, True], installed
+    # the installed extension imports its own copy of the wire package, and its modules use it
+    ext_dir = Path(installed["extensions"]) / "user_default" / "zoomscape"
+    for name, path in installed["wire"].items():
+        assert Path(path) == ext_dir / "wire" / f"{name}.py", installed["wire"]
+        assert Path(path).read_bytes() == (ROOT / "backend" / "zoomscape" / "wire" / f"{name}.py").read_bytes()
+    assert installed["uses_wire"] == [True, True] and installed["format"] == "zoomscape-results"
     site = Path(installed["extensions"]) / ".local" / "lib" / f"python{want_python[0]}.{want_python[1]}" / "site-packages"
     assert (site / "zeroconf").is_dir() and (site / "ifaddr").is_dir(), f"wheels not installed in {site}"
 

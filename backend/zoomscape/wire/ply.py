@@ -200,11 +200,14 @@ class PointCloud:
         return np.round(np.clip(np.nan_to_num(self.rgb), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _fraction(channel: np.ndarray) -> np.ndarray:
-    """A PLY colour channel → float32 in [0, 1] (integers are divided by their type's maximum)."""
-    if channel.dtype.kind in "ui":
-        return channel.astype(np.float32) / np.float32(np.iinfo(channel.dtype).max)
-    return channel.astype(np.float32)
+def _fractions(data: np.ndarray) -> np.ndarray:
+    """The red, green, blue columns → [N, 3] float32 in [0, 1] (integers are divided by their
+    type's maximum), filled in place."""
+    rgb = columns(data, RGB)
+    kind = data.dtype[RGB[0]]
+    if kind.kind in "ui":
+        rgb /= np.float32(np.iinfo(kind).max)
+    return rgb
 
 
 def read_point_ply(path) -> PointCloud:
@@ -218,8 +221,7 @@ def read_point_ply(path) -> PointCloud:
         raise PLYError(f"{os.fspath(path)}: colour property '{missing[0]}' is missing "
                        "(colours need red, green and blue)")
     xyz = columns(data, "xyz", np.float64)
-    rgb = (np.stack([_fraction(data[c]) for c in RGB], axis=1) if present
-           else np.full((len(data), 3), 0.5, np.float32))
+    rgb = _fractions(data) if present else np.full((len(data), 3), 0.5, np.float32)
     radius = data["radius"] if "radius" in names else None
     return PointCloud(xyz, rgb, radius)
 
