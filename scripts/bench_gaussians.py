@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from zoomscape.cameras import from_wire, look_at, zoom_level_camera
-from zoomscape.engines.procedural import ProceduralEngine
+from zoomscape.engines.base import DepthFor
+from zoomscape.engines.procedural import ProceduralEngine, World
 from zoomscape import gaussians
 from zoomscape.gaussians import coarse_background, lift_levels, psnr, render_level
 from zoomscape.raster import rasterize, rasterize_naive
@@ -122,8 +123,8 @@ def bench_lift(size: int, levels: int, repeat: int) -> None:
     cam = from_wire({"name": "Zoom", "matrix_world": look_at([0, -8, 3], [0, 0, 0.5]),
                      "fx": 1.1 * size, "fy": 1.1 * size, "cx": size / 2, "cy": size / 2,
                      "width": size, "height": size})
-    engine = ProceduralEngine()
-    world = engine.world_for("a mossy valley", 3)
+    engine = DepthFor(ProceduralEngine(), 3)             # the lift's depth: seed 3, role "level"
+    world = World("a mossy valley", 3)
     anchor = world.trace(cam, np.array([[size / 2, size / 2]])).point[0]
     images = [world.render(zoom_level_camera(cam, 4.0, i))[0] for i in range(levels)]
     n = levels * size * size

@@ -4,18 +4,21 @@
                     [--engine procedural|diffusers] [--no-zeroconf] [--model-dir DIR]
                     [--text2img-model ID] [--inpaint-model ID] [--depth-model ID]
                     [--device D] [--steps N] [--cpu-offload] [--attention-slicing]
-    zoomscape generate REQUEST.json --out DIR
+    zoomscape generate REQUEST.json --out DIR   (+ the engine flags: --device, --steps, --model-dir, ...)
     zoomscape models list [--json] | pull [--engine diffusers]   (+ --model-dir, --text2img-model, ...)
     zoomscape discover [--timeout 3] [--json]
 
+Each command builds one settings.Settings from its flags and the environment (flags beat
+ZOOMSCAPE_* variables beat defaults; build_settings) and hands it down: to the job store's
+EnginePool, the engines and models.py. Nothing here writes os.environ.
+
 Exit codes: 0 success, 1 the work failed (or a server could not start), 2 bad input (usage,
-unreadable request, a request that breaks a rule: the message names the field).
+unreadable request, a request that breaks a rule, a bad setting: the message names the field).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import signal
 import sys
@@ -26,12 +29,22 @@ from zoomscape import __version__
 
 DEFAULT_PORT = 8765
 LOOPBACK = "127.0.0.1"
+ALL_INTERFACES = "0.0.0.0"
 
 
-def default_data_dir() -> Path:
-    """$ZOOMSCAPE_DATA_DIR, else ~/.local/share/zoomscape."""
-    env = os.environ.get("ZOOMSCAPE_DATA_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "zoomscape"
+# The flags every command that builds an engine takes, named as settings.Settings' fields.
+ENGINE_FLAGS = ("device", "steps", "cpu_offload", "attention_slicing", "model_dir",
+                "text2img_model", "inpaint_model", "depth_model")
+
+
+def build_settings(args, environ=None, **given):
+    """The Settings of one command: the environment (environ, default os.environ) overridden by
+    the engine flags in args that were given, and by given (e.g. serve's engine, host, port,
+    token, data_dir; None = not given). Raises settings.SettingsError naming the field."""
+    from zoomscape.settings import Settings
+
+    flags = {name: getattr(args, name, None) for name in ENGINE_FLAGS}
+    return Settings.from_env(environ).with_flags(**flags, **given)
 
 
 def _err(message: str) -> None:
@@ -40,25 +53,43 @@ def _err(message: str) -> None:
 
 # ---------------------------------------------------------------------------------------- serve
 
+def serve_host(args) -> Optional[str]:
+    """serve's bind address: --host (default 127.0.0.1), or all interfaces with --lan. --lan with a
+    --host other than 0.0.0.0 is a conflict: refused (None) after saying why on stderr."""
+    if args.lan and args.host not in (None, ALL_INTERFACES):
+        _err(f"--lan binds all interfaces ({ALL_INTERFACES}) and cannot be combined with --host {args.host}; "
+             f"to serve only {args.host}, drop --lan and pass --token TOKEN")
+        return None
+    return ALL_INTERFACES if args.lan else (args.host or LOOPBACK)
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
     from zoomscape.engines import EngineUnavailable
-    from zoomscape.jobs import JobStore
+    from zoomscape.jobs import EnginePool, JobStore
     from zoomscape.server import create_app
+    from zoomscape.settings import SettingsError
 
     import logging
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    host = "0.0.0.0" if args.lan else args.host
+    host = serve_host(args)
+    if host is None:
+        return 2
     token = args.token
     if args.lan and not token:
         token = secrets.token_urlsafe(24)
-    data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+    try:
+        settings = build_settings(args, engine=args.engine, host=host, port=args.port, token=token,
+                                  data_dir=args.data_dir)
+    except SettingsError as exc:
+        _err(str(exc))
+        return 2
+    data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
-    _engine_env_from_flags(args)
 
-    store = JobStore(data_dir)
+    store = JobStore(data_dir, engines=EnginePool(settings))
     try:
         engine = store.engines.get(args.engine)
     except EngineUnavailable as exc:
@@ -106,20 +137,6 @@ def cmd_serve(args) -> int:
     return 0 if server.started else 1
 
 
-def _engine_env_from_flags(args) -> None:
-    """Serve's model/device flags → the environment the diffusers engine reads (models.py and
-    engines/diffusers.py), so every engine the job store builds uses them."""
-    env = {"ZOOMSCAPE_MODEL_DIR": getattr(args, "model_dir", None),
-           "ZOOMSCAPE_DEVICE": getattr(args, "device", None),
-           "ZOOMSCAPE_STEPS": str(args.steps) if getattr(args, "steps", None) else None,
-           "ZOOMSCAPE_CPU_OFFLOAD": "1" if getattr(args, "cpu_offload", False) else None,
-           "ZOOMSCAPE_ATTENTION_SLICING": "1" if getattr(args, "attention_slicing", False) else None}
-    env.update({f"ZOOMSCAPE_{role.upper()}_MODEL": value for role, value in _model_overrides(args).items()})
-    for key, value in env.items():
-        if value:
-            os.environ[key] = value
-
-
 # ------------------------------------------------------------------------------------- generate
 
 class TextProgress:
@@ -144,7 +161,13 @@ class TextProgress:
 
 def cmd_generate(args) -> int:
     from zoomscape.schema import RequestError, validate_request
+    from zoomscape.settings import SettingsError
 
+    try:
+        settings = build_settings(args)
+    except SettingsError as exc:
+        _err(str(exc))
+        return 2
     path = Path(args.request)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -162,12 +185,15 @@ def cmd_generate(args) -> int:
         return 2
 
     from zoomscape import pipeline
+    from zoomscape.jobs import EnginePool
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     progress = TextProgress()
     try:
-        manifest = pipeline.run_job(request.model_dump(mode="json"), out, progress=progress)
+        models = {k: v for k, v in (request.model_dump().get("models") or {}).items() if v}
+        engine = EnginePool(settings).get(request.engine, models or None)
+        manifest = pipeline.run_job(request.model_dump(mode="json"), out, progress=progress, engine=engine)
     except KeyboardInterrupt:
         progress.done()
         _err("interrupted")
@@ -184,20 +210,19 @@ def cmd_generate(args) -> int:
 
 # --------------------------------------------------------------------------------------- models
 
-def _model_overrides(args) -> dict:
-    """{role: id} from the --text2img-model / --inpaint-model / --depth-model flags that were given."""
-    return {role: getattr(args, f"{role}_model") for role in ("text2img", "inpaint", "depth")
-            if getattr(args, f"{role}_model", None)}
-
-
 def cmd_models(args) -> int:
     from zoomscape import models
     from zoomscape.server import engine_names
+    from zoomscape.settings import SettingsError
 
-    overrides = _model_overrides(args)
+    try:
+        settings = build_settings(args)
+    except SettingsError as exc:
+        _err(str(exc))
+        return 2
     if args.action == "list":
         try:
-            locations = models.locate_all(overrides, local_dir=args.model_dir)
+            locations = models.locate_all(settings=settings)
         except models.ModelSettingsError as exc:
             _err(str(exc))
             return 2
@@ -231,7 +256,7 @@ def cmd_models(args) -> int:
         print("procedural: nothing to download (a built-in analytic world, no model weights)")
         return 0
     try:
-        models.pull(overrides, local_dir=args.model_dir, log=lambda line: print(line, flush=True))
+        models.pull(settings=settings, log=lambda line: print(line, flush=True))
     except models.ModelSettingsError as exc:
         _err(str(exc))
         return 2
@@ -251,6 +276,20 @@ def _add_model_flags(parser) -> None:
         parser.add_argument(f"--{role}-model", dest=f"{role}_model",
                             help=f"{what}: a Hugging Face repo id or a local folder "
                                  f"(default $ZOOMSCAPE_{role.upper()}_MODEL or the built-in default)")
+
+
+def _add_engine_flags(parser) -> None:
+    """The model flags and the diffusers engine's device/steps/memory flags (settings.Settings'
+    fields; a flag not given leaves the environment's value or the default)."""
+    _add_model_flags(parser)
+    parser.add_argument("--device", help="diffusers engine device: cuda, cuda:N, mps or cpu "
+                                         "(default $ZOOMSCAPE_DEVICE or the best available)")
+    parser.add_argument("--steps", type=int, help="diffusers engine denoising steps (default $ZOOMSCAPE_STEPS or 50)")
+    parser.add_argument("--cpu-offload", action="store_true", default=None,
+                        help="diffusers engine: model CPU offload (8 GB cards; default $ZOOMSCAPE_CPU_OFFLOAD)")
+    parser.add_argument("--attention-slicing", action="store_true", default=None,
+                        help="diffusers engine: attention slicing (default $ZOOMSCAPE_ATTENTION_SLICING, "
+                             "else on for CUDA cards with at most 10 GB)")
 
 
 # ------------------------------------------------------------------------------------- discover
@@ -280,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the HTTP backend")
-    s.add_argument("--host", default=LOOPBACK, help="bind address (default 127.0.0.1)")
+    s.add_argument("--host", help="bind address (default 127.0.0.1; not with --lan, which binds 0.0.0.0)")
     s.add_argument("--port", type=int, default=DEFAULT_PORT)
     s.add_argument("--data-dir", help="job store folder (default $ZOOMSCAPE_DATA_DIR or ~/.local/share/zoomscape)")
     s.add_argument("--lan", action="store_true", help="bind all interfaces; requires a token (generated if not given)")
@@ -288,16 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", default="procedural", choices=["procedural", "diffusers"])
     s.add_argument("--no-zeroconf", action="store_true", help="do not advertise the service")
     s.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
-    _add_model_flags(s)
-    s.add_argument("--device", help="diffusers engine device: cuda, cuda:N, mps or cpu (default: the best available)")
-    s.add_argument("--steps", type=int, help="diffusers engine denoising steps (default $ZOOMSCAPE_STEPS or 50)")
-    s.add_argument("--cpu-offload", action="store_true", help="diffusers engine: model CPU offload (8 GB cards)")
-    s.add_argument("--attention-slicing", action="store_true", help="diffusers engine: attention slicing")
+    _add_engine_flags(s)
     s.set_defaults(func=cmd_serve)
 
     g = sub.add_parser("generate", help="run one request without a server")
     g.add_argument("request", help="REQUEST.json (the body of POST /v1/jobs)")
     g.add_argument("--out", required=True, help="output folder for pointcloud.ply and manifest.json")
+    _add_engine_flags(g)
     g.set_defaults(func=cmd_generate)
 
     m = sub.add_parser("models", help="list engines and their models, or fetch them")

@@ -46,13 +46,10 @@ from .align import (DepthFit, Seam, apply_depth_fit, apply_seam, bilinear, depth
 from .cameras import Camera, world_to_pixels
 from .consensus import Consensus, Link, apply_consensus, consensus, coupling, view_parts
 from .engines.base import check_image
+from .errors import JobCancelled  # the one JobCancelled (zoomscape.dream.JobCancelled is it)
 from .pointcloud import PointCloud, merge, project, unproject
 
 Progress = Callable[[str, int, int, str], None]
-
-
-class JobCancelled(Exception):
-    """The job was cancelled (should_cancel() returned True); no results are written."""
 
 
 @dataclass
@@ -234,8 +231,11 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
     ¬M_0 and keeps D_0 wherever M_0 has a finite depth.
     refine: after the last view, bend all views jointly so they agree (consensus.py); the
     user's depth never moves. observed then holds the depths after that step.
-    progress("dream", step, total, message) after each view (step = views done, total = N);
-    should_cancel() is polled before each view and raises JobCancelled when True.
+    progress("dream", step, total, message) after each view (step = views done, total = N) and
+    after each denoising step of an engine that denoises: with T steps per view, step v·T + s of
+    total N·T during view v's step s, and views done · T after each view. should_cancel() is
+    polled before each view and handed to engine.inpaint (with on_step) as call arguments, so the
+    shared engine holds no hooks; it raises errors.JobCancelled when True.
     """
     if not cams:
         raise ValueError("cameras: need at least one camera to dream")
@@ -248,6 +248,18 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
     def check_cancel():
         if should_cancel is not None and should_cancel():
             raise JobCancelled("cancelled during dream")
+
+    steps = [1]  # denoising steps per view T: known after the engine's first on_step (1: none)
+
+    def view_done(views: int, message: str) -> None:
+        report("dream", views * steps[0], N * steps[0], message)
+
+    def on_step_of(v: int):
+        """The on_step of view v's inpaint: stage "dream", step v·T + s of N·T."""
+        def on_step(s: int, T: int) -> None:
+            steps[0] = T
+            report("dream", v * T + s, N * T, f"view {v + 1}/{N}: denoising step {s}/{T}")
+        return on_step
 
     def view_report(cam, n_new, d, seam, fallback, overlap, kept, crack=0, free=0):
         c = seam.correction[kept] if seam is not None and kept.any() else np.zeros(1)
@@ -267,16 +279,18 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
     if init is None:
         M_0 = np.zeros((H, W), bool)
         I_0 = engine.inpaint(np.zeros((H, W, 3), np.float32), np.ones((H, W), bool), prompt, cam,
-                             seed)
-        D_0 = np.asarray(engine.estimate_depth(I_0, cam), dtype=np.float64)
+                             seed, on_step=on_step_of(0), should_cancel=should_cancel)
+        D_0 = np.asarray(engine.estimate_depth(I_0, cam, seed=seed, role="first"), dtype=np.float64)
     else:
         I_user, D_user, known = init
         with np.errstate(invalid="ignore"):
             M_0 = known & np.isfinite(D_user) & (D_user > 0)
-        I_0 = engine.inpaint(I_user, ~known, prompt, cam, seed) if not known.all() else I_user
+        I_0 = (engine.inpaint(I_user, ~known, prompt, cam, seed, on_step=on_step_of(0),
+                              should_cancel=should_cancel) if not known.all() else I_user)
         D_0 = np.where(M_0, D_user, np.inf)
         if not M_0.all():
-            D_hat_0 = np.asarray(engine.estimate_depth(I_0, cam), dtype=np.float64)
+            D_hat_0 = np.asarray(engine.estimate_depth(I_0, cam, seed=seed, role="first"),
+                                 dtype=np.float64)
             samples_0 = pixel_samples(D_hat_0, D_0, M_0)
             D_fit, d_prev, seam, fallback, note = align_view(D_hat_0, D_0, M_0, samples_0, d_prev,
                                                              space)
@@ -298,7 +312,7 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
     masks = [M_0]
     observed = [np.where(kept0, D_0, np.inf)]
     views = [view_report(cam, len(P), d_prev, seam, fallback, float(M_0.mean()), kept0 & ~M_0)]
-    report("dream", 1, N, f"view 1/{N} '{cam.name}': {len(P)} points{note}")
+    view_done(1, f"view 1/{N} '{cam.name}': {len(P)} points{note}")
 
     for i in range(1, N):
         check_cancel()
@@ -308,8 +322,9 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         I_hat_i, M_i, D_tilde_i = proj.image, proj.mask, proj.depth.astype(np.float64)
         overlap = float(M_i.mean())
 
-        I_i = engine.inpaint(I_hat_i, ~M_i, prompt, cam, seed)
-        D_hat_i = np.asarray(engine.estimate_depth(I_i, cam), dtype=np.float64)
+        I_i = engine.inpaint(I_hat_i, ~M_i, prompt, cam, seed, on_step=on_step_of(i),
+                             should_cancel=should_cancel)
+        D_hat_i = np.asarray(engine.estimate_depth(I_i, cam, seed=seed, role="view"), dtype=np.float64)
 
         # d_i: robust global fit on the overlap, then c_i: the seam; D_i = d_i(D̂_i) · exp(c_i)
         samples_i = overlap_samples(P, proj, cam, D_hat_i)
@@ -346,8 +361,8 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         views.append(view_report(cam, len(P_hat_i), d_i, seam_i, fallback, overlap, kept,
                                  crack.sum(), free.sum()))
         d_prev = d_i
-        report("dream", i + 1, N, f"view {i + 1}/{N} '{cam.name}': overlap {overlap:.0%}, "
-                                  f"scale {d_i.scale:.3f}, {len(P_hat_i)} new points{note}")
+        view_done(i + 1, f"view {i + 1}/{N} '{cam.name}': overlap {overlap:.0%}, "
+                         f"scale {d_i.scale:.3f}, {len(P_hat_i)} new points{note}")
 
     source = np.concatenate(source)
     agreed = None
@@ -374,7 +389,7 @@ def refine_views(P: PointCloud, cams: list[Camera], source: np.ndarray, point_pi
     parts = view_parts(source, len(cams))
     observed = _observed_after(P, cams, parts, point_pix, agreed.factor, observed, winners)
     drop = np.zeros(len(P), bool)
-    seen = [min_filter3(o) for o in observed[:-1]]
+    seen = [min_filter3(observed[0])]  # each view's claim once its own drops are applied
     for i in range(1, len(cams)):
         own = np.zeros(len(point_pix[parts[i]]), bool)
         xyz = P.xyz[parts[i]]
@@ -382,6 +397,8 @@ def refine_views(P: PointCloud, cams: list[Camera], source: np.ndarray, point_pi
             own |= in_free_space(xyz, cams[j], seen[j], free_space_tol, filtered=True)
         drop[parts[i]] = own
         observed[i].reshape(-1)[point_pix[parts[i]][own]] = np.inf
+        if i < len(cams) - 1:
+            seen.append(min_filter3(observed[i]))
     dropped = np.bincount(source[drop], minlength=len(cams))
     if drop.any():
         P, source = P.select(~drop), source[~drop]

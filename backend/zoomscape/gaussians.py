@@ -68,14 +68,7 @@ NEAR_LOCAL = 1e-6       # near plane in local units (a level 4^10 deep sits ~10^
 SERIAL_PIXELS = 512 * 512  # levels up to this size lift on one torch thread (see torch_threads)
 
 
-class JobCancelled(Exception):
-    """Raised when should_cancel() turns True (the pipeline's dream.JobCancelled if present)."""
-
-
-try:  # one exception type across the pipeline
-    from .dream import JobCancelled  # noqa: F811
-except ImportError:  # pragma: no cover
-    pass
+from .errors import JobCancelled  # noqa: E402 - raised when should_cancel() turns True
 
 
 @dataclass

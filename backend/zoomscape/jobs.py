@@ -9,8 +9,13 @@ Layout (every file written atomically: a temp file in the same folder, then ``os
 A new job folder is assembled under a hidden temp name and renamed into place, so a job either
 exists completely or not at all. Ids are uuid4 hex. One worker runs jobs first in, first out, so one
 GPU is never shared. Cancelling a queued job is immediate; a running job stops at its next progress
-step. On restart queued jobs are queued again (in creation order) and jobs that were running are
-marked failed: the server stopped while they ran.
+step. Queue positions are computed when a status is read, never stored (status.json has none).
+
+On restart queued jobs are queued again (in creation order); a job that was running is done if its
+results are complete (results/manifest.json, written last, is there and parses) and failed
+("interrupted") otherwise; the temp files of interrupted writes (wire.atomic's
+``.<name>.<8 hex>.tmp`` and the legacy ``<name>.ply.tmp``) are removed from every job folder and its
+results. Result files are served only if they are regular files inside the job's folder (no symlinks).
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import threading
 import traceback
 import uuid
@@ -27,7 +33,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from .atomic import write_json_atomic, write_text_atomic
+from .errors import JobCancelled
+from .settings import Settings, resolve
+from .wire.atomic import is_temp_name, write_json_atomic, write_text_atomic
+from .wire.names import MANIFEST_FILE
 
 log = logging.getLogger("zoomscape.jobs")
 
@@ -54,12 +63,55 @@ class JobFinished(RuntimeError):
     """The job already finished; it cannot be cancelled."""
 
 
-class JobCancelled(Exception):
-    """Raised inside a running job (from its progress callback) once a cancel was requested."""
+# errors.JobCancelled (imported above, the one type the pipeline raises too) is raised inside a
+# running job from its progress callback once a cancel was requested.
 
 
 class _Shutdown(Exception):
     """Raised inside a running job when the store stops."""
+
+
+def is_leftover_temp(name: str) -> bool:
+    """A file an interrupted write left: wire.atomic's .<name>.<8 hex>.tmp or the legacy <name>.ply.tmp."""
+    return is_temp_name(name) or name.endswith(".ply.tmp")
+
+
+def remove_leftover_temps(folder: Path) -> list[str]:
+    """Delete the leftover temp files directly in folder (not in subfolders); returns their names."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if is_leftover_temp(entry.name) and not entry.is_dir(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                removed.append(entry.name)
+            except OSError as exc:
+                log.warning("cannot remove leftover temp file %s (%s)", entry.path, exc)
+    return removed
+
+
+def read_manifest(results: Path) -> Optional[dict]:
+    """results/manifest.json as a dict if it is there, a regular file and parses; else None."""
+    path = results / MANIFEST_FILE
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def done_message(manifest: Optional[dict]) -> str:
+    """"done: N points" from a manifest (or "done")."""
+    if hasattr(manifest, "to_dict"):
+        manifest = manifest.to_dict()
+    pointcloud = (manifest or {}).get("pointcloud")
+    points = pointcloud.get("points") if isinstance(pointcloud, dict) else None
+    return f"done: {points} points" if points is not None else "done"
 
 
 def now_iso() -> str:
@@ -79,18 +131,22 @@ def overall_progress(stage: str, step: int, total: int, previous: float) -> floa
 
 
 class EnginePool:
-    """Engines by (name, model choices), built once on first use and then shared (thread-safe).
+    """Engines by (name, model choices), built once on first use from the server's Settings and
+    then shared between jobs (thread-safe).
 
+    settings: the settings.Settings every engine is built with (default Settings.from_env()).
     Only one engine per name is kept: a job asking for other models replaces it, so one GPU never
-    holds two sets of diffusion weights.
+    holds two sets of diffusion weights. Engines hold no per-job state (engines/base.py): a job's
+    hooks and seed are arguments of each engine call.
     """
 
-    def __init__(self, **prebuilt):
+    def __init__(self, settings: Optional[Settings] = None, **prebuilt):
+        self.settings = resolve(settings)
         self._engines = {name: (None, engine) for name, engine in prebuilt.items()}
         self._lock = threading.Lock()
 
     def get(self, name: str, models: Optional[dict] = None):
-        """The engine called name with these model overrides (None = the server's defaults);
+        """The engine called name with these model overrides (None = the settings' models);
         raises engines.EngineUnavailable with the engine's own message."""
         key = tuple(sorted((models or {}).items())) or None
         with self._lock:
@@ -100,8 +156,15 @@ class EnginePool:
 
                 self._engines.pop(name, None)  # drop the old weights before loading new ones
                 options = {"models": dict(models)} if models else {}
-                self._engines[name] = (key, engines.get_engine(name, **options))
+                self._engines[name] = (key, engines.get_engine(name, settings=self.settings, **options))
             return self._engines[name][1]
+
+    def check(self, name: str, models: Optional[dict] = None) -> None:
+        """Cheap check (files only, nothing loaded) that get(name, models) could build here with
+        these settings; raises engines.EngineUnavailable naming what is missing."""
+        from zoomscape import engines
+
+        engines.check_engine(name, models=models or None, settings=self.settings)
 
 
 def default_runner(pool: EnginePool) -> Runner:
@@ -143,22 +206,33 @@ class JobStore:
         return self.jobs_dir / job_id
 
     def _load(self) -> None:
-        """Read every job folder; queue the queued ones again, fail the ones that were running."""
+        """Read every job folder: remove leftover temp files; queue the queued jobs again; a job that
+        was running is done if its manifest is complete, else failed (interrupted)."""
         if not self.jobs_dir.is_dir():
             return
         for stale in self.jobs_dir.glob(".*.tmp"):  # a job folder whose creation never finished
             shutil.rmtree(stale, ignore_errors=True)
         queued = []
         for d in self.jobs_dir.iterdir():
-            if not (d.is_dir() and JOB_ID.match(d.name)):
+            if not (JOB_ID.match(d.name) and d.is_dir() and not d.is_symlink()):
                 continue
+            for folder in (d, d / "results"):
+                removed = remove_leftover_temps(folder)
+                if removed:
+                    log.info("removed leftover temp files in %s: %s", folder, ", ".join(removed))
             try:
                 status = json.loads((d / "status.json").read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 log.warning("skipping job folder %s: unreadable status.json (%s)", d, exc)
                 continue
+            status.pop("queue_position", None)  # computed on read (older versions stored it)
             if status.get("state") == "running":
-                status.update(state="failed", error=INTERRUPTED, message=INTERRUPTED, updated=now_iso())
+                manifest = read_manifest(d / "results")
+                if manifest is not None:  # stopped after the results were complete
+                    status.update(state="done", stage="done", progress=1.0, message=done_message(manifest),
+                                  error=None, updated=now_iso())
+                else:
+                    status.update(state="failed", error=INTERRUPTED, message=INTERRUPTED, updated=now_iso())
                 write_json_atomic(d / "status.json", status)
             elif status.get("state") == "queued":
                 queued.append(status)
@@ -170,7 +244,7 @@ class JobStore:
         """Apply changes to a job's status and write status.json (call with the lock held)."""
         status = self._status[job_id]
         status.update(changes, updated=now_iso())
-        write_json_atomic(self._job_dir(job_id) / "status.json", self._public(job_id))
+        write_json_atomic(self._job_dir(job_id) / "status.json", status)
         return status
 
     def _public(self, job_id: str) -> dict:
@@ -184,8 +258,7 @@ class JobStore:
         job_id = uuid.uuid4().hex
         t = now_iso()
         status = {"id": job_id, "state": "queued", "stage": "queued", "step": 0, "total": 0,
-                  "progress": 0.0, "message": "waiting for the worker", "queue_position": 0,
-                  "error": None, "created": t, "updated": t}
+                  "progress": 0.0, "message": "waiting for the worker", "error": None, "created": t, "updated": t}
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.jobs_dir / f".{job_id}.tmp"
         tmp.mkdir()
@@ -193,7 +266,6 @@ class JobStore:
             (tmp / "results").mkdir()
             write_json_atomic(tmp / "request.json", request)
             with self._lock:
-                status["queue_position"] = len(self._queue) + 1
                 write_json_atomic(tmp / "status.json", status)
                 os.replace(tmp, self._job_dir(job_id))
                 self._status[job_id] = status
@@ -240,18 +312,42 @@ class JobStore:
     def results_dir(self, job_id: str) -> Path:
         return self._job_dir(job_id) / "results"
 
+    def _result_file(self, job_id: str, name: str) -> Optional[os.stat_result]:
+        """lstat of results/<name> if it is a result file to serve: a plain name, a regular file (not a
+        symlink), resolving inside the job's folder; else None."""
+        if not FILE_NAME.match(name) or name.endswith(".tmp"):
+            return None
+        results = self.results_dir(job_id)
+        path = results / name
+        try:
+            st = path.lstat()
+            if results.is_symlink() or not stat.S_ISREG(st.st_mode):
+                return None
+            if not path.resolve(strict=True).is_relative_to(self._job_dir(job_id).resolve(strict=True)):
+                return None
+        except OSError:
+            return None
+        return st
+
     def files(self, job_id: str) -> list[dict]:
-        """Result files of a done job as [{"name", "size"}] (empty until the job is done)."""
+        """Result files of a done job as [{"name", "size"}] (empty until the job is done): regular
+        files inside the job's folder only."""
         if self.get(job_id)["state"] != "done":
             return []
+        try:
+            names = sorted(os.listdir(self.results_dir(job_id)))
+        except OSError:
+            return []
         out = []
-        for p in sorted(self.results_dir(job_id).iterdir()):
-            if p.is_file() and FILE_NAME.match(p.name) and not p.name.endswith(".tmp"):
-                out.append({"name": p.name, "size": p.stat().st_size})
+        for name in names:
+            st = self._result_file(job_id, name)
+            if st is not None:
+                out.append({"name": name, "size": st.st_size})
         return out
 
     def file_path(self, job_id: str, name: str) -> Path:
-        """Path of one result file; only plain names listed by files() (no paths, no traversal)."""
+        """Path of one result file; only plain names listed by files() (no paths, no traversal, no
+        symlinks)."""
         if not FILE_NAME.match(name) or name not in {f["name"] for f in self.files(job_id)}:
             raise JobNotFound(f"no result file {name!r} for job {job_id!r}")
         return self.results_dir(job_id) / name
@@ -289,9 +385,7 @@ class JobStore:
             job_id = self._queue.popleft()
             self._running = job_id
             self._save(job_id, state="running", stage="starting", message="starting")
-            for other in self._queue:  # everyone moved up one place
-                self._save(other)
-            return job_id
+            return job_id  # the others moved up one place: positions are computed on read
 
     def _work(self) -> None:
         while True:
@@ -342,6 +436,4 @@ class JobStore:
             if job_id in self._cancel:
                 self._save(job_id, state="cancelled", stage="cancelled", message="cancelled (results complete)")
                 return
-            points = (manifest or {}).get("pointcloud", {}).get("points")
-            message = f"done: {points} points" if points is not None else "done"
-            self._save(job_id, state="done", stage="done", progress=1.0, message=message)
+            self._save(job_id, state="done", stage="done", progress=1.0, message=done_message(manifest))

@@ -21,35 +21,28 @@ Defaults (checked to exist on the Hub; LucidDreamer's own default inpainting rep
                                                                     -Indoor- for rooms)
 
 Precedence, highest first: an explicit override (a request's "models" field or get_engine options),
-the environment (ZOOMSCAPE_TEXT2IMG_MODEL, ZOOMSCAPE_INPAINT_MODEL, ZOOMSCAPE_DEPTH_MODEL), the
-defaults. A model id that names an existing folder is used as is; otherwise it is looked up under
-the model folder (``--model-dir`` / ZOOMSCAPE_MODEL_DIR: DIR/<owner>/<name> or DIR/<name>), then in
-the Hugging Face cache (HF_HOME / HF_HUB_CACHE, read locally: nothing here touches the network
-except ``pull``).
+the server's settings.Settings (``--text2img-model`` … flags, else ZOOMSCAPE_TEXT2IMG_MODEL,
+ZOOMSCAPE_INPAINT_MODEL, ZOOMSCAPE_DEPTH_MODEL, read by settings.py only), the defaults. A model id
+that names an existing folder is used as is; otherwise it is looked up under the model folder
+(Settings.model_dir: ``--model-dir`` / ZOOMSCAPE_MODEL_DIR; DIR/<owner>/<name> or DIR/<name>), then
+in the Hugging Face cache (HF_HOME / HF_HUB_CACHE, read locally: nothing here touches the network
+except ``pull``). Every function takes the Settings to use (``settings=``); without one it uses
+``Settings.from_env()``.
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
-ROLES = ("text2img", "inpaint", "depth")
+from .settings import DEFAULT_MODELS, ENV, MODEL_ENV, ROLES, Settings, SettingsError, resolve
+from .wire.names import MAX_MODEL_CHARS
 
-DEFAULTS = {
-    "text2img": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "inpaint": "stable-diffusion-v1-5/stable-diffusion-inpainting",
-    "depth": "depth-anything/Depth-Anything-V2-Metric-Outdoor-Large-hf",
-}
-
-ENV_VARS = {
-    "text2img": "ZOOMSCAPE_TEXT2IMG_MODEL",
-    "inpaint": "ZOOMSCAPE_INPAINT_MODEL",
-    "depth": "ZOOMSCAPE_DEPTH_MODEL",
-}
-MODEL_DIR_ENV = "ZOOMSCAPE_MODEL_DIR"
-MAX_ID_LENGTH = 500
+DEFAULTS = DEFAULT_MODELS  # {role: default model id}
+ENV_VARS = MODEL_ENV       # {role: its ZOOMSCAPE_*_MODEL variable} (read by settings.py only)
+MODEL_DIR_ENV = ENV["model_dir"]
+MAX_ID_LENGTH = MAX_MODEL_CHARS
 PULL_COMMAND = "zoomscape models pull --engine diffusers"
 
 # What a role's folder must hold. Pipelines: these components each need a config and weights.
@@ -95,33 +88,17 @@ class ModelSettingsError(ValueError):
 
 # ------------------------------------------------------------------------------------ settings
 
-def model_dir(explicit=None) -> Optional[Path]:
-    """The local model folder: explicit, else $ZOOMSCAPE_MODEL_DIR, else None."""
-    value = explicit if explicit is not None else os.environ.get(MODEL_DIR_ENV)
-    return Path(value).expanduser() if value else None
-
-
-def model_settings(overrides: Optional[Mapping[str, Optional[str]]] = None) -> dict[str, str]:
-    """{role: model id or path} for every role: overrides > environment > DEFAULTS.
+def model_settings(overrides: Optional[Mapping[str, Optional[str]]] = None, *,
+                   settings: Optional[Settings] = None) -> dict[str, str]:
+    """{role: model id or path} for every role: overrides > settings (flags > environment) > DEFAULTS.
 
     overrides: e.g. a request's {"text2img", "inpaint", "depth"}; None or blank values fall through.
     Raises ModelSettingsError naming models.<role> for unknown roles or over-long ids.
     """
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(ROLES))
-    if unknown:
-        raise ModelSettingsError(f"models.{unknown[0]}: unknown model role; known roles: {', '.join(ROLES)}")
-    out = {}
-    for role in ROLES:
-        value = overrides.get(role)
-        if value is None or not str(value).strip():
-            value = os.environ.get(ENV_VARS[role], "").strip() or DEFAULTS[role]
-        value = str(value).strip()
-        if len(value) > MAX_ID_LENGTH:
-            raise ModelSettingsError(f"models.{role}: model id is {len(value)} characters, "
-                                     f"at most {MAX_ID_LENGTH} allowed")
-        out[role] = value
-    return out
+    try:
+        return resolve(settings).with_models(overrides).models
+    except SettingsError as exc:
+        raise ModelSettingsError(str(exc)) from None
 
 
 # ------------------------------------------------------------------------------------ locating
@@ -177,8 +154,10 @@ def _looks_like_repo_id(model_id: str) -> bool:
     return bool(_REPO_ID.match(model_id)) and ".." not in model_id
 
 
-def locate(role: str, model_id: str, *, local_dir=None, cache_dir=None) -> ModelLocation:
-    """Where role's model_id loads from: an existing folder, local_dir/<id>, or the HF cache."""
+def locate(role: str, model_id: str, *, local_dir=None, cache_dir=None,
+           settings: Optional[Settings] = None) -> ModelLocation:
+    """Where role's model_id loads from: an existing folder, the model folder (local_dir, else
+    settings.model_dir) /<id>, or the HF cache."""
     if role not in ROLES:
         raise ModelSettingsError(f"models.{role}: unknown model role; known roles: {', '.join(ROLES)}")
     given = Path(model_id).expanduser()
@@ -186,7 +165,7 @@ def locate(role: str, model_id: str, *, local_dir=None, cache_dir=None) -> Model
         problem = folder_problem(given, role) if given.exists() else f"folder {model_id} does not exist"
         return ModelLocation(role, model_id, "missing" if problem else "local",
                              None if problem else str(given.resolve()), problem)
-    base = model_dir(local_dir)
+    base = Path(local_dir).expanduser() if local_dir else resolve(settings).model_dir
     if base is not None:
         for candidate in (base / model_id, base / model_id.split("/")[-1]):
             if candidate.is_dir() and not folder_problem(candidate, role):
@@ -206,10 +185,12 @@ def locate(role: str, model_id: str, *, local_dir=None, cache_dir=None) -> Model
     return ModelLocation(role, model_id, "hf-cache", str(cached))
 
 
-def locate_all(overrides=None, *, local_dir=None, cache_dir=None) -> dict[str, ModelLocation]:
-    """{role: ModelLocation} for the settings model_settings(overrides) gives."""
-    return {role: locate(role, mid, local_dir=local_dir, cache_dir=cache_dir)
-            for role, mid in model_settings(overrides).items()}
+def locate_all(overrides=None, *, local_dir=None, cache_dir=None,
+               settings: Optional[Settings] = None) -> dict[str, ModelLocation]:
+    """{role: ModelLocation} for the models model_settings(overrides, settings=settings) gives."""
+    settings = resolve(settings)
+    return {role: locate(role, mid, local_dir=local_dir, cache_dir=cache_dir, settings=settings)
+            for role, mid in model_settings(overrides, settings=settings).items()}
 
 
 def missing_message(missing: list[ModelLocation]) -> str:
@@ -227,7 +208,8 @@ class PullError(RuntimeError):
     """A download failed (offline, network, unknown or gated repo); the message says which model."""
 
 
-def pull(overrides=None, *, local_dir=None, cache_dir=None, download=None, log=print) -> dict[str, ModelLocation]:
+def pull(overrides=None, *, local_dir=None, cache_dir=None, download=None, log=print,
+         settings: Optional[Settings] = None) -> dict[str, ModelLocation]:
     """Download every role's model that is not available yet into the HF cache → {role: location}.
 
     Local folders are never downloaded. download: the function to call (default
@@ -239,8 +221,9 @@ def pull(overrides=None, *, local_dir=None, cache_dir=None, download=None, log=p
     from huggingface_hub import constants
 
     out = {}
-    for role, model_id in model_settings(overrides).items():
-        loc = locate(role, model_id, local_dir=local_dir, cache_dir=cache_dir)
+    settings = resolve(settings)
+    for role, model_id in model_settings(overrides, settings=settings).items():
+        loc = locate(role, model_id, local_dir=local_dir, cache_dir=cache_dir, settings=settings)
         if loc.available:
             log(f"{role}: {model_id} already available ({loc.source}: {loc.path})")
             out[role] = loc
@@ -260,7 +243,7 @@ def pull(overrides=None, *, local_dir=None, cache_dir=None, download=None, log=p
             except Exception as exc:  # noqa: BLE001 - any hub/network error becomes one clear line
                 raise PullError(f"{role} model {model_id!r}: download failed "
                                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-            loc = locate(role, model_id, local_dir=local_dir, cache_dir=cache_dir)
+            loc = locate(role, model_id, local_dir=local_dir, cache_dir=cache_dir, settings=settings)
             if loc.available:
                 break
         if not loc.available:

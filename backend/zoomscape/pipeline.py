@@ -10,14 +10,15 @@ Progress stages: "dream" (per view, or per denoising step), "zoom" (per denoisin
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
 from .cameras import Camera, aim_at, from_wire, pixel_grid, pixels_to_world
-from .dream import JobCancelled, dream
+from .dream import dream
+from .engines.base import DepthFor
+from .errors import JobCancelled
 from .gaussians import lift_levels
 from .pointcloud import PointCloud, project, write_ply
 from .wire.atomic import atomic_open
@@ -55,35 +56,6 @@ def surface_anchor(cloud: PointCloud, cam: Camera, window: Optional[int] = None)
         k = covered[np.argmin(np.linalg.norm(uv[covered] - centre, axis=1))]
         z, at = float(depth[k]), uv[k]
     return pixels_to_world(cam, at[None], np.array([z]))[0]
-
-
-@contextmanager
-def engine_hooks(engine, report: Progress, should_cancel, views: int):
-    """Connect an engine's per-step hooks (on_step, should_cancel) to the job for one dream.
-
-    Engines that denoise call engine.on_step(s, T) per step; the job then sees stage "dream" with
-    step = v·T + s of total = views·T (v = views done), so the bar moves every denoising step.
-    Yields the progress callback to hand to dream(). The hooks are cleared afterwards (engines are
-    shared between jobs).
-    """
-    done, steps = [0], [1]  # views finished; denoising steps per view (known after the first step)
-
-    def on_view(stage, step, total, message):
-        done[0] = step
-        report(stage, step * steps[0], total * steps[0], message)
-
-    def on_step(s: int, T: int):
-        steps[0] = T
-        report("dream", done[0] * T + s, views * T, f"view {done[0] + 1}/{views}: denoising step {s}/{T}")
-
-    hooked = hasattr(engine, "on_step")
-    if hooked:
-        engine.on_step, engine.should_cancel = on_step, should_cancel
-    try:
-        yield on_view if hooked else report
-    finally:
-        if hooked:
-            engine.on_step = engine.should_cancel = None
 
 
 def _zoom_camera(request: dict) -> tuple[int, dict]:
@@ -137,9 +109,10 @@ def run_job(request: dict, out_dir: Path, progress: Optional[Progress] = None,
         from .init_view import decode_init_rgbd
 
         init = decode_init_rgbd(request["init_rgbd"], cams[0])
-    with engine_hooks(engine, report, should_cancel, len(cams)) as dream_progress:
-        result = dream(cams, request["scene_prompt"], engine, int(request["seed"]), dream_progress,
-                       should_cancel, init=init)
+    # dream() hands on_step/should_cancel to every engine.inpaint call (the pooled engine keeps no
+    # hooks), and reports stage "dream" per denoising step: step v·T + s of views·T
+    result = dream(cams, request["scene_prompt"], engine, int(request["seed"]), report,
+                   should_cancel, init=init)
     check_cancel()
 
     if zoom.get("anchor") is not None:
@@ -168,7 +141,8 @@ def run_job(request: dict, out_dir: Path, progress: Optional[Progress] = None,
     H, W = stack.levels[0].shape[:2]
     lcam = zcam.scaled(W, H)
     depth0 = project(result.cloud, lcam).depth.astype(np.float64)
-    lifted = lift_levels(stack.levels, lcam, anchor, factor, engine, depth0=depth0,
+    lifted = lift_levels(stack.levels, lcam, anchor, factor,
+                         DepthFor(engine, int(request["seed"]), "level"), depth0=depth0,
                          progress=report, should_cancel=should_cancel)
     check_cancel()
     report("write", 1, 2, f"writing {len(lifted)} zoom levels")

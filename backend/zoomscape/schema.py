@@ -5,6 +5,12 @@ rule here, and every rule turns into an error of the form ``"cameras[0].width: m
 the field path first, then what is wrong and the limit. The HTTP server (422) and ``zoomscape generate``
 (exit code 2) both report errors through :func:`field_errors`.
 
+Types are strict: a JSON string, boolean or float is never turned into an integer ("7", true, 7.0),
+nor a string or boolean into a number; an integer is fine where a number is expected. Echoed values
+are cut to :data:`MAX_SHOWN_CHARS` characters. The limits shared with the extension come from
+``wire.names``; the numeric ranges the pipeline can run (focal length, principal point, coordinates)
+are defined here.
+
 Requests: :class:`JobRequest` (:class:`CameraIn`, :class:`Zoom`, :class:`ZoomLevel`, :class:`InitRGBD`,
 :class:`ModelChoice`).
 Responses: :class:`JobStatus`, :class:`JobList`, :class:`Health`, :class:`FileList` (:class:`FileEntry`),
@@ -12,6 +18,7 @@ Responses: :class:`JobStatus`, :class:`JobList`, :class:`Health`, :class:`FileLi
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Annotated, Any, Literal, Optional
 
@@ -21,19 +28,21 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandle
 from pydantic_core import PydanticCustomError
 
 from .init_view import InitRGBDError, decode_base64, decode_depth, decode_rgb_png
+from .wire.names import (ENGINE_NAMES, MAX_CAMERAS, MAX_LEVELS, MAX_MODEL_CHARS, MAX_NAME_CHARS,  # noqa: F401
+                         MAX_PROMPT_CHARS, MAX_RESOLUTION, MIN_RESOLUTION, MODEL_ROLES, SEED_LIMIT,
+                         ZOOM_FACTOR_RANGE)
 
-ENGINE_NAMES = ("procedural", "diffusers")
-MAX_CAMERAS = 64
-MIN_RESOLUTION, MAX_RESOLUTION = 64, 2048
-MAX_PROMPT_CHARS = 1999
-MAX_NAME_CHARS = 63
-ZOOM_FACTOR_RANGE = (1.5, 8.0)
-MAX_LEVELS = 16
 RIGID_TOLERANCE = 1e-4
-SEED_LIMIT = 2**32
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
-MAX_MODEL_CHARS = 500
-MODEL_ROLES = ("text2img", "inpaint", "depth")
+# Ranges the pipeline can compute with (docs/API.md). Focal lengths: a factor of max(width, height),
+# 1e-3 (a field of view of ~180°) to 1e6 (~0.0001°). The principal point: within
+# PRINCIPAL_POINT_RANGE × max(width, height) pixels of the image centre (Blender's lens shift reaches
+# ±10 image sizes). Translations and the zoom anchor: |v| ≤ MAX_COORDINATE metres.
+FOCAL_RANGE = (1e-3, 1e6)
+PRINCIPAL_POINT_RANGE = 16
+MAX_COORDINATE = 1e6
+MAX_SHOWN_CHARS = 80  # an echoed value is cut to this many characters ("…" at the end)
+MAX_PROBLEMS = 50     # problems listed in one error answer; the rest are counted
 
 
 def _base64_chars(n_bytes: int) -> int:
@@ -51,7 +60,8 @@ MAX_RGB_PNG_CHARS = _base64_chars(MAX_RESOLUTION * (1 + 4 * MAX_RESOLUTION) * 65
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-Row4 = Annotated[list[FiniteFloat], Field(min_length=4, max_length=4)]
+Coordinate = Annotated[float, Field(ge=-MAX_COORDINATE, le=MAX_COORDINATE, allow_inf_nan=False)]
+Row4 = Annotated[list[Coordinate], Field(min_length=4, max_length=4)]
 Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
 Resolution = Annotated[int, Field(ge=MIN_RESOLUTION, le=MAX_RESOLUTION)]
 
@@ -87,11 +97,17 @@ def rigidity_problem(M: np.ndarray, tol: float = RIGID_TOLERANCE) -> Optional[st
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """No unknown fields, no type coercion (an int still passes where a float is expected)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class CameraIn(_Strict):
-    """One Blender camera: matrix_world (camera-to-world, looks down −Z) and pixel intrinsics."""
+    """One Blender camera: matrix_world (camera-to-world, looks down −Z) and pixel intrinsics.
+
+    fx, fy ∈ FOCAL_RANGE · max(width, height); |cx − width/2|, |cy − height/2| ≤
+    PRINCIPAL_POINT_RANGE · max(width, height); every matrix entry |v| ≤ MAX_COORDINATE.
+    """
 
     name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
     matrix_world: Annotated[list[Row4], Field(min_length=4, max_length=4)]
@@ -112,6 +128,24 @@ class CameraIn(_Strict):
             raise _field_error("", problem)
         return rows
 
+    @model_validator(mode="after")
+    def _intrinsics_in_range(self) -> "CameraIn":
+        size = max(self.width, self.height)
+        lo, hi = FOCAL_RANGE[0] * size, FOCAL_RANGE[1] * size
+        for axis in ("fx", "fy"):
+            f = getattr(self, axis)
+            if not lo <= f <= hi:
+                raise _field_error(axis, f"must be between {lo:g} and {hi:g} pixels ({FOCAL_RANGE[0]:g} to "
+                                   f"{FOCAL_RANGE[1]:g} × max(width, height) = {size}; got {f:g})")
+        reach = PRINCIPAL_POINT_RANGE * size
+        for axis, extent in (("cx", self.width), ("cy", self.height)):
+            c, centre = getattr(self, axis), extent / 2
+            if abs(c - centre) > reach:
+                raise _field_error(axis, f"must be between {centre - reach:g} and {centre + reach:g} pixels "
+                                   f"(within {PRINCIPAL_POINT_RANGE} × max(width, height) = {reach} of the "
+                                   f"image centre {centre:g}; got {c:g})")
+        return self
+
 
 class ZoomLevel(_Strict):
     """One zoom level: the prompt of what appears when zooming in by one more factor."""
@@ -127,7 +161,7 @@ class Zoom(_Strict):
     camera: Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
     factor: Annotated[float, Field(ge=ZOOM_FACTOR_RANGE[0], le=ZOOM_FACTOR_RANGE[1], allow_inf_nan=False)]
     levels: Annotated[list[ZoomLevel], Field(min_length=1, max_length=MAX_LEVELS)]
-    anchor: Optional[Annotated[list[FiniteFloat], Field(min_length=3, max_length=3)]] = None
+    anchor: Optional[Annotated[list[Coordinate], Field(min_length=3, max_length=3)]] = None
 
 
 class InitRGBD(_Strict):
@@ -166,10 +200,22 @@ class ModelChoice(_Strict):
     depth: ModelId = None
 
 
+# One small valid request (the OpenAPI document's example): a 64 × 64 camera 6 m south, looking north.
+EXAMPLE_REQUEST = {
+    "engine": "procedural", "seed": 7, "scene_prompt": "a misty harbour town at dawn",
+    "cameras": [{"name": "Cam.000", "matrix_world": [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, -1.0, -6.0],
+                                                     [0.0, 1.0, 0.0, 1.6], [0.0, 0.0, 0.0, 1.0]],
+                 "fx": 55.4, "fy": 55.4, "cx": 32.0, "cy": 32.0, "width": 64, "height": 64}],
+    "zoom": {"camera": "Cam.000", "factor": 4.0, "levels": [{"prompt": "a lit window"}], "anchor": None},
+}
+
+
 class JobRequest(_Strict):
     """A whole job: everything the backend needs, nothing it has to ask back for."""
 
-    engine: Literal["procedural", "diffusers"] = "procedural"
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [EXAMPLE_REQUEST]})
+
+    engine: Literal[ENGINE_NAMES] = "procedural"
     seed: Annotated[int, Field(ge=0, lt=SEED_LIMIT)] = 0
     scene_prompt: Prompt
     cameras: Annotated[list[CameraIn], Field(min_length=1, max_length=MAX_CAMERAS)]
@@ -227,7 +273,7 @@ class JobStatus(BaseModel):
     """The state of one job as the API reports it (queue_position 0 = running or not queued)."""
 
     id: str
-    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    state: Literal[JOB_STATES]
     stage: str = ""
     step: int = 0
     total: int = 0
@@ -263,13 +309,18 @@ class Health(BaseModel):
 
 
 class FieldProblem(BaseModel):
+    """One problem: the field path ("cameras[0].width", "body" for the body as a whole) and what is wrong."""
+
     field: str
     message: str
 
 
 class ErrorBody(BaseModel):
+    """Every error answer (4xx): ``error`` = "<field>: <what is wrong>" (the first problem), ``detail``
+    = every problem found (422; empty for the other statuses)."""
+
     error: str
-    detail: list[Any] = []
+    detail: list[FieldProblem] = []
 
 
 # ------------------------------------------------------------------------------ error messages
@@ -308,6 +359,37 @@ def _plural(n, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def shown(value) -> str:
+    """A value as an error message echoes it: repr, cut to MAX_SHOWN_CHARS characters with "…"."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, str) and len(value) > MAX_SHOWN_CHARS:
+        value = value[:MAX_SHOWN_CHARS]
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long for str()
+        return f"an integer of about {int(value.bit_length() * math.log10(2))} digits"
+    return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS - 1] + "…"
+
+
+def _kind(value) -> str:
+    """The JSON kind of a parsed value, with the value itself for scalars: "a string '7'"."""
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "an object", type(None): "null"}
+    kind = kinds.get(type(value), type(value).__name__)
+    return f"{kind} {shown(value)}" if isinstance(value, (bool, int, float, str)) else kind
+
+
+def _limit(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+# jiter's words for why a body is not JSON → what a client should do about it
+_JSON_REASONS = {"recursion limit exceeded": "nested too deeply, at most 200 levels",
+                 "number out of range": "a number has too many digits, at most 4300",
+                 "invalid unicode code point": "not valid UTF-8"}
+
+
 _TYPE_NAMES = {
     "model_type": "a JSON object", "model_attributes_type": "a JSON object", "dict_type": "a JSON object",
     "list_type": "a list", "string_type": "a string", "int_type": "an integer", "int_parsing": "an integer",
@@ -322,15 +404,15 @@ def _describe(err: dict) -> tuple[str, str]:
     if kind == "zoomscape":
         return ctx.get("field", ""), ctx.get("message", err.get("msg", ""))
     if kind == "greater_than_equal":
-        return "", f"must be at least {ctx['ge']} (got {value!r})"
+        return "", f"must be at least {_limit(ctx['ge'])} (got {shown(value)})"
     if kind == "greater_than":
-        return "", f"must be greater than {ctx['gt']} (got {value!r})"
+        return "", f"must be greater than {_limit(ctx['gt'])} (got {shown(value)})"
     if kind == "less_than_equal":
-        return "", f"must be at most {ctx['le']} (got {value!r})"
+        return "", f"must be at most {_limit(ctx['le'])} (got {shown(value)})"
     if kind == "less_than":
-        return "", f"must be less than {ctx['lt']} (got {value!r})"
+        return "", f"must be less than {_limit(ctx['lt'])} (got {shown(value)})"
     if kind == "finite_number":
-        return "", f"must be a finite number (got {value!r})"
+        return "", f"must be a finite number (got {shown(value)})"
     if kind == "string_too_short":
         return "", "must not be empty" if ctx.get("min_length") == 1 else \
             f"must be at least {_plural(ctx['min_length'], 'character')}"
@@ -347,29 +429,40 @@ def _describe(err: dict) -> tuple[str, str]:
     if kind == "missing":
         return "", "is required"
     if kind == "literal_error":
-        return "", f"must be one of {ctx.get('expected', '')} (got {value!r})"
+        return "", f"must be one of {ctx.get('expected', '')} (got {shown(value)})"
     if kind in _TYPE_NAMES:
-        return "", f"must be {_TYPE_NAMES[kind]} (got {type(value).__name__})"
-    return "", err.get("msg", kind)
+        return "", f"must be {_TYPE_NAMES[kind]} (got {_kind(value)})"
+    return "", str(err.get("msg", kind))[:4 * MAX_SHOWN_CHARS]
+
+
+def _not_json(err: dict) -> str:
+    """The message for a body that does not parse (pydantic's loc is (), FastAPI's ("body", position))."""
+    reason = str((err.get("ctx") or {}).get("error", err.get("msg", "")))
+    loc = tuple(err.get("loc", ()))
+    where = f", at character {loc[-1]}" if len(loc) > 1 else ""
+    meaning = next((m for words, m in _JSON_REASONS.items() if reason.startswith(words)), "")
+    return f"is not valid JSON{': ' + meaning if meaning else ''} ({reason}{where})"
 
 
 def field_errors(errors: list[dict], drop_prefix: tuple = ()) -> list[dict]:
     """Pydantic error dicts → [{"field": "cameras[0].width", "message": "must be at most 2048 (got 4096)"}].
 
-    drop_prefix: leading location parts to strip (FastAPI puts "body" first).
+    drop_prefix: leading location parts to strip (FastAPI puts "body" first). At most MAX_PROBLEMS
+    problems are listed; one more entry (field "body") counts the rest.
     """
     out = []
-    for err in errors:
+    for err in errors[:MAX_PROBLEMS]:
         loc = tuple(err.get("loc", ()))
-        if err.get("type") == "json_invalid":  # loc is ("body", character position)
-            reason = (err.get("ctx") or {}).get("error", err.get("msg", ""))
-            out.append({"field": "body", "message": f"is not valid JSON ({reason}, at character {loc[-1]})"})
+        if err.get("type") == "json_invalid":
+            out.append({"field": "body", "message": _not_json(err)})
             continue
         if drop_prefix and loc[:len(drop_prefix)] == drop_prefix:
             loc = loc[len(drop_prefix):]
         relative, message = _describe(err)
         path = _join(field_path(loc), relative)
         out.append({"field": path or "body", "message": message})
+    if len(errors) > MAX_PROBLEMS:
+        out.append({"field": "body", "message": f"and {len(errors) - MAX_PROBLEMS} more problems"})
     return out
 
 
@@ -381,3 +474,17 @@ def validate_request(data: Any) -> JobRequest:
         return JobRequest.model_validate(data)
     except ValidationError as exc:
         raise RequestError(field_errors(exc.errors())) from None
+
+
+def validate_request_json(raw: bytes) -> JobRequest:
+    """Parse and validate a request body (JSON bytes, UTF-8) in one pass; raises RequestError.
+
+    Bodies that do not parse (bad syntax, invalid UTF-8, nesting deeper than 200 levels, numbers of
+    more than 4300 digits) are reported on the field "body".
+    """
+    if not raw.strip():
+        raise RequestError([{"field": "body", "message": "is required: send the job request as a JSON object"}])
+    try:
+        return JobRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestError(field_errors(exc.errors(include_url=False))) from None

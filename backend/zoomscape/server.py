@@ -1,10 +1,15 @@
 """The HTTP API (FastAPI) of docs/API.md, versioned under /v1.
 
 ``create_app(store, engine_name, token=None)`` builds the app around a :class:`jobs.JobStore`. Every
-error is JSON ``{"error": "<field path>: <what is wrong>", "detail": [...]}``: 422 for a bad request
-body (the message names the field), 404 for an unknown job or file, 401 for a missing or wrong
-token, 409 for cancelling a finished job. With a token set, every endpoint but /v1/health needs
-``Authorization: Bearer <token>``. Failed requests never write to the store.
+error is JSON :class:`schema.ErrorBody` ``{"error": "<field path>: <what is wrong>", "detail": [{"field",
+"message"}, ...]}``: 422 for a bad request body (the message names the field), 413 for a body over
+``schema.MAX_REQUEST_BYTES``, 404 for an unknown job or file, 401 for a missing or wrong token, 409 for
+cancelling a finished job; the OpenAPI document (/openapi.json) describes exactly that body.
+
+With a token set, every endpoint but /v1/health needs ``Authorization: Bearer <token>``, and it is
+checked before anything of the request body is read. ``POST /v1/jobs`` reads its body itself (at most
+MAX_REQUEST_BYTES) and parses and validates it in one strict pass (schema.validate_request_json).
+Failed requests never write to the store.
 """
 from __future__ import annotations
 
@@ -15,17 +20,28 @@ from typing import Callable, Iterable, Optional
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zoomscape import __version__
 from zoomscape.jobs import JobFinished, JobNotFound, JobStore
-from zoomscape.schema import (MAX_REQUEST_BYTES, FileList, Health, JobList, JobRequest, JobStatus,
-                              field_errors)
+from zoomscape.schema import (MAX_REQUEST_BYTES, ErrorBody, FileList, Health, JobList, JobRequest, JobStatus,
+                              RequestError, field_errors, validate_request_json)
 
 log = logging.getLogger("zoomscape.server")
 
 MEDIA_TYPES = {".json": "application/json", ".ply": "application/octet-stream", ".txt": "text/plain"}
+ERROR_WHY = {401: "missing or wrong token (servers started with --lan or --token)",
+             404: "unknown job or result file", 409: "the job already finished",
+             413: f"the body is larger than {MAX_REQUEST_BYTES / 2 ** 20:g} MiB",
+             422: "the request breaks a rule; `error` and every `detail` entry name the field"}
+
+
+def errors_doc(*statuses: int) -> dict:
+    """FastAPI `responses` for these error statuses, each with the body schema.ErrorBody."""
+    return {status: {"model": ErrorBody, "description": ERROR_WHY[status]} for status in statuses}
 
 
 class ApiError(Exception):
@@ -41,47 +57,24 @@ def error_response(status: int, error: str, detail: Optional[list] = None,
     return JSONResponse({"error": error, "detail": detail or []}, status_code=status, headers=headers)
 
 
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over max_bytes with 413, before the app parses them.
+def _too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, f"body: the request is larger than the limit of {max_bytes / 2 ** 20:g} MiB "
+                         "(an init_rgbd render counts: send a smaller resolution)")
 
-    Checks Content-Length up front; a body sent without one (chunked) is read up to the limit
-    first and then handed to the app as it came.
-    """
 
-    def __init__(self, app, max_bytes: int = MAX_REQUEST_BYTES):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def _too_large(self, scope, receive, send):
-        mib = self.max_bytes / 2 ** 20
-        response = error_response(413, f"body: the request is larger than the limit of {mib:g} MiB "
-                                       "(an init_rgbd render counts: send a smaller resolution)")
-        await response(scope, receive, send)
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None:
-            if length.isdigit() and int(length) > self.max_bytes:
-                return await self._too_large(scope, receive, send)
-            return await self.app(scope, receive, send)
-        messages, seen = [], 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                return await self._too_large(scope, receive, send)
-            if not message.get("more_body", False):
-                break
-        replay = iter(messages)
-
-        async def replayed():
-            return next(replay, None) or await receive()
-
-        await self.app(scope, replayed, send)
+async def read_body(request: Request, max_bytes: int = MAX_REQUEST_BYTES) -> bytes:
+    """The request body, refused with 413 past max_bytes: up front by Content-Length, else (chunked)
+    as soon as more than max_bytes arrived."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        raise _too_large(max_bytes)
+    chunks, seen = [], 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > max_bytes:
+            raise _too_large(max_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def engine_names() -> list[str]:
@@ -92,7 +85,9 @@ def engine_names() -> list[str]:
 
 
 def bearer_checker(token: Optional[str]) -> Callable[[Request], None]:
-    """A dependency that demands "Authorization: Bearer <token>" (constant-time compare) when token is set."""
+    """A dependency that demands "Authorization: Bearer <token>" (constant-time compare) when token is set.
+
+    It looks at headers only, so a stranger is refused before any of the body is read."""
     expected = token.encode() if token else None
 
     def check(request: Request) -> None:
@@ -111,6 +106,24 @@ def bearer_checker(token: Optional[str]) -> Callable[[Request], None]:
             raise ApiError(401, "authorization: wrong token", headers=challenge)
 
     return check
+
+
+def parse_job(raw: bytes) -> JobRequest:
+    """A request body → JobRequest, or ApiError 422 naming the field of every problem."""
+    try:
+        return validate_request_json(raw)
+    except RequestError as exc:
+        raise ApiError(422, str(exc), exc.problems) from None
+
+
+def openapi_document(app: FastAPI) -> dict:
+    """FastAPI's document plus JobRequest (POST /v1/jobs parses its body itself, see submit)."""
+    doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    request_schema = JobRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(request_schema.pop("$defs", {}))
+    schemas["JobRequest"] = request_schema
+    return doc
 
 
 def create_app(store: JobStore, engine_name: str, token: Optional[str] = None, *,
@@ -135,7 +148,13 @@ def create_app(store: JobStore, engine_name: str, token: Optional[str] = None, *
 
     app = FastAPI(title="Zoomscape backend", version=__version__, lifespan=lifespan)
     app.state.store, app.state.token = store, token
-    app.add_middleware(BodyLimit)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi_document(app)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -167,29 +186,37 @@ def create_app(store: JobStore, engine_name: str, token: Optional[str] = None, *
         except JobNotFound as exc:
             raise ApiError(404, f"job_id: {exc}") from None
 
-    @api.post("/jobs", status_code=201, response_model=JobStatus)
-    def submit(job: JobRequest) -> dict:
+    def _store_job(job: JobRequest) -> dict:
         from zoomscape.engines import EngineUnavailable
-
-        from zoomscape.engines import check_engine
 
         models = {k: v for k, v in (job.model_dump().get("models") or {}).items() if v}
         try:
-            check_engine(job.engine, models=models or None)  # files only; the worker loads weights
+            store.engines.check(job.engine, models or None)  # files only; the worker loads weights
         except EngineUnavailable as exc:
             raise ApiError(422, f"engine: {job.engine!r} is not available on this server: {exc}",
                            [{"field": "engine", "message": str(exc)}]) from None
         return store.submit(job.model_dump(mode="json"))
 
-    @api.get("/jobs", response_model=JobList)
+    body_doc = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}}}}}
+
+    @api.post("/jobs", status_code=201, response_model=JobStatus, openapi_extra=body_doc,
+              responses=errors_doc(401, 413, 422))
+    async def submit(request: Request) -> dict:
+        """Queue a job. The body is schema.JobRequest; it is read only after the token was checked."""
+        raw = await read_body(request)
+        job = await run_in_threadpool(parse_job, raw)
+        return await run_in_threadpool(_store_job, job)
+
+    @api.get("/jobs", response_model=JobList, responses=errors_doc(401))
     def list_jobs() -> dict:
         return {"jobs": store.list()}
 
-    @api.get("/jobs/{job_id}", response_model=JobStatus)
+    @api.get("/jobs/{job_id}", response_model=JobStatus, responses=errors_doc(401, 404, 422))
     def status(job_id: str) -> dict:
         return _job(job_id)
 
-    @api.post("/jobs/{job_id}/cancel", response_model=JobStatus)
+    @api.post("/jobs/{job_id}/cancel", response_model=JobStatus, responses=errors_doc(401, 404, 409, 422))
     def cancel(job_id: str) -> dict:
         try:
             return store.cancel(job_id)
@@ -198,12 +225,17 @@ def create_app(store: JobStore, engine_name: str, token: Optional[str] = None, *
         except JobFinished as exc:
             raise ApiError(409, f"job_id: {exc}") from None
 
-    @api.get("/jobs/{job_id}/files", response_model=FileList)
+    @api.get("/jobs/{job_id}/files", response_model=FileList, responses=errors_doc(401, 404, 422))
     def files(job_id: str) -> dict:
         _job(job_id)
         return {"files": store.files(job_id)}
 
-    @api.get("/jobs/{job_id}/files/{name}")
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    file_doc = {200: {"description": "the file's bytes",
+                      "content": {media: binary for media in sorted(set(MEDIA_TYPES.values()))}},
+                **errors_doc(401, 404, 422)}
+
+    @api.get("/jobs/{job_id}/files/{name}", response_class=FileResponse, responses=file_doc)
     def download(job_id: str, name: str):
         _job(job_id)
         try:

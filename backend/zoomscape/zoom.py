@@ -542,9 +542,9 @@ def paint_zoom_stack(denoiser, prompts: list[str], factor, seed: int, *, steps: 
     decoded pixels (refine_to_photo). sampler: "ddpm" (the
     paper's posterior) or "ddim" (deterministic, fewer steps). joint=False samples every level
     independently (the baseline of scripts/bench_zoom). progress("zoom", step, total, message)
-    after every denoising step and decoded level; should_cancel() raises dream.JobCancelled.
+    after every denoising step and decoded level; should_cancel() raises errors.JobCancelled.
     """
-    from .dream import JobCancelled
+    from .errors import JobCancelled
 
     p = check_factor(factor)
     scale = int(denoiser.vae_scale_factor)

@@ -55,10 +55,10 @@ class BentWall:
         self.bends, self.noise, self.calls = bends, noise, 0
         self.rng = np.random.default_rng(seed)
 
-    def inpaint(self, image, hole, prompt, cam, seed):
+    def inpaint(self, image, hole, prompt, cam, seed, *, on_step=None, should_cancel=None):
         return np.where(hole[..., None], 0.5, image).astype(np.float32)
 
-    def estimate_depth(self, image, cam):
+    def estimate_depth(self, image, cam, *, seed=None, role=None):
         D = plane_depth(cam, np.array([0.0, 1.0, 0.0]), 6.0)
         u = (np.arange(cam.width) + 0.5) / cam.width - 0.5
         bend = self.bends[self.calls](np.broadcast_to(u, D.shape))

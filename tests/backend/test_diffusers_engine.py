@@ -16,9 +16,9 @@ pytest.importorskip("transformers")
 
 from tests.helpers.tiny_models import build_all, build_tiny_depth  # noqa: E402
 from zoomscape.cameras import Camera  # noqa: E402
-from zoomscape.dream import JobCancelled  # noqa: E402
+from zoomscape.errors import JobCancelled  # noqa: E402
 from zoomscape.engines import EngineUnavailable, get_engine  # noqa: E402
-from zoomscape.engines.base import Engine  # noqa: E402
+from zoomscape.engines.base import Engine, protocol_problems  # noqa: E402
 from zoomscape.engines.diffusers import (ray_distance_to_z, resize_hole, view_seed,  # noqa: E402
                                          working_size)
 
@@ -57,10 +57,9 @@ def engine(tiny_root):
 
 @pytest.fixture
 def fresh(engine):
-    """The shared engine with no callbacks left over from another test."""
-    engine.on_step = engine.should_cancel = None
-    yield engine
-    engine.on_step = engine.should_cancel = None
+    """The shared engine, as jobs share it: hooks are call arguments, so none is left on it."""
+    assert not hasattr(engine, "on_step") and not hasattr(engine, "should_cancel")
+    return engine
 
 
 class Spy:
@@ -79,6 +78,7 @@ class Spy:
 
 def test_is_an_engine_with_models_and_device(fresh):
     assert isinstance(fresh, Engine) and fresh.name == "diffusers" and fresh.device == "cpu"
+    assert protocol_problems(fresh) == [] and fresh.depth_space == "depth"   # by signature too
     roles = {m["role"]: m for m in fresh.models}
     assert set(roles) == {"text2img", "inpaint", "depth"}
     assert all(m["status"] == "loaded" and m["source"] == "local" for m in fresh.models)
@@ -110,8 +110,8 @@ def test_empty_hole_returns_the_image(fresh):
     cam = make_cam()
     given = np.full((64, 96, 3), 0.25, np.float32)
     calls = []
-    fresh.on_step = lambda s, t: calls.append(s)
-    out = fresh.inpaint(given, np.zeros((64, 96), bool), PROMPT, cam, 1)
+    out = fresh.inpaint(given, np.zeros((64, 96), bool), PROMPT, cam, 1, on_step=lambda s, t: calls.append(s),
+                        should_cancel=lambda: calls.append("polled"))
     assert np.array_equal(out, given) and calls == []
 
 
@@ -133,19 +133,23 @@ def test_progress_per_denoising_step(fresh):
     cam = make_cam()
     for hole in (np.ones((64, 96), bool), np.eye(64, 96, dtype=bool) | np.eye(64, 96, 30, dtype=bool)):
         seen = []
-        fresh.on_step = lambda step, total: seen.append((step, total))
-        fresh.inpaint(np.zeros((64, 96, 3), np.float32), hole, PROMPT, cam, 2)
+        fresh.inpaint(np.zeros((64, 96, 3), np.float32), hole, PROMPT, cam, 2,
+                      on_step=lambda step, total: seen.append((step, total)))
         assert seen == [(i, STEPS) for i in range(1, STEPS + 1)]
+    fresh.inpaint(np.zeros((64, 96, 3), np.float32), hole, PROMPT, cam, 2)   # no hooks: nothing called
+    assert len(seen) == STEPS
 
 
 def test_should_cancel_stops_at_the_next_step(fresh):
     cam = make_cam()
     seen = []
-    fresh.on_step = lambda step, total: seen.append(step)
-    fresh.should_cancel = lambda: len(seen) >= 2
     with pytest.raises(JobCancelled):
-        fresh.inpaint(np.zeros((64, 96, 3), np.float32), np.ones((64, 96), bool), PROMPT, cam, 2)
+        fresh.inpaint(np.zeros((64, 96, 3), np.float32), np.ones((64, 96), bool), PROMPT, cam, 2,
+                      on_step=lambda step, total: seen.append(step), should_cancel=lambda: len(seen) >= 2)
     assert seen == [1, 2]
+    # the next call, without hooks, is not cancelled: nothing of the last call stayed on the engine
+    img = fresh.inpaint(np.zeros((64, 96, 3), np.float32), np.ones((64, 96), bool), PROMPT, cam, 2)
+    assert img.shape == (64, 96, 3) and seen == [1, 2]
 
 
 def test_seeds_are_reproducible_per_seed_and_view(fresh):
@@ -296,6 +300,26 @@ def test_bad_environment_is_clear(tiny_root, monkeypatch):
     monkeypatch.setenv("ZOOMSCAPE_STEPS", "many")
     with pytest.raises(EngineUnavailable, match="ZOOMSCAPE_STEPS: 'many' is not an integer"):
         get_engine("diffusers", models=build_all(tiny_root), device="cpu")
+
+
+def test_settings_are_handed_down_not_read_from_the_environment(tiny_root, monkeypatch):
+    """An engine built from a Settings uses it (the job store's EnginePool hands the server's down)
+    and never looks at the environment: a broken variable does not matter then."""
+    from zoomscape.settings import Settings
+
+    paths = build_all(tiny_root)
+    monkeypatch.setenv("ZOOMSCAPE_STEPS", "many")
+    monkeypatch.setenv("ZOOMSCAPE_DEPTH_MODEL", "zoomscape-tests/not-this-one")
+    settings = Settings(device="cpu", steps=2, pixel_budget=64 * 64, text2img_model=paths["text2img"],
+                        inpaint_model=paths["inpaint"], depth_model=paths["depth"])
+    eng = get_engine("diffusers", settings=settings)
+    assert (eng.steps, eng.pixel_budget, eng.device, eng.settings) == (2, 64 * 64, "cpu", settings)
+    assert {m["role"]: m["name"] for m in eng.models} == paths
+    # keyword options beat the settings; a request's models beat both
+    eng = get_engine("diffusers", settings=settings, steps=1, models={"inpaint": paths["text2img"]})
+    assert eng.steps == 1 and eng.model_ids["inpaint"] == paths["text2img"]
+    with pytest.raises(EngineUnavailable, match="steps: 0 must be within 1..1000"):
+        get_engine("diffusers", settings=settings, steps=0)
 
 
 def test_denoiser_from_the_text_to_image_pipeline(fresh):

@@ -4,13 +4,17 @@ import numpy as np
 import pytest
 
 from zoomscape.cameras import blender_intrinsics, from_wire, look_at, world_to_pixels
-from zoomscape.dream import JobCancelled, crack_behind, dream, in_free_space, min_filter3
-from zoomscape.engines.procedural import ProceduralEngine
+from zoomscape.dream import crack_behind, dream, in_free_space, min_filter3
+from zoomscape.engines.procedural import ProceduralEngine, World
+from zoomscape.errors import JobCancelled
 from zoomscape.pointcloud import unproject
 
 PROMPT = "a misty harbour town at dawn"
 SEED = 7
-LIES = [(1.0, 0.0), (2.2, 0.02), (0.45, 0.01), (1.3, 0.03)]   # (s, t_frac) per view
+LIES = [(1.0, 0.0), (2.2, 0.02), (0.45, 0.01), (1.3, 0.03)]   # (s, t_frac) per view A, B, C, D
+BY_CAMERA = dict(zip("ABCD", LIES))                           # the engine's depth_lies
+ROLES = ["first", "view", "view", "view"]                     # the role of each view's estimate
+WORLD = World(PROMPT, SEED)                                   # the truth the engine paints
 
 
 def make_cam(eye, target, name, W=160, H=120, lens=30.0):
@@ -25,9 +29,31 @@ CAMS = [make_cam((0, -16, 2.5), (0, 0, 0.5), "A"),
         make_cam((2, -11, 4.0), (3, 4, 0.0), "D")]
 
 
+class Recording(ProceduralEngine):
+    """The procedural engine plus a test-side log of what it was asked (the engine itself keeps
+    nothing), and, with steps=T, a denoiser's hooks: on_step(s, T) for s = 1 … T per paint, then
+    should_cancel() polled, as the diffusers engine does."""
+
+    def __init__(self, steps: int = 0, **options):
+        super().__init__(**options)
+        self.steps, self.depth_calls = steps, []
+
+    def inpaint(self, image, hole, prompt, cam, seed, *, on_step=None, should_cancel=None):
+        for s in range(1, self.steps + 1):
+            if on_step is not None:
+                on_step(s, self.steps)
+            if should_cancel is not None and should_cancel():
+                raise JobCancelled("cancelled during denoising")
+        return super().inpaint(image, hole, prompt, cam, seed)
+
+    def estimate_depth(self, image, cam, *, seed=None, role=None):
+        self.depth_calls.append((cam.name, seed, role))
+        return super().estimate_depth(image, cam, seed=seed, role=role)
+
+
 @pytest.fixture(scope="module")
 def run():
-    engine = ProceduralEngine(depth_lies=LIES, depth_noise=0.01, depth_warp=0.0)
+    engine = ProceduralEngine(depth_lies=BY_CAMERA, depth_noise=0.01, depth_warp=0.0)
     calls = []
     result = dream(CAMS, PROMPT, engine, SEED, progress=lambda *a: calls.append(a))
     return engine, result, calls
@@ -47,12 +73,49 @@ def test_progress_and_views(run):
 
 def test_fitted_scale_recovers_the_lie(run):
     engine, result, _ = run
-    assert [l.scale for l in engine.depth_log] == [s for s, _ in LIES]
-    for v, lie in zip(result.views[1:], engine.depth_log[1:]):
+    told = [engine.lie(SEED, cam, role) for cam, role in zip(CAMS, ROLES)]   # what each view was told
+    assert [l.scale for l in told] == [s for s, _ in LIES]
+    for v, lie in zip(result.views[1:], told[1:]):
         # D = d(D̂) = a·D̂ + b with D̂ = s·D + t  ⇒  a = 1/s, b = −t/s
         print(f"\nview {v['camera']}: scale·s = {v['scale'] * lie.scale:.4f}, "
               f"shift = {v['shift']:.3f} (ideal {-lie.shift / lie.scale:.3f})")
         assert v["scale"] * lie.scale == pytest.approx(1.0, abs=0.01)
+
+
+def test_progress_per_denoising_step():
+    """An engine that denoises T steps per view: stage "dream" moves every step, step v·T + s of
+    N·T during view v, and views done · T after each view; should_cancel reaches every step."""
+    T, N = 3, 3
+    engine = Recording(steps=T, depth_warp=0.0)
+    calls = []
+    dream(CAMS[:N], PROMPT, engine, SEED, progress=lambda *a: calls.append(a))
+    want = []
+    for v in range(N):
+        want += [("dream", v * T + s, N * T) for s in range(1, T + 1)] + [("dream", (v + 1) * T, N * T)]
+    assert [c[:3] for c in calls] == want
+    assert calls[0][3] == "view 1/3: denoising step 1/3" and calls[3][3].startswith("view 1/3 'A'")
+    assert engine.depth_calls == [(c.name, SEED, r) for c, r in zip(CAMS[:N], ROLES)]
+    seen = []
+    with pytest.raises(JobCancelled):
+        dream(CAMS[:N], PROMPT, Recording(steps=T), SEED, progress=lambda *a: seen.append(a[1]),
+              should_cancel=lambda: len(seen) >= 5)
+    assert seen == [1, 2, 3, 3, 4]                  # stopped inside view 2, after its first step
+
+
+def test_same_dream_on_a_used_and_a_fresh_engine_is_identical():
+    """The engine keeps no per-job state: its depth lies come from (seed, camera, role), not from
+    how many estimates it made before. (They did: an init view, which paints no full hole, went
+    on counting from the previous job.) And nothing on the engine grows or changes."""
+    image, D_user, known = user_rgbd(CAMS[0])
+    used = ProceduralEngine()
+    before = dict(vars(used))
+    runs = [dream(CAMS[:2], PROMPT, used, SEED, init=(image, D_user, known)) for _ in range(2)]
+    runs.append(dream(CAMS[:2], PROMPT, ProceduralEngine(), SEED, init=(image, D_user, known)))
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r.cloud.xyz, runs[0].cloud.xyz)
+        np.testing.assert_array_equal(r.cloud.rgb, runs[0].cloud.rgb)
+        assert r.views == runs[0].views
+    assert vars(used) == before
 
 
 def surface_errors(world, cloud, cams):
@@ -75,7 +138,7 @@ def surface_errors(world, cloud, cams):
 
 def test_every_point_lies_near_the_true_surface(run):
     engine, result, _ = run
-    near, front = surface_errors(engine.world, result.cloud, CAMS)
+    near, front = surface_errors(WORLD, result.cloud, CAMS)
     assert np.isfinite(near).all()
     mean, p95 = near.mean(), np.percentile(near, 95)
     floating = (front > 0.05).mean()
@@ -114,7 +177,7 @@ def test_free_space_filter_drops_points_an_earlier_view_saw_through(run, monkeyp
                         lambda pred, ref, **k: DepthFit(0.6 / 2.2, 0.0, 0, 0.0))
     monkeypatch.setattr(dream_mod, "seam_fill",
                         lambda rho, pix, shape, **k: Seam(np.zeros(shape), 0, 0.0, 0))
-    bad = dream(CAMS[:2], PROMPT, ProceduralEngine(depth_lies=LIES, depth_warp=0.0), SEED)
+    bad = dream(CAMS[:2], PROMPT, ProceduralEngine(depth_lies=BY_CAMERA, depth_warp=0.0), SEED)
     dropped_bad = bad.views[1]["dropped_free_space"]
     dropped_honest = honest.views[1]["dropped_free_space"]
     print(f"\nfree-space drops in view B: honest {dropped_honest}, 40 % too close {dropped_bad}")
@@ -143,7 +206,8 @@ def test_crack_and_min_filter():
 
 
 def test_fallback_when_a_view_has_no_overlap():
-    engine = ProceduralEngine(depth_lies=[(1.0, 0.0), (2.0, 0.0), (0.5, 0.0)], depth_noise=0.0)
+    engine = ProceduralEngine(depth_lies={"A": (1.0, 0.0), "B": (2.0, 0.0), "Back": (0.5, 0.0)},
+                              depth_noise=0.0)
     cams = [CAMS[0], CAMS[1], make_cam((0, -16, 2.5), (0, -40, 3.0), "Back")]   # looks away
     calls = []
     res = dream(cams, PROMPT, engine, SEED, progress=lambda *a: calls.append(a))
@@ -185,7 +249,8 @@ def user_rgbd(cam, known_cols=100):
 
 def test_init_keeps_the_users_depth_and_fits_the_painted_rest_to_it():
     image, D_user, known = user_rgbd(CAMS[0])
-    engine = ProceduralEngine(depth_lies=[(2.5, 0.02), (1.7, 0.01)], depth_noise=0.01, depth_warp=0.0)
+    engine = ProceduralEngine(depth_lies={"A": (2.5, 0.02), "B": (1.7, 0.01)}, depth_noise=0.01,
+                              depth_warp=0.0)
     res = dream(CAMS[:2], PROMPT, engine, SEED, init=(image, D_user, known))
     v0 = res.views[0]
     has_depth = known & np.isfinite(D_user)
@@ -201,7 +266,7 @@ def test_init_keeps_the_users_depth_and_fits_the_painted_rest_to_it():
     np.testing.assert_array_equal(P0.xyz[has_depth.reshape(-1)], user.xyz)
     assert res.consensus is not None and res.consensus.used > 1000
     # the whole world stays in the user's metres: every point near the true surface
-    near, _ = surface_errors(engine.world, res.cloud, CAMS[:2])
+    near, _ = surface_errors(WORLD, res.cloud, CAMS[:2])
     print(f"\ninit: relative surface error mean {near.mean():.4f}, p95 {np.percentile(near, 95):.4f}")
     assert near.mean() < 0.012 and np.percentile(near, 95) < 0.03
 
@@ -209,9 +274,9 @@ def test_init_keeps_the_users_depth_and_fits_the_painted_rest_to_it():
 def test_init_fully_known_needs_no_depth_model():
     image, D_user, known = user_rgbd(CAMS[0], known_cols=CAMS[0].width)
     D_user = np.where(np.isfinite(D_user), D_user, 200.0)
-    engine = ProceduralEngine()
+    engine = Recording()
     res = dream(CAMS[:1], PROMPT, engine, SEED, init=(image, D_user, known))
-    assert engine.depth_log == [] and len(res.cloud) == known.size
+    assert engine.depth_calls == [] and len(res.cloud) == known.size
     np.testing.assert_array_equal(res.observed[0], D_user)
 
 
@@ -232,18 +297,18 @@ def test_init_bad_input_names_the_field():
 # A relative (inverse-depth) model: the engine says depth_space = "disparity"
 
 class RelativeEngine(ProceduralEngine):
-    """Depth from an affine-invariant disparity model: 1/D̂ = (1/D·(1 + ε) − t) / s per call."""
+    """Depth from an affine-invariant disparity model: 1/D̂ = (1/D·(1 + ε) − t) / s per view."""
 
-    AFFINE = [(1.0, 0.0), (0.5, 0.003), (2.0, -0.003), (1.3, 0.002)]
+    AFFINE = dict(zip("ABCD", [(1.0, 0.0), (0.5, 0.003), (2.0, -0.003), (1.3, 0.002)]))
 
     def __init__(self, depth_space):
-        super().__init__(depth_lies=[(1.0, 0.0)] * 4, depth_noise=0.01, depth_warp=0.0,
-                         depth_shift=0.0)
+        super().__init__(depth_lies={name: (1.0, 0.0) for name in "ABCD"}, depth_noise=0.01,
+                         depth_warp=0.0, depth_shift=0.0)
         self.depth_space = depth_space
 
-    def estimate_depth(self, image, cam):
-        D = super().estimate_depth(image, cam).astype(np.float64)     # D·(1 + ε)
-        s, t = self.AFFINE[len(self.depth_log) - 1]
+    def estimate_depth(self, image, cam, *, seed=None, role=None):
+        D = super().estimate_depth(image, cam, seed=seed, role=role).astype(np.float64)   # D·(1 + ε)
+        s, t = self.AFFINE[cam.name]
         return (1.0 / ((1.0 / D - t) / s)).astype(np.float32)
 
 
@@ -253,7 +318,7 @@ def test_engine_depth_space_picks_the_disparity_fit():
         engine = RelativeEngine(space)
         res = dream(CAMS, PROMPT, engine, SEED)
         assert all(v["scale"] > 0 for v in res.views)
-        near, _ = surface_errors(engine.world, res.cloud, CAMS)
+        near, _ = surface_errors(WORLD, res.cloud, CAMS)
         errors[space] = float(np.mean(near[res.source > 0]))
     print(f"\nrelative model, mean error of views ≥ 1: {errors}")
     assert errors["disparity"] < 0.015 and errors["disparity"] < 0.5 * errors["depth"]

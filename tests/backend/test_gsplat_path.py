@@ -9,6 +9,7 @@ import torch
 
 from zoomscape import gaussians, raster
 from zoomscape.cameras import from_wire, look_at
+from zoomscape.engines.base import DepthFor
 from zoomscape.engines.procedural import ProceduralEngine, World
 
 PROMPT, SEED = "a quiet valley", 3
@@ -63,8 +64,7 @@ def test_lift_and_refine_take_gsplats_branch_for_the_engines_device(monkeypatch)
     """When the device is one gsplat serves, every render of the lift (coarser levels, PSNR,
     each refinement step) goes through gsplat.rasterization, with tensors on that device."""
     stand_in = GsplatStandIn()
-    engine = ProceduralEngine(depth_lies=[(1.0, 0.0)])
-    engine.world_for(PROMPT, SEED)
+    engine = ProceduralEngine(depth_lies={"Zoom/level_00": (1.0, 0.0)})
     seen, real_choose = [], raster.choose_backend
 
     def choose(device, backend="auto"):  # the engine's device stands for a CUDA device here
@@ -77,7 +77,7 @@ def test_lift_and_refine_take_gsplats_branch_for_the_engines_device(monkeypatch)
     monkeypatch.setattr(raster, "gsplat_rasterization", lambda: stand_in)
     cam = zoom_cam(24)
     anchor, images = level_images(cam, 2)
-    levels = gaussians.lift_levels(images, cam, anchor, 4.0, engine, refine_steps=3)
+    levels = gaussians.lift_levels(images, cam, anchor, 4.0, DepthFor(engine, SEED), refine_steps=3)
     assert seen and all(d == torch.device(engine.device) for d in seen)
     # level 1: coarse background + psnr_init + 3 refine steps + psnr; level 0 the same minus the background
     assert len(stand_in.calls) == 2 * 5 + 1
@@ -90,12 +90,11 @@ def test_lift_and_refine_take_gsplats_branch_for_the_engines_device(monkeypatch)
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens without CUDA")
 def test_lift_builds_its_tensors_on_the_engines_device():
     """A CUDA engine's lift puts the Gaussians on CUDA (here, without CUDA, that is the error)."""
-    engine = ProceduralEngine(depth_lies=[(1.0, 0.0)])
-    engine.world_for(PROMPT, SEED)
+    engine = ProceduralEngine(depth_lies={"Zoom/level_00": (1.0, 0.0)})
     cam = zoom_cam(16)
     anchor, images = level_images(cam, 1)
     engine.device = "cuda:0"
     with pytest.raises((AssertionError, RuntimeError), match="CUDA"):
-        gaussians.lift_levels(images, cam, anchor, 4.0, engine)
+        gaussians.lift_levels(images, cam, anchor, 4.0, DepthFor(engine, SEED))
     engine.device = "cpu"
-    assert len(gaussians.lift_levels(images, cam, anchor, 4.0, engine)[0]) == 16 * 16
+    assert len(gaussians.lift_levels(images, cam, anchor, 4.0, DepthFor(engine, SEED))[0]) == 16 * 16

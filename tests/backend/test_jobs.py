@@ -96,7 +96,8 @@ def test_real_pipeline_job_runs_to_done_with_rising_progress(store_factory):
     progress = [s["progress"] for s in seen]
     assert progress == sorted(progress) and progress[-1] == 1.0
     assert {s["stage"] for s in seen} & {"dream"}, "the dream stage never reported progress"
-    assert disk_status(store, job_id) == final
+    assert disk_status(store, job_id) == {k: v for k, v in final.items() if k != "queue_position"}
+    assert "queue_position" not in disk_status(store, job_id)  # computed on read, never stored
     assert json.loads((store.jobs_dir / job_id / "request.json").read_text()) == req
     names = {f["name"] for f in store.files(job_id)}
     assert {"pointcloud.ply", "manifest.json"} <= names
@@ -114,10 +115,10 @@ def test_fifo_one_at_a_time_with_queue_positions(store_factory):
     b, c = store.submit(named("B"))["id"], store.submit(named("C"))["id"]
     assert [store.get(j)["queue_position"] for j in (a, b, c)] == [0, 1, 2]
     assert [store.get(j)["state"] for j in (a, b, c)] == ["running", "queued", "queued"]
-    assert disk_status(store, c)["queue_position"] == 2
+    assert "queue_position" not in disk_status(store, c)  # positions are computed on read
     runner.release()
     wait_state(store, b, {"running"})
-    assert store.get(c)["queue_position"] == 1 and disk_status(store, c)["queue_position"] == 1
+    assert store.get(c)["queue_position"] == 1 and "queue_position" not in disk_status(store, c)
     runner.release(2)
     for j in (a, b, c):
         assert wait_state(store, j, {"done", "failed"})["state"] == "done"
@@ -272,3 +273,124 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
         write_json_atomic(path, {"state": "running", "pad": "x" * 10000})
     assert json.loads(path.read_text()) == {"state": "queued"}
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
+
+
+# ------------------------------------------------------------------ restart, temp files, symlinks, queue
+
+
+def crashed_while_running(data: Path, manifest_text=None) -> str:
+    """A job whose status.json says running (the server was killed), with results/manifest.json as given."""
+    store = JobStore(data, runner=GatedRunner())
+    job_id = store.submit(named("killed"))["id"]
+    status = disk_status(store, job_id)
+    status.update(state="running", stage="write", step=1, total=2, progress=0.97, message="writing results")
+    write_json_atomic(store.jobs_dir / job_id / "status.json", status)
+    results = store.jobs_dir / job_id / "results"
+    (results / "pointcloud.ply").write_bytes(b"ply\n")
+    if manifest_text is not None:
+        (results / "manifest.json").write_text(manifest_text)
+    return job_id
+
+
+def test_restart_after_a_kill_once_the_manifest_was_written_is_done(tmp_path):
+    job_id = crashed_while_running(tmp_path / "data", json.dumps({"pointcloud": {"points": 1234}}))
+    store = JobStore(tmp_path / "data")
+    status = store.get(job_id)
+    assert (status["state"], status["stage"], status["progress"], status["error"]) == ("done", "done", 1.0, None)
+    assert status["message"] == "done: 1234 points"
+    assert disk_status(store, job_id)["state"] == "done"
+    assert {f["name"] for f in store.files(job_id)} == {"pointcloud.ply", "manifest.json"}
+
+
+@pytest.mark.parametrize("manifest", [None, '{"format": "zoomscape-res', "[1, 2]", ""],
+                         ids=["no manifest", "cut short", "not an object", "empty"])
+def test_restart_with_an_incomplete_manifest_is_failed(tmp_path, manifest):
+    job_id = crashed_while_running(tmp_path / "data", manifest)
+    store = JobStore(tmp_path / "data")
+    assert (store.get(job_id)["state"], store.get(job_id)["error"]) == ("failed", INTERRUPTED)
+    assert store.files(job_id) == []
+
+
+def test_restart_removes_the_temp_files_of_interrupted_writes(tmp_path):
+    from zoomscape.wire.atomic import temp_path
+
+    data = tmp_path / "data"
+    store = JobStore(data, runner=GatedRunner())
+    ids = [store.submit(named(p))["id"] for p in "AB"]
+    leftovers, kept = [], []
+    for job_id in ids:
+        d = store.jobs_dir / job_id
+        leftovers += [temp_path(d / "status.json"), temp_path(d / "results" / "pointcloud.ply"),
+                      d / "results" / "level_03.ply.tmp", d / "results" / ".pointcloud.ply.0badcafe.tmp"]
+        kept += [d / "results" / "level_00.ply", d / "results" / "notes.tmp.txt", d / "request.json"]
+    for p in leftovers + kept[0::3] + kept[1::3]:
+        p.write_bytes(b"x" * 100)
+    (store.jobs_dir / ids[0] / "results" / "keep.ply.tmp.d").mkdir()  # folders are left alone
+    assert all(p.exists() for p in leftovers)
+
+    second = JobStore(data)
+    assert [p for p in leftovers if p.exists()] == []
+    assert all(p.exists() for p in kept)
+    assert (store.jobs_dir / ids[0] / "results" / "keep.ply.tmp.d").is_dir()
+    assert [second.get(j)["state"] for j in ids] == ["queued", "queued"]
+
+
+def test_starting_a_job_does_not_rewrite_the_queued_jobs_statuses(store_factory, monkeypatch):
+    import zoomscape.jobs as jobs_module
+
+    runner = GatedRunner(steps=1)
+    store = store_factory(runner)
+    ids = [store.submit(named(f"J{i}"))["id"] for i in range(31)]
+    written = []
+    real_write = jobs_module.write_json_atomic
+
+    def recording_write(path, obj):
+        written.append(Path(path).parent.name)
+        real_write(path, obj)
+
+    monkeypatch.setattr(jobs_module, "write_json_atomic", recording_write)
+    store.start()
+    assert runner.started.wait(10)
+    wait_state(store, ids[0], {"running"})
+    assert written == [ids[0]], "starting a job rewrote other jobs' status.json"
+    assert [store.get(j)["queue_position"] for j in ids] == list(range(31))
+    assert [s["queue_position"] for s in sorted(store.list(), key=lambda s: s["created"])] == list(range(31))
+    store.cancel(ids[0])
+    runner.release()
+    wait_state(store, ids[1], {"running"})
+    assert store.get(ids[30])["queue_position"] == 29
+    for j in reversed(ids[1:]):  # let the store stop at once
+        store.cancel(j)
+    runner.release()
+    wait_state(store, ids[1], {"cancelled"})
+
+
+def test_symlinks_in_results_are_neither_listed_nor_served(store_factory, tmp_path):
+    runner = GatedRunner(steps=1)
+    store = store_factory(runner)
+    store.start()
+    j = store.submit(named("L"))["id"]
+    runner.release()
+    wait_state(store, j, {"done"})
+    results = store.jobs_dir / j / "results"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("no")
+    (results / "passwd.txt").symlink_to("/etc/passwd")
+    (results / "secret.json").symlink_to(secret)
+    (results / "request.json").symlink_to(store.jobs_dir / j / "request.json")  # inside, but a link
+    (results / "dangling.ply").symlink_to(tmp_path / "nothing-here")
+    (results / "folder.ply").mkdir()
+    assert {f["name"] for f in store.files(j)} == {"pointcloud.ply", "manifest.json"}
+    for name in ("passwd.txt", "secret.json", "request.json", "dangling.ply", "folder.ply"):
+        with pytest.raises(JobNotFound):
+            store.file_path(j, name)
+
+    # the results folder itself replaced by a link to somewhere else: nothing is served
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "manifest.json").write_text("{}")
+    results.rename(tmp_path / "moved-results")
+    results.symlink_to(elsewhere, target_is_directory=True)
+    assert store.files(j) == []
+    with pytest.raises(JobNotFound):
+        store.file_path(j, "manifest.json")

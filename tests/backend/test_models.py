@@ -61,6 +61,12 @@ def test_settings_precedence(monkeypatch):
     s = models.model_settings({"text2img": "me/sd-request", "depth": None})
     assert s == {"text2img": "me/sd-request", "inpaint": models.DEFAULTS["inpaint"], "depth": "me/depth-env"}
     assert models.model_settings({"depth": "me/depth-request"})["depth"] == "me/depth-request"
+    # a handed-down Settings (the server's: flags > environment > defaults) replaces the environment
+    from zoomscape.settings import Settings
+
+    handed = Settings(depth_model="me/depth-settings")
+    assert models.model_settings(settings=handed) == {**models.DEFAULTS, "depth": "me/depth-settings"}
+    assert models.model_settings({"depth": "me/depth-request"}, settings=handed)["depth"] == "me/depth-request"
 
 
 def test_settings_errors_name_the_field():
@@ -92,6 +98,12 @@ def test_locate_under_the_model_dir(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("ZOOMSCAPE_MODEL_DIR", str(tmp_path))
     loc = models.locate("text2img", "someone/my-sd")  # DIR/<name> also works
     assert loc.source == "local" and Path(loc.path) == (tmp_path / "my-sd").resolve()
+    from zoomscape.settings import Settings
+
+    monkeypatch.delenv("ZOOMSCAPE_MODEL_DIR")
+    loc = models.locate("text2img", "someone/my-sd", settings=Settings(model_dir=tmp_path))
+    assert loc.source == "local" and Path(loc.path) == (tmp_path / "my-sd").resolve()
+    assert models.locate("text2img", "someone/my-sd", settings=Settings(), cache_dir=tmp_path / "hub").source == "missing"
 
 
 def test_locate_in_the_hf_cache(tiny, tmp_path):
@@ -210,3 +222,11 @@ def test_check_engine_is_cheap_and_clear(tiny, monkeypatch):
     assert available_engines() == ["procedural", "diffusers"]
     monkeypatch.setenv("ZOOMSCAPE_DEPTH_MODEL", "me/absent")
     assert available_engines() == ["procedural"]
+    # with the server's Settings handed down, the environment does not matter
+    from zoomscape.settings import Settings
+
+    handed = Settings(**{f"{role}_model": tiny[role] for role in models.ROLES})
+    assert available_engines(handed) == ["procedural", "diffusers"]
+    check_engine("diffusers", settings=handed)
+    with pytest.raises(EngineUnavailable, match="depth model 'me/absent'"):
+        check_engine("diffusers", models={"depth": "me/absent"}, settings=handed)

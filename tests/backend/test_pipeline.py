@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from zoomscape.cameras import blender_intrinsics, from_wire, look_at, pixels_to_world
-from zoomscape.engines.procedural import ProceduralEngine
-from zoomscape.pipeline import JobCancelled, run_job, surface_anchor
+from zoomscape.engines.procedural import ProceduralEngine, World
+from zoomscape.errors import JobCancelled
+from zoomscape.pipeline import run_job, surface_anchor
 from zoomscape.pointcloud import read_ply
 
 PROMPT = "a misty harbour town at dawn"
@@ -33,7 +34,8 @@ def job(tmp_path_factory):
     out = tmp_path_factory.mktemp("jobs") / "0123abcd" / "results"
     # Scale/shift lies only (no smooth warp): view 0 sets the world's shape, and the anchor test
     # below checks the anchor picking against the true surface.
-    engine = ProceduralEngine(depth_lies=[(1.0, 0.0), (1.7, 0.02), (0.6, 0.01)], depth_warp=0.0)
+    engine = ProceduralEngine(depth_lies={"Cam.000": (1.0, 0.0), "Cam.001": (1.7, 0.02),
+                                          "Cam.002": (0.6, 0.01)}, depth_warp=0.0)
     steps = []
     manifest = run_job(request(), out, progress=lambda *a: steps.append(a), engine=engine)
     return out, manifest, engine, steps
@@ -80,11 +82,30 @@ def test_anchor_is_on_the_surface_at_the_image_centre(job):
     cam = from_wire(request()["cameras"][1])
     anchor = np.array(manifest["zoom"]["anchor"])
     centre = np.array([[cam.width / 2, cam.height / 2]])
-    true_z = engine.world.trace(cam, centre).t[0]
+    true_z = World(PROMPT, 7).trace(cam, centre).t[0]
     truth = pixels_to_world(cam, centre, np.array([true_z]))[0]
     print(f"\nanchor {anchor.round(3)} vs true surface {truth.round(3)}: "
           f"{np.linalg.norm(anchor - truth):.3f} m at {true_z:.2f} m")
     assert np.linalg.norm(anchor - truth) < 0.02 * true_z
+
+
+def test_same_job_on_a_used_and_a_fresh_engine_writes_the_same_files(job, tmp_path):
+    """Engines are pooled: the fixture's engine has run a job already; the same request again,
+    on it and on a fresh engine, writes byte-identical results, and the engine holds no state
+    that grows or changes with the jobs it ran."""
+    out, manifest, engine, _ = job
+    before = dict(vars(engine))
+    again = run_job(request(), tmp_path / "used" / "0123abcd" / "results", engine=engine)
+    fresh_engine = ProceduralEngine(depth_lies=engine.depth_lies, depth_warp=0.0)
+    fresh = run_job(request(), tmp_path / "fresh" / "0123abcd" / "results", engine=fresh_engine)
+    assert again == manifest and fresh == manifest
+    names = ["pointcloud.ply", "manifest.json", "zoom_stack.png"] + [
+        name for lv in manifest["levels"] for name in (lv["image"], lv["gaussians"])]
+    for where in ("used", "fresh"):
+        for name in names:
+            got = (tmp_path / where / "0123abcd" / "results" / name).read_bytes()
+            assert got == (out / name).read_bytes(), (where, name)
+    assert vars(engine) == before
 
 
 def test_anchor_falls_back_to_the_nearest_covered_pixel():

@@ -8,9 +8,9 @@ import pytest
 from zoomscape.cameras import (Camera, blender_intrinsics, from_wire, intrinsics_matrix, look_at,
                                pixel_grid)
 from zoomscape.engines import ENGINES, EngineUnavailable, get_engine
-from zoomscape.engines.base import Engine
+from zoomscape.engines.base import Engine, protocol_problems
 from zoomscape.engines.procedural import (GROUND, SKY, SKY_RADIUS, ProceduralEngine, World,
-                                          depth_lie, fbm2, stable_int)
+                                          depth_lie, fbm2, lie_key, stable_int)
 
 PROMPT = "a misty harbour town at dawn"
 
@@ -35,6 +35,7 @@ def test_registry():
     assert "procedural" in ENGINES and "diffusers" in ENGINES
     eng = get_engine("procedural")
     assert isinstance(eng, Engine) and eng.name == "procedural" and eng.device == "cpu"
+    assert protocol_problems(eng) == [] and eng.depth_space == "depth"   # by signature too
     assert eng.models and all("name" in m for m in eng.models)
     with pytest.raises(EngineUnavailable, match="missing model weights"):
         get_engine("diffusers")
@@ -65,6 +66,7 @@ def test_other_prompt_or_seed_changes_the_world(view):
     rgb_p, depth_p = World("a red desert canyon at noon", 7).render(cam)
     rgb_s, depth_s = World(PROMPT, 8).render(cam)
     assert np.abs(rgb_p - rgb).mean() > 0.05                  # palette follows the prompt
+    assert np.array_equal(depth_p, depth)                     # ... and only the palette
     assert np.abs(depth_s - depth).mean() / depth.mean() > 0.02   # layout follows the seed
     assert np.abs(rgb_s - rgb).mean() > 0.02
     # the hash is stable (sha256), not Python's per-process hash()
@@ -101,14 +103,18 @@ def test_fbm_fades_octaves_below_the_footprint():
 
 def test_depth_lie_matches_its_parameters(view):
     cam, rgb, depth = view
+    cam2 = Camera("cam2", cam.K, cam.c2w, cam.width, cam.height)   # the same view, another camera
     # No smooth warp here: this checks scale, shift and noise (the warp is checked in test_seam.py).
-    eng = ProceduralEngine(depth_lies=[(1.0, 0.0), (2.5, 0.02)], depth_noise=0.01, depth_warp=0.0)
+    eng = ProceduralEngine(depth_lies={"cam": (1.0, 0.0), "cam2": (2.5, 0.02)}, depth_noise=0.01,
+                           depth_warp=0.0)
     img = eng.inpaint(np.zeros_like(rgb), np.ones(depth.shape, bool), PROMPT, cam, 7)
     assert np.array_equal(img, rgb)
-    d0 = eng.estimate_depth(img, cam).astype(np.float64)
-    d1 = eng.estimate_depth(img, cam).astype(np.float64)
-    assert [(l.call, l.scale, l.shift_frac) for l in eng.depth_log] == [(0, 1.0, 0.0), (1, 2.5, 0.02)]
-    t1 = eng.depth_log[1].shift
+    d0 = eng.estimate_depth(img, cam, seed=7, role="first").astype(np.float64)
+    d1 = eng.estimate_depth(img, cam2, seed=7, role="view").astype(np.float64)
+    lies = [eng.lie(7, cam, "first"), eng.lie(7, cam2, "view")]         # what the calls told
+    assert [(l.camera, l.role, l.scale, l.shift_frac) for l in lies] == [("cam", "first", 1.0, 0.0),
+                                                                         ("cam2", "view", 2.5, 0.02)]
+    t1 = lies[1].shift
     assert t1 == pytest.approx(0.02 * np.median(depth))
     rel0 = d0 / depth - 1
     assert abs(np.median(rel0)) < 2e-3 and 0.008 < rel0.std() < 0.012        # noise ~1 %
@@ -120,13 +126,21 @@ def test_depth_lie_matches_its_parameters(view):
 
 
 def test_drawn_lies_stay_in_range():
-    s0 = [depth_lie(seed, 0)[0] for seed in range(50)]
-    s = [depth_lie(seed, c)[0] for seed in range(20) for c in range(1, 6)]
-    t = [depth_lie(seed, c)[1] for seed in range(20) for c in range(6)]
+    cams = [make_cam((0.5 * c, -16, 2.5), (0, 0, 0.5), name=f"c{c}") for c in range(6)]
+    s0 = [depth_lie(seed, cams[0], "first")[0] for seed in range(50)]
+    s = [depth_lie(seed, c, role)[0] for seed in range(20) for c in cams[1:] for role in ("view", "level")]
+    t = [depth_lie(seed, c, role)[1] for seed in range(20) for c in cams for role in ("first", "view")]
     assert all(0.95 <= v <= 1.05 for v in s0)
     assert all(0.3 <= v <= 3.0 for v in s) and max(s) / min(s) > 3
     assert all(0.0 <= v <= 0.03 for v in t)
-    assert depth_lie(5, 2) == depth_lie(5, 2) != depth_lie(6, 2)
+    assert depth_lie(5, cams[2], "view") == depth_lie(5, cams[2], "view") != depth_lie(6, cams[2], "view")
+    # the lie is keyed by (seed, camera, role), nothing else: another camera or role draws anew
+    assert depth_lie(5, cams[2], "view") != depth_lie(5, cams[3], "view")
+    assert depth_lie(5, cams[2], "view") != depth_lie(5, cams[2], "level")
+    copy = Camera("c2", cams[2].K.copy(), cams[2].c2w.copy(), 128, 96)
+    assert lie_key(5, copy, "view") == lie_key(5, cams[2], "view")            # an equal camera, the same key
+    copy.c2w[0, 3] += 0.01
+    assert lie_key(5, copy, "view") != lie_key(5, cams[2], "view")            # its pose is part of it
 
 
 def test_inpaint_keeps_pixels_outside_the_hole(view):
@@ -147,8 +161,14 @@ def test_bad_input_names_the_field(view):
         eng.inpaint(rgb[:10], np.ones(depth.shape, bool), PROMPT, cam, 7)
     with pytest.raises(ValueError, match="hole: must be a boolean"):
         eng.inpaint(rgb, np.ones(depth.shape), PROMPT, cam, 7)
-    with pytest.raises(RuntimeError, match="call inpaint first"):
-        eng.estimate_depth(rgb, cam)
+    with pytest.raises(ValueError, match="seed: the procedural engine's depth model measures"):
+        eng.estimate_depth(rgb, cam)                 # the world it measures is the seed's
+    with pytest.raises(ValueError, match="role: 'side' is not one of first, view, level"):
+        eng.estimate_depth(rgb, cam, seed=7, role="side")
+    with pytest.raises(ValueError, match="seed: must be an integer"):
+        eng.estimate_depth(rgb, cam, seed="7", role="view")
+    with pytest.raises(ValueError, match="depth_lies: must map camera names"):
+        ProceduralEngine(depth_lies=[(1.0, 0.0)])
     with pytest.raises(ValueError, match="depth_scale_range"):
         ProceduralEngine(depth_scale_range=(2.0, 1.0))
     with pytest.raises(ValueError, match="outside the procedural world's sky dome"):

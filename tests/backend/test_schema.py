@@ -266,3 +266,167 @@ def test_models_are_optional_strings_of_at_most_500_characters():
         with pytest.raises(RequestError) as info:
             validate_request(req)
         assert info.value.field == field and words in info.value.message, str(info.value)
+
+
+# ------------------------------------------------------------------ strict types, ranges, echoes, bodies
+
+from zoomscape.schema import (  # noqa: E402
+    FOCAL_RANGE, MAX_COORDINATE, MAX_PROBLEMS, MAX_SHOWN_CHARS, PRINCIPAL_POINT_RANGE, shown, validate_request_json)
+from zoomscape.wire import names  # noqa: E402
+
+
+def _problem(req, *, as_json=False):
+    with pytest.raises(RequestError) as info:
+        if as_json:
+            validate_request_json(json.dumps(req).encode())
+        else:
+            validate_request(req)
+    return info.value
+
+
+# (label, mutate, field, words): JSON values of the wrong type are never coerced
+WRONG_TYPES = [
+    ("seed as a string", lambda r: r.update(seed="7"), "seed", "must be an integer (got a string '7')"),
+    ("seed true", lambda r: r.update(seed=True), "seed", "must be an integer (got a boolean true)"),
+    ("seed 7.0", lambda r: r.update(seed=7.0), "seed", "must be an integer"),
+    ("width as a string", lambda r: r["cameras"][0].update(width="64"), "cameras[0].width", "an integer"),
+    ("width true", lambda r: r["cameras"][1].update(width=True), "cameras[1].width", "an integer"),
+    ("fx true", lambda r: r["cameras"][0].update(fx=True), "cameras[0].fx", "must be a number (got a boolean"),
+    ("fx as a string", lambda r: r["cameras"][0].update(fx="711"), "cameras[0].fx", "must be a number"),
+    ("factor as a string", lambda r: r["zoom"].update(factor="4"), "zoom.factor", "must be a number"),
+    ("matrix entry as a string", lambda r: r["cameras"][0]["matrix_world"][0].__setitem__(3, "0"),
+     "cameras[0].matrix_world[0][3]", "must be a number"),
+    ("prompt as a number", lambda r: r.update(scene_prompt=5), "scene_prompt", "must be a string (got an integer 5)"),
+    ("name as a number", lambda r: r["cameras"][0].update(name=0), "cameras[0].name", "must be a string"),
+    ("anchor entry true", lambda r: r["zoom"].update(anchor=[True, 0.0, 0.0]), "zoom.anchor[0]", "a number"),
+]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["dict", "json"])
+@pytest.mark.parametrize("label, mutate, field, words", WRONG_TYPES, ids=[w[0] for w in WRONG_TYPES])
+def test_wrong_json_types_are_not_coerced(label, mutate, field, words, as_json):
+    req = job_request(2)
+    mutate(req)
+    err = _problem(req, as_json=as_json)
+    assert err.field == field and words in err.message, f"{label}: {err}"
+
+
+def test_an_integer_is_a_number():
+    req = job_request(1)
+    req["cameras"][0].update(fx=711, fy=711, cx=48, cy=48)
+    req["zoom"].update(factor=4, anchor=[0, 4, 1])
+    req["cameras"][0]["matrix_world"][3] = [0, 0, 0, 1]
+    for model in (validate_request(req), validate_request_json(json.dumps(req).encode())):
+        assert model.cameras[0].fx == 711.0 and isinstance(model.cameras[0].fx, float)
+        assert model.zoom.anchor == [0.0, 4.0, 1.0]
+
+
+def _size(r, i=0):
+    return max(r["cameras"][i]["width"], r["cameras"][i]["height"])
+
+
+# (label, mutate, field, words): values the pipeline cannot compute with
+OUT_OF_RANGE = [
+    ("fx 1e308", lambda r: r["cameras"][0].update(fx=1e308), "cameras[0].fx", "must be between 0.096 and 9.6e+07"),
+    ("fx 5e-324", lambda r: r["cameras"][1].update(fx=5e-324), "cameras[1].fx", "got 4.94066e-324"),
+    ("fy 1e-5", lambda r: r["cameras"][0].update(fy=1e-5), "cameras[0].fy", "0.001 to 1e+06 × max(width, height) = 96"),
+    ("cx 1e308", lambda r: r["cameras"][0].update(cx=1e308), "cameras[0].cx", "within 16 × max(width, height)"),
+    ("cx -1e308", lambda r: r["cameras"][2].update(cx=-1e308), "cameras[2].cx", "between -1488 and 1584"),
+    ("cy 1e9", lambda r: r["cameras"][0].update(cy=1e9), "cameras[0].cy", "image centre 48"),
+    ("translation 1e300", lambda r: r["cameras"][0]["matrix_world"][0].__setitem__(3, 1e300),
+     "cameras[0].matrix_world[0][3]", "must be at most 1e+06 (got 1e+300)"),
+    ("translation -1e300", lambda r: r["cameras"][1]["matrix_world"][2].__setitem__(3, -1e300),
+     "cameras[1].matrix_world[2][3]", "must be at least -1e+06"),
+    ("anchor 1e308", lambda r: r["zoom"].update(anchor=[0.0, 1e308, 0.0]), "zoom.anchor[1]", "at most 1e+06"),
+    ("rotation 1e300", lambda r: r["cameras"][0]["matrix_world"][1].__setitem__(1, 1e300),
+     "cameras[0].matrix_world[1][1]", "at most 1e+06"),
+]
+
+
+@pytest.mark.parametrize("label, mutate, field, words", OUT_OF_RANGE, ids=[o[0] for o in OUT_OF_RANGE])
+def test_values_the_pipeline_cannot_run_name_their_field_and_limit(label, mutate, field, words):
+    req = job_request(3)
+    mutate(req)
+    err = _problem(req)
+    assert err.field == field and words in err.message, f"{label}: {err}"
+
+
+def test_range_limits_themselves_are_accepted():
+    req = job_request(2)
+    cam = req["cameras"][0]
+    size = _size(req)
+    cam.update(fx=FOCAL_RANGE[0] * size, fy=FOCAL_RANGE[1] * size,
+               cx=cam["width"] / 2 + PRINCIPAL_POINT_RANGE * size, cy=cam["height"] / 2 - PRINCIPAL_POINT_RANGE * size)
+    cam["matrix_world"][0][3] = MAX_COORDINATE
+    cam["matrix_world"][1][3] = -MAX_COORDINATE
+    req["zoom"]["anchor"] = [MAX_COORDINATE, -MAX_COORDINATE, 0.0]
+    validate_request(req)
+    # Blender's widest shift (±10 image sizes) and lens range (1 mm to 5000 mm on a 36 mm sensor) fit
+    cam.update(fx=1 / 36 * size, fy=5000 / 36 * size, cx=cam["width"] / 2 - 10 * size, cy=cam["height"] / 2 + 10 * size)
+    validate_request(req)
+
+
+def test_echoed_values_are_cut_to_80_characters():
+    req = job_request(1)
+    req["engine"] = "e" * 10_000_000
+    err = _problem(req, as_json=True)
+    assert err.field == "engine" and len(err.message) < 300 and "…" in err.message, err.message[:400]
+    assert len(json.dumps(err.problems)) < 1000
+    assert shown("x" * 81).endswith("…") and len(shown("x" * 10**6)) == MAX_SHOWN_CHARS
+    assert shown("short") == "'short'" and shown(True) == "true" and shown(None) == "null"
+    assert "digits" in shown(10 ** 5000)  # too long for str(); never raises
+    req = job_request(1)
+    req["seed"] = 10 ** 4000
+    assert _problem(req).message.startswith("must be less than 4294967296 (got ")
+
+
+def test_the_number_of_problems_listed_is_capped():
+    req = job_request(1)
+    req.update({f"extra_{i}": i for i in range(10_000)})
+    err = _problem(req, as_json=True)
+    assert len(err.problems) == MAX_PROBLEMS + 1
+    assert err.problems[-1] == {"field": "body", "message": f"and {10_000 - MAX_PROBLEMS} more problems"}
+
+
+@pytest.mark.parametrize("raw, field, words", [
+    (b"", "body", "is required"),
+    (b"  \n", "body", "is required"),
+    (b"{not json", "body", "is not valid JSON"),
+    (b"[1, 2]", "body", "must be a JSON object (got a list)"),
+    (b'"text"', "body", "must be a JSON object (got a string 'text')"),
+    (b'{"seed": ' + b"9" * 5001 + b"}", "body", "a number has too many digits"),
+    (b'{"seed": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "body", "nested too deeply"),
+    (b'{"scene_prompt": "caf\xe9"}', "body", "not valid UTF-8"),
+    (b'\xff\xfe{"seed": 1}', "body", "is not valid JSON"),
+    (b'{"seed": 1} trailing', "body", "is not valid JSON"),
+], ids=["empty", "blank", "syntax", "a list", "a string", "5001 digits", "100000 deep", "latin-1", "BOM", "trailing"])
+def test_bodies_that_do_not_parse_are_reported_on_the_body(raw, field, words):
+    with pytest.raises(RequestError) as info:
+        validate_request_json(raw)
+    assert info.value.field == field and words in info.value.message, str(info.value)
+    assert len(str(info.value)) < 300
+
+
+def test_json_bodies_validate_like_dicts():
+    req = job_request(3)
+    assert validate_request_json(json.dumps(req).encode()).model_dump(mode="json") == req
+    for label, mutate, field, words in BAD_REQUESTS:
+        err = _problem(bad_request(mutate), as_json=True)
+        assert err.field == field and words in err.message, f"{label}: {err}"
+
+
+def test_shared_limits_come_from_the_wire_names():
+    import zoomscape.schema as schema
+
+    for name in ("ENGINE_NAMES", "MODEL_ROLES", "MAX_CAMERAS", "MIN_RESOLUTION", "MAX_RESOLUTION", "MAX_PROMPT_CHARS",
+                 "MAX_NAME_CHARS", "MAX_MODEL_CHARS", "ZOOM_FACTOR_RANGE", "MAX_LEVELS", "SEED_LIMIT"):
+        assert getattr(schema, name) is getattr(names, name), name
+    assert tuple(JobRequest.model_json_schema()["properties"]["engine"]["enum"]) == names.ENGINE_NAMES
+
+
+def test_the_documented_example_is_a_valid_request():
+    from zoomscape.schema import EXAMPLE_REQUEST
+
+    assert JobRequest.model_json_schema()["examples"] == [EXAMPLE_REQUEST]
+    assert validate_request_json(json.dumps(EXAMPLE_REQUEST).encode()).model_dump(mode="json") == {
+        **EXAMPLE_REQUEST, "init_rgbd": None}

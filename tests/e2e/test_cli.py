@@ -12,9 +12,9 @@ from tests.helpers.backend_process import backend_python
 ZOOMSCAPE = str(Path(backend_python()).parent / "zoomscape")
 
 
-def run(*args, timeout=180):
+def run(*args, timeout=180, env=None):
     return subprocess.run([ZOOMSCAPE, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", **(env or {})})
 
 
 def test_generate_writes_results(tmp_path):
@@ -48,6 +48,18 @@ def test_generate_bad_request_exits_2_naming_the_field(tmp_path):
 
     res = run("generate", tmp_path / "missing.json", "--out", tmp_path / "out")
     assert res.returncode == 2 and "missing.json" in res.stderr
+
+
+def test_bad_settings_exit_2_naming_the_flag_or_variable(tmp_path):
+    (tmp_path / "request.json").write_text(json.dumps(job_request(2, size=64)))
+    res = run("generate", tmp_path / "request.json", "--out", tmp_path / "out", "--steps", "0")
+    assert res.returncode == 2 and "zoomscape: steps: 0 must be within 1..1000" in res.stderr, res.stderr
+    res = run("generate", tmp_path / "request.json", "--out", tmp_path / "out",
+              env={"ZOOMSCAPE_CPU_OFFLOAD": "sometimes"})
+    assert res.returncode == 2 and "ZOOMSCAPE_CPU_OFFLOAD: 'sometimes' is not one of" in res.stderr, res.stderr
+    res = run("serve", "--no-zeroconf", "--data-dir", tmp_path / "data", env={"ZOOMSCAPE_STEPS": "many"})
+    assert res.returncode == 2 and "ZOOMSCAPE_STEPS: 'many' is not an integer" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "out").exists()
 
 
 def test_models_list_and_pull():

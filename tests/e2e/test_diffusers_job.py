@@ -96,6 +96,29 @@ def test_three_translating_cameras_end_to_end(tmp_path, tiny_env):
         assert other != ply
 
 
+def test_models_and_steps_given_as_flags_reach_submit_and_the_engine(tmp_path, tiny_env):
+    """The server is configured by flags alone (no ZOOMSCAPE_* variables, which it never writes):
+    /v1/health shows the flag's models, and a diffusers job on a procedural server passes the
+    submit check with them (the Settings the server built, not the environment) and runs."""
+    models = {role: tiny_env[f"ZOOMSCAPE_{role.upper()}_MODEL"] for role in ("text2img", "inpaint", "depth")}
+    bare = {var: "" for var in ("ZOOMSCAPE_TEXT2IMG_MODEL", "ZOOMSCAPE_INPAINT_MODEL", "ZOOMSCAPE_DEPTH_MODEL",
+                                "ZOOMSCAPE_MODEL_DIR", "ZOOMSCAPE_STEPS", "ZOOMSCAPE_DEVICE")}  # blank = unset
+    flags = ["--steps", str(STEPS), "--device", "cpu"] + [
+        a for role, path in models.items() for a in (f"--{role}-model", path)]
+    with backend_server(tmp_path / "data", engine="diffusers", zeroconf=False, extra_args=flags,
+                        env={**bare, "OMP_NUM_THREADS": "1"}) as srv:
+        _, health = http_json("GET", srv.url + "/v1/health")
+        assert {m["role"]: m["name"] for m in health["models"]} == models
+    with backend_server(tmp_path / "data2", zeroconf=False, extra_args=flags,
+                        env={**bare, "OMP_NUM_THREADS": "1"}) as srv:
+        request = job_request(2, size=64, step=0.5, seed=3)
+        request["engine"] = "diffusers"
+        status, body = http_json("POST", srv.url + "/v1/jobs", request)
+        assert status == 201, body
+        final, _ = wait_for_job(srv.url, body["id"], timeout=180)
+        assert final["state"] == "done", final
+
+
 def test_server_without_weights_refuses_clearly(tmp_path):
     empty = {"HF_HUB_CACHE": str(tmp_path / "empty-cache"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
              "ZOOMSCAPE_TEXT2IMG_MODEL": "", "ZOOMSCAPE_INPAINT_MODEL": "", "ZOOMSCAPE_DEPTH_MODEL": "",

@@ -1,12 +1,13 @@
 """The diffusers engine: Stable Diffusion paints, a transformers depth model measures.
 
-    S(Î_i, M_i)   inpaint(image, hole, prompt, cam, seed)
+    S(Î_i, M_i)   inpaint(image, hole, prompt, cam, seed, *, on_step, should_cancel)
                     full hole  → text-to-image (the first view of a world)
                     some hole  → an inpainting pipeline: a dedicated 9-channel checkpoint, or a plain
                                  4-channel text-to-image checkpoint through diffusers' inpainting
                                  pipeline (known latents blended back every step)
                     pixels outside the hole come back exactly as given: Ĩ = M ⊙ Î + (1 − M) ⊙ I_SD
-    D(I_i)        estimate_depth(image, cam) → z-depth [H, W] (metres for a metric model)
+    D(I_i)        estimate_depth(image, cam) → z-depth [H, W] (metres for a metric model; the
+                  protocol's seed and role are accepted and ignored: the model reads the image)
 
 Any camera size works (LucidDreamer is stuck at 512²): the image is snapped to a working size the
 model supports (sides multiples of the VAE factor 8, area ≈ the model's native size², aspect kept,
@@ -14,33 +15,31 @@ sides clamped to [native/4, 2·native]), painted, and resized back to the camera
 exactly. The hole is resized conservatively (any covered pixel counts) and dilated by one latent
 cell so every hole pixel is repainted; the composite then uses the camera-resolution hole.
 
-Model ids and folders come from zoomscape.models (defaults, env vars, overrides). Devices: CUDA in
-fp16, Apple MPS in fp16, else CPU in fp32; attention slicing and model CPU offload for 8 GB cards.
-Seeds are deterministic: a CPU torch.Generator seeded from (seed, camera name). Progress: set
-``engine.on_step = f(step, total)``, called once per denoising step; ``engine.should_cancel = g()``
-is polled at every step and raises dream.JobCancelled when it returns True.
+Configuration is one settings.Settings (device, steps, pixel budget, offload, slicing, model ids
+and folder), handed down by the job store's EnginePool; keyword arguments override it. Model ids
+and folders resolve through zoomscape.models (request overrides > settings > defaults). Devices:
+CUDA in fp16, Apple MPS in fp16, else CPU in fp32; attention slicing and model CPU offload for
+8 GB cards. Seeds are deterministic: a CPU torch.Generator seeded from (seed, camera name).
+Hooks are call arguments (the engine is shared between jobs and keeps no per-job state):
+``inpaint(..., on_step=f, should_cancel=g)`` calls f(step, total) once per denoising step and polls
+g() at every step, raising errors.JobCancelled when it returns True (step_callback).
 """
 from __future__ import annotations
 
 import hashlib
 import math
-import os
-from typing import Callable, Mapping, Optional
+from typing import Mapping, Optional
 
 import numpy as np
 
 from ..cameras import Camera
+from ..errors import JobCancelled
 from ..models import (ROLES, ModelLocation, ModelSettingsError, locate, missing_message,
                       model_settings)
-from .base import check_hole, check_image
+from ..settings import DEFAULT_STEPS, Settings, SettingsError, resolve  # noqa: F401 (DEFAULT_STEPS re-exported)
+from .base import OnStep, ShouldCancel, check_hole, check_image
 
-DEFAULT_STEPS = 50
 DEFAULT_GUIDANCE = 7.5
-ENV_STEPS = "ZOOMSCAPE_STEPS"
-ENV_DEVICE = "ZOOMSCAPE_DEVICE"
-ENV_PIXEL_BUDGET = "ZOOMSCAPE_PIXEL_BUDGET"
-ENV_ATTENTION_SLICING = "ZOOMSCAPE_ATTENTION_SLICING"
-ENV_CPU_OFFLOAD = "ZOOMSCAPE_CPU_OFFLOAD"
 SMALL_GPU_BYTES = 10 * 2**30  # at most this much memory → attention slicing by default
 
 
@@ -143,24 +142,21 @@ def default_device() -> str:
     return "cpu"
 
 
-def _env_int(name: str) -> Optional[int]:
-    """$name as an int (None when unset or blank); EngineUnavailable naming the variable otherwise."""
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        from . import EngineUnavailable
+def step_callback(total_hint: int, on_step: Optional[OnStep] = None,
+                  should_cancel: Optional[ShouldCancel] = None):
+    """A diffusers callback_on_step_end for one call: on_step(step, total) after each denoising
+    step (total: the pipeline's num_timesteps, else total_hint), then should_cancel() polled,
+    raising errors.JobCancelled when True."""
 
-        raise EngineUnavailable(f"{name}: {value!r} is not an integer") from None
+    def callback(pipe, i, t, kwargs):
+        if on_step is not None:
+            total = int(getattr(pipe, "num_timesteps", 0) or total_hint)
+            on_step(i + 1, total)
+        if should_cancel is not None and should_cancel():
+            raise JobCancelled("cancelled during denoising")
+        return kwargs
 
-
-def _env_flag(name: str) -> Optional[bool]:
-    value = os.environ.get(name, "").strip().lower()
-    if not value:
-        return None
-    return value in ("1", "true", "yes", "on")
+    return callback
 
 
 # ----------------------------------------------------------------------------------- the engine
@@ -168,15 +164,16 @@ def _env_flag(name: str) -> Optional[bool]:
 class DiffusersEngine:
     """Stable Diffusion text-to-image + inpainting and a monocular depth model (engines.base.Engine).
 
+    settings: the server's settings.Settings (default Settings.from_env()); the keyword arguments
+    device, steps, pixel_budget, attention_slicing, cpu_offload and model_dir override its fields.
     models: overrides {"text2img", "inpaint", "depth"} (model ids or folders; None/blank = the
-    setting from the environment or the default). An inpaint model equal to the text2img model reuses
-    its components (4-channel inpainting through diffusers). device: "cuda", "cuda:1", "mps", "cpu"
-    (default: $ZOOMSCAPE_DEVICE or the best available). dtype: torch dtype (default fp16 on CUDA/MPS,
-    fp32 on CPU). steps, guidance: denoising steps ($ZOOMSCAPE_STEPS or 50) and classifier-free
-    guidance. pixel_budget: working area in pixels ($ZOOMSCAPE_PIXEL_BUDGET or the model's native²).
-    attention_slicing / cpu_offload: for 8 GB cards (default: slicing on CUDA cards with ≤ 10 GB,
-    offload off; env ZOOMSCAPE_ATTENTION_SLICING / ZOOMSCAPE_CPU_OFFLOAD = 1/0).
-    depth_is_ray_distance: the depth model predicts distance along the ray (converted to z-depth).
+    settings' model). An inpaint model equal to the text2img model reuses its components
+    (4-channel inpainting through diffusers). device: "cuda", "cuda:1", "mps", "cpu" (None: the
+    best available). dtype: torch dtype (default fp16 on CUDA/MPS, fp32 on CPU). steps, guidance:
+    denoising steps (default 50) and classifier-free guidance. pixel_budget: working area in pixels
+    (None: the model's native²). attention_slicing / cpu_offload: for 8 GB cards (None: slicing on
+    CUDA cards with ≤ 10 GB, offload off). depth_is_ray_distance: the depth model predicts distance
+    along the ray (converted to z-depth). cache_dir: the Hugging Face cache to look in.
 
     Raises EngineUnavailable at construction when a model is missing (naming it and
     `zoomscape models pull`) or cannot be loaded.
@@ -184,7 +181,8 @@ class DiffusersEngine:
 
     name = "diffusers"
 
-    def __init__(self, models: Optional[Mapping[str, Optional[str]]] = None, *, device: Optional[str] = None,
+    def __init__(self, models: Optional[Mapping[str, Optional[str]]] = None, *,
+                 settings: Optional[Settings] = None, device: Optional[str] = None,
                  dtype=None, steps: Optional[int] = None, guidance: float = DEFAULT_GUIDANCE,
                  negative_prompt: Optional[str] = None, pixel_budget: Optional[int] = None,
                  attention_slicing: Optional[bool] = None, cpu_offload: Optional[bool] = None,
@@ -192,11 +190,15 @@ class DiffusersEngine:
         from . import EngineUnavailable
 
         try:
-            self.settings = model_settings(models)
-        except ModelSettingsError as exc:
+            self.settings: Settings = resolve(settings).with_flags(
+                device=device, steps=steps, pixel_budget=pixel_budget, attention_slicing=attention_slicing,
+                cpu_offload=cpu_offload, model_dir=model_dir)
+            self.model_ids: dict[str, str] = model_settings(models, settings=self.settings)
+        except (SettingsError, ModelSettingsError) as exc:
             raise EngineUnavailable(str(exc)) from None
         self.locations: dict[str, ModelLocation] = {
-            role: locate(role, mid, local_dir=model_dir, cache_dir=cache_dir) for role, mid in self.settings.items()}
+            role: locate(role, mid, cache_dir=cache_dir, settings=self.settings)
+            for role, mid in self.model_ids.items()}
         missing = [loc for loc in self.locations.values() if not loc.available]
         if missing:
             raise EngineUnavailable(missing_message(missing))
@@ -210,40 +212,29 @@ class DiffusersEngine:
                                     f"accelerate ({exc}); install with: pip install 'zoomscape[diffusers]'") from None
         import torch
 
-        self.device = str(device or os.environ.get(ENV_DEVICE) or default_device())
+        s = self.settings
+        self.device = str(s.device or default_device())
         kind = self.device.split(":")[0]
-        if kind not in ("cuda", "mps", "cpu"):
-            raise EngineUnavailable(f"device: {self.device!r} is not one of cuda, cuda:N, mps, cpu")
         if kind == "cuda" and not torch.cuda.is_available():
             raise EngineUnavailable(f"device: {self.device!r} requested but torch sees no CUDA GPU")
         self.dtype = dtype or (torch.float16 if kind in ("cuda", "mps") else torch.float32)
-        self.steps = int(steps if steps is not None else (_env_int(ENV_STEPS) or DEFAULT_STEPS))
-        if not 1 <= self.steps <= 1000:
-            raise EngineUnavailable(f"steps: {self.steps} must be within 1..1000")
+        self.steps = s.steps
         self.guidance = float(guidance)
         self.negative_prompt = negative_prompt
-        self.pixel_budget = int(pixel_budget or _env_int(ENV_PIXEL_BUDGET) or 0) or None
-        if self.pixel_budget is not None and not 64 * 64 <= self.pixel_budget <= 4096 * 4096:
-            raise EngineUnavailable(f"pixel_budget: {self.pixel_budget} must be within 4096..16777216 pixels")
+        self.pixel_budget = s.pixel_budget
         self.depth_is_ray_distance = bool(depth_is_ray_distance)
         small_gpu = kind == "cuda" and torch.cuda.get_device_properties(
             torch.device(self.device)).total_memory <= SMALL_GPU_BYTES
-        for value, env, default, attr in ((attention_slicing, ENV_ATTENTION_SLICING, small_gpu, "attention_slicing"),
-                                          (cpu_offload, ENV_CPU_OFFLOAD, False, "cpu_offload")):
-            chosen = value if value is not None else _env_flag(env)
-            setattr(self, attr, bool(default if chosen is None else chosen))
-        if self.cpu_offload and kind != "cuda":
-            self.cpu_offload = False  # accelerate's model offload only helps (and only works) with a GPU
-
-        self.on_step: Optional[Callable[[int, int], None]] = None
-        self.should_cancel: Optional[Callable[[], bool]] = None
+        self.attention_slicing = bool(small_gpu if s.attention_slicing is None else s.attention_slicing)
+        # accelerate's model offload only helps (and only works) with a GPU
+        self.cpu_offload = bool(s.cpu_offload) and kind == "cuda"
 
         try:
             self._load()
         except EngineUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - a corrupt folder must not be a traceback
-            names = ", ".join(f"{r} {self.settings[r]!r} ({self.locations[r].path})" for r in ROLES)
+            names = ", ".join(f"{r} {self.model_ids[r]!r} ({self.locations[r].path})" for r in ROLES)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise EngineUnavailable(f"could not load the models ({type(exc).__name__}: {first}); "
                                     f"models: {names}. Re-fetch them with `zoomscape models pull "
@@ -284,7 +275,7 @@ class DiffusersEngine:
         # dream.py fits metric depth in depth (scale, shift) and relative models in disparity.
         self.depth_space = "depth" if metric else "disparity"
 
-        self.models = [{"name": self.settings[r], "role": r, "status": "loaded",
+        self.models = [{"name": self.model_ids[r], "role": r, "status": "loaded",
                         "source": self.locations[r].source} for r in ROLES]
         self.models[2]["depth_kind"] = self.depth_kind
 
@@ -295,31 +286,19 @@ class DiffusersEngine:
         factor = int(getattr(pipe, "vae_scale_factor", 8))
         return int(pipe.unet.config.sample_size) * factor, factor
 
-    def _step_callback(self, total_hint: int):
-        """A diffusers callback_on_step_end reporting (step, total) and honouring should_cancel."""
-        from ..dream import JobCancelled
-
-        def callback(pipe, i, t, kwargs):
-            if self.on_step is not None:
-                total = int(getattr(pipe, "num_timesteps", 0) or total_hint)
-                self.on_step(i + 1, total)
-            if self.should_cancel is not None and self.should_cancel():
-                raise JobCancelled("cancelled during denoising")
-            return kwargs
-
-        return callback
-
     def _generator(self, seed: int, cam: Camera):
         import torch
 
         return torch.Generator(device="cpu").manual_seed(view_seed(seed, cam.name))
 
     # ------------------------------------------------------------------ the protocols
-    def inpaint(self, image: np.ndarray, hole: np.ndarray, prompt: str, cam: Camera, seed: int) -> np.ndarray:
+    def inpaint(self, image: np.ndarray, hole: np.ndarray, prompt: str, cam: Camera, seed: int, *,
+                on_step: Optional[OnStep] = None, should_cancel: Optional[ShouldCancel] = None) -> np.ndarray:
         """image: [H, W, 3] float32 in [0, 1]; hole: [H, W] bool (True = paint) → [H, W, 3] float32.
 
         A full hole is text-to-image; otherwise the inpainting pipeline. Pixels outside the hole are
-        returned bit-exactly as given.
+        returned bit-exactly as given. on_step(step, total) per denoising step; should_cancel()
+        polled at every step (errors.JobCancelled). An empty hole paints nothing and calls neither.
         """
         image = check_image(image, cam)
         hole = check_hole(hole, cam)
@@ -333,7 +312,7 @@ class DiffusersEngine:
         args = dict(prompt=prompt, negative_prompt=self.negative_prompt, height=h, width=w,
                     num_inference_steps=self.steps, guidance_scale=self.guidance,
                     generator=self._generator(seed, cam), output_type="np",
-                    callback_on_step_end=self._step_callback(self.steps))
+                    callback_on_step_end=step_callback(self.steps, on_step, should_cancel))
         if pipe is self.inpainter:
             work_hole = np.ones((h, w), bool) if full else resize_hole(hole, size, dilate=factor)
             known = np.where(hole[..., None], 0.0, image).astype(np.float32)
@@ -343,10 +322,12 @@ class DiffusersEngine:
         painted = resize_image(np.clip(painted, 0.0, 1.0), (cam.width, cam.height))
         return np.where(hole[..., None], painted, image).astype(np.float32)
 
-    def estimate_depth(self, image: np.ndarray, cam: Camera) -> np.ndarray:
+    def estimate_depth(self, image: np.ndarray, cam: Camera, *, seed: Optional[int] = None,
+                       role: Optional[str] = None) -> np.ndarray:
         """image: [H, W, 3] → z-depth [H, W] float32 > 0 (metres for a metric model; for a relative
         model the inverse of its disparity normalised to median 1, i.e. depth up to scale). Zero or
-        non-finite predictions are floored at 1e-3 × the median depth."""
+        non-finite predictions are floored at 1e-3 × the median depth. seed and role (the
+        protocol's) do not matter: the model reads only the image."""
         import torch
         from PIL import Image
 

@@ -20,10 +20,13 @@ true z-depth D seen through a per-view lie, like a monocular model:
 
     D̂ = s · D · (1 + w(u, v) + ε) + t
 
-with s drawn log-uniformly in depth_scale_range (the first call of a dream close to 1), t a few %
+with s drawn log-uniformly in depth_scale_range (the dream's first view close to 1), t a few %
 of the median depth, w a smooth low-frequency warp of the image (a real monocular model bends:
-a random mix of two 1–3 cycle sinusoids and a bilinear ramp, max |w| = depth_warp, seeded per
-call) and ε ~ N(0, depth_noise²) per pixel.
+a random mix of two 1–3 cycle sinusoids and a bilinear ramp, max |w| = depth_warp) and
+ε ~ N(0, depth_noise²) per pixel. Every draw is seeded by a stable hash of (seed, camera, role)
+(lie_key), never by how many calls came before: the engine keeps no state, so the same request
+gives the same lies on a fresh engine and on one that has served many jobs. The world's geometry
+(and so its depth) depends on the seed only; the prompt picks its palette.
 """
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cameras import Camera, pixel_grid, pixel_rays
-from .base import check_hole, check_image
+from ..errors import JobCancelled
+from .base import check_hole, check_image, check_role
 
 SKY_RADIUS = 200.0
 LAMBDA_MIN = 1e-7          # finest octave (metres): detail keeps appearing down to ~1 µm pixels
@@ -492,13 +496,28 @@ class World:
 # ---------------------------------------------------------------------------------------------
 # The engine
 
+def camera_key(cam: Camera) -> str:
+    """A stable identity of a camera: its name, size and the sha256 of its K and c2w (float64)."""
+    digest = hashlib.sha256(np.ascontiguousarray(cam.K, np.float64).tobytes()
+                            + np.ascontiguousarray(cam.c2w, np.float64).tobytes()).hexdigest()
+    return f"{cam.name}\x1f{int(cam.width)}x{int(cam.height)}\x1f{digest[:32]}"
+
+
+def lie_key(seed: int, cam: Camera, role: str) -> int:
+    """The 64-bit key every random draw of one depth estimate is seeded from: a stable hash of
+    (seed, camera, role), so it never depends on which calls came before."""
+    return stable_int("depth-lie", int(seed), check_role(role), camera_key(cam))
+
+
 @dataclass(frozen=True)
 class DepthLie:
-    """What estimate_depth call number `call` did: D̂ = scale · D · (1 + w + ε) + shift,
-    ε ~ N(0, noise²), w = depth_warp_field(seed, call, H, W, warp). shift in metres
-    (= shift_frac · median D); warp = max |w|."""
+    """What estimate_depth(…, cam, seed=…, role=…) tells: D̂ = scale · D · (1 + w + ε) + shift,
+    ε ~ N(0, noise²), w = depth_warp_field(key, H, W, warp). camera: cam's name; key:
+    lie_key(seed, cam, role); shift in metres (= shift_frac · median D); warp = max |w|."""
 
-    call: int
+    camera: str
+    role: str
+    key: int
     scale: float
     shift: float
     shift_frac: float
@@ -506,16 +525,17 @@ class DepthLie:
     warp: float = 0.0
 
 
-def depth_lie(seed: int, call: int, *, scale_range=(0.3, 3.0), first_jitter: float = 0.05,
-              shift: float = 0.03) -> tuple[float, float]:
-    """The lie (s, t_frac) of call number `call` (0 = the first view of a dream) for a seed.
+def depth_lie(seed: int, cam: Camera, role: str, *, scale_range=(0.3, 3.0),
+              first_jitter: float = 0.05, shift: float = 0.03) -> tuple[float, float]:
+    """The drawn lie (s, t_frac) of a depth estimate of cam in role for a seed.
 
-    s is log-uniform in scale_range, but within 1 ± first_jitter for call 0 (a metric model is
-    right on average, and view 0 sets the world's scale); t_frac is uniform in [0, shift] (a
-    positive shift keeps every estimated depth positive).
+    s is log-uniform in scale_range, but within 1 ± first_jitter for role "first" (a metric model
+    is right on average, and the first view sets the world's scale); t_frac is uniform in
+    [0, shift] (a positive shift keeps every estimated depth positive). Seeded by
+    lie_key(seed, cam, role).
     """
-    rng = np.random.default_rng(stable_int("depth-lie", seed, call))
-    if call == 0:
+    rng = np.random.default_rng(lie_key(seed, cam, role))
+    if role == "first":
         s = rng.uniform(1.0 - first_jitter, 1.0 + first_jitter)
     else:
         lo, hi = scale_range
@@ -523,17 +543,17 @@ def depth_lie(seed: int, call: int, *, scale_range=(0.3, 3.0), first_jitter: flo
     return float(s), float(rng.uniform(0.0, shift))
 
 
-def depth_warp_field(seed: int, call: int, height: int, width: int, amplitude: float) -> np.ndarray:
-    """The smooth warp w of call number `call`: [H, W] float64 with max |w| = amplitude.
+def depth_warp_field(key: int, height: int, width: int, amplitude: float) -> np.ndarray:
+    """The smooth warp w of the estimate with lie key `key`: [H, W] float64, max |w| = amplitude.
 
     w ∝ Σ_k a_k sin(2π f_k (cos θ_k x + sin θ_k y) + φ_k) + b₁x + b₂y + b₃xy over pixel centres
     (x, y) = ((j + ½) / L − ½·W/L, (i + ½) / L − ½·H/L), L = max(H, W): two sinusoids of f_k in
-    [1, 3] cycles across the long side and a bilinear ramp, random weights from (seed, call),
-    scaled so the largest |w| over the image is amplitude. The same field at every resolution.
+    [1, 3] cycles across the long side and a bilinear ramp, random weights from key, scaled so
+    the largest |w| over the image is amplitude. The same field at every resolution.
     """
     if amplitude == 0:
         return np.zeros((height, width))
-    rng = np.random.default_rng(stable_int("depth-warp", seed, call))
+    rng = np.random.default_rng(stable_int("depth-warp", int(key)))
     L = float(max(height, width))
     x = ((np.arange(width) + 0.5) - 0.5 * width) / L
     y = ((np.arange(height) + 0.5) - 0.5 * height) / L
@@ -548,23 +568,33 @@ def depth_warp_field(seed: int, call: int, height: int, width: int, amplitude: f
     return w * (amplitude / max(float(np.abs(w).max()), 1e-12))
 
 
+def _check_seed(seed) -> int:
+    if seed is None:
+        raise ValueError("seed: the procedural engine's depth model measures the world of the "
+                         "request's seed; pass estimate_depth(image, cam, seed=…, role=…)")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed: must be an integer, got {seed!r}")
+    return int(seed)
+
+
 class ProceduralEngine:
     """The offline engine: paints the analytic World of (prompt, seed) and lies about its depth.
 
     Options (keyword):
-      depth_scale_range=(0.3, 3.0)  per-view scale s of the depth lie, log-uniform
-      first_scale_jitter=0.05       call 0 draws s in 1 ± this
+      depth_scale_range=(0.3, 3.0)  scale s of the depth lie, log-uniform
+      first_scale_jitter=0.05       role "first" draws s in 1 ± this
       depth_shift=0.03              shift t in [0, this] × median depth
       depth_noise=0.01              relative per-pixel noise (std)
-      depth_warp=0.03               max |w| of the smooth per-view warp (0 = a straight lie)
-      depth_lies=None               explicit [(s, t_frac), ...] per call, overriding the draws
-                                    (calls past the list's end draw as usual)
-    The call count restarts when the world changes (another prompt or seed) and at every
-    full-hole inpaint (the first view of a dream). depth_log records every lie told.
+      depth_warp=0.03               max |w| of the smooth warp (0 = a straight lie)
+      depth_lies=None               explicit {camera name: (s, t_frac)}, overriding the draws for
+                                    the estimates of those cameras (others draw as usual)
+    The options are fixed at construction and the engine keeps nothing else: every call depends
+    on its arguments only (lie(seed, cam, role) is what estimate_depth tells, for tests).
     """
 
     name = "procedural"
     device = "cpu"
+    depth_space = "depth"
 
     def __init__(self, *, depth_scale_range=(0.3, 3.0), first_scale_jitter: float = 0.05,
                  depth_shift: float = 0.03, depth_noise: float = 0.01, depth_warp: float = 0.03,
@@ -585,12 +615,13 @@ class ProceduralEngine:
         self.depth_shift = float(depth_shift)
         self.depth_noise = float(depth_noise)
         self.depth_warp = float(depth_warp)
-        self.depth_lies = None if depth_lies is None else [(float(s), float(t)) for s, t in depth_lies]
-        if self.depth_lies and any(s <= 0 for s, _ in self.depth_lies):
+        if depth_lies is not None and not hasattr(depth_lies, "items"):
+            raise ValueError("depth_lies: must map camera names to (scale, shift_frac), "
+                             f"got {type(depth_lies).__name__}")
+        self.depth_lies = None if depth_lies is None else {
+            str(name): (float(s), float(t)) for name, (s, t) in depth_lies.items()}
+        if self.depth_lies and any(s <= 0 for s, _ in self.depth_lies.values()):
             raise ValueError("depth_lies: every scale must be > 0")
-        self.world: World | None = None
-        self.depth_log: list[DepthLie] = []
-        self._calls = 0
 
     @property
     def models(self) -> list[dict]:
@@ -598,51 +629,51 @@ class ProceduralEngine:
                  "weights": None}]
 
     def world_for(self, prompt: str, seed: int) -> World:
-        """The world of (prompt, seed), kept while consecutive calls use the same pair."""
-        if self.world is None or (self.world.prompt, self.world.seed) != (str(prompt), int(seed)):
-            self.world = World(prompt, seed)
-            self._calls = 0
-        return self.world
+        """The world of (prompt, seed), built afresh for every call: a World is cheap, and the
+        engine keeps none. (A subclass may memoise, e.g. a benchmark sharing ray tracing.) Its
+        geometry, and so every depth, depends on the seed only."""
+        return World(prompt, seed)
 
-    def inpaint(self, image, hole, prompt: str, cam: Camera, seed: int) -> np.ndarray:
-        """Render the world at the hole pixels; keep image elsewhere. → [H, W, 3] float32."""
+    def inpaint(self, image, hole, prompt: str, cam: Camera, seed: int, *, on_step=None,
+                should_cancel=None) -> np.ndarray:
+        """Render the world at the hole pixels; keep image elsewhere. → [H, W, 3] float32.
+
+        No denoising, so on_step is never called; should_cancel() is polled once."""
         image = check_image(image, cam)
         hole = check_hole(hole, cam)
-        world = self.world_for(prompt, seed)
-        if hole.all():
-            self._calls = 0
+        if should_cancel is not None and should_cancel():
+            raise JobCancelled(f"cancelled before painting '{cam.name}'")
         out = image.copy()
         if hole.any():
-            rgb, _ = world.render(cam, hole)
+            rgb, _ = self.world_for(prompt, seed).render(cam, hole)
             out[hole] = rgb[hole]
         return out
 
-    def lie(self, call: int) -> tuple[float, float]:
-        """(s, t_frac) for a call number of the current world."""
-        if self.depth_lies is not None and call < len(self.depth_lies):
-            return self.depth_lies[call]
-        seed = self.world.seed if self.world is not None else 0
-        return depth_lie(seed, call, scale_range=self.depth_scale_range,
-                         first_jitter=self.first_scale_jitter, shift=self.depth_shift)
+    def lie(self, seed: int, cam: Camera, role: str, depth=None) -> DepthLie:
+        """The lie estimate_depth(…, cam, seed=seed, role=role) tells. depth: the true z-depth of
+        cam [H, W] (default: traced here), for the shift in metres."""
+        seed, role = _check_seed(seed), check_role(role)
+        key = lie_key(seed, cam, role)
+        if self.depth_lies is not None and cam.name in self.depth_lies:
+            s, t_frac = self.depth_lies[cam.name]
+        else:
+            s, t_frac = depth_lie(seed, cam, role, scale_range=self.depth_scale_range,
+                                  first_jitter=self.first_scale_jitter, shift=self.depth_shift)
+        D = self.world_for("", seed).depth(cam) if depth is None else depth
+        return DepthLie(cam.name, role, key, s, t_frac * float(np.median(D)), t_frac,
+                        self.depth_noise, self.depth_warp)
 
-    def estimate_depth(self, image, cam: Camera) -> np.ndarray:
-        """The true z-depth seen through this call's lie (module docstring): [H, W] float32.
-
-        The image is only checked."""
+    def estimate_depth(self, image, cam: Camera, *, seed=None, role=None) -> np.ndarray:
+        """The true z-depth seen through the lie of (seed, cam, role) (module docstring):
+        [H, W] float32. The image is only checked; seed and role are required."""
         check_image(image, cam)
-        if self.world is None:
-            raise RuntimeError("estimate_depth: the procedural engine has no world yet; call "
-                               "inpaint first (its depth model measures the world it painted)")
-        D = self.world.depth(cam)
-        call = self._calls
-        self._calls += 1
-        s, t_frac = self.lie(call)
-        t = t_frac * float(np.median(D))
-        eps = np.random.default_rng(stable_int("depth-noise", self.world.seed, call)).normal(
+        seed, role = _check_seed(seed), check_role(role)
+        D = self.world_for("", seed).depth(cam)  # the geometry depends on the seed only
+        lie = self.lie(seed, cam, role, depth=D)
+        eps = np.random.default_rng(stable_int("depth-noise", lie.key)).normal(
             0.0, 1.0, D.shape) * self.depth_noise
-        w = depth_warp_field(self.world.seed, call, cam.height, cam.width, self.depth_warp)
-        self.depth_log.append(DepthLie(call, s, t, t_frac, self.depth_noise, self.depth_warp))
-        return (s * D * (1.0 + w + eps) + t).astype(np.float32)
+        w = depth_warp_field(lie.key, cam.height, cam.width, self.depth_warp)
+        return (lie.scale * D * (1.0 + w + eps) + lie.shift).astype(np.float32)
 
     def paint_zoom_stack(self, cam: Camera, prompts: list[str], factor: float, seed: int, *,
                          scene_prompt=None, photo=None, progress=None, should_cancel=None):

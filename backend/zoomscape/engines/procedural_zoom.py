@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..cameras import Camera, zoom_level_camera
+from ..errors import JobCancelled
 from ..zoom import MAX_LEVELS, ZoomStack, check_factor, pi_image_all
 from .procedural import World
 
@@ -28,10 +29,8 @@ def procedural_zoom_stack(cam: Camera, prompts: list[str], factor, seed: int, *,
     cam: the zoom camera (OpenCV, cameras.Camera); size: (H, W) to render at (default the camera's).
     consistent: paste finer levels into coarser ones (Π_image) so level i−1's centre is exactly
     level i shrunk by p. → ZoomStack(levels: N × [H, W, 3] float32 in [0, 1], latents None).
-    progress("zoom", i + 1, N, message) after each level; should_cancel() raises dream.JobCancelled.
+    progress("zoom", i + 1, N, message) after each level; should_cancel() raises errors.JobCancelled.
     """
-    from ..dream import JobCancelled
-
     p = check_factor(factor)
     if not isinstance(prompts, (list, tuple)) or not prompts:
         raise ValueError("prompts: need one prompt per zoom level (at least 1)")

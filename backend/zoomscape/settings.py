@@ -1,0 +1,208 @@
+"""One Settings object: how this backend is configured, built once and handed down.
+
+``zoomscape serve`` / ``generate`` / ``models`` build it from their flags and the environment
+(``Settings.from_env().with_flags(...)``) and hand it to the job store's EnginePool, the engines
+and models.py. Precedence, highest first: command-line flags, the environment, the defaults below.
+This module is the only place that reads the ZOOMSCAPE_* variables, and nothing writes
+os.environ. Library callers that hand no Settings get ``Settings.from_env()``: what a command
+without flags would build.
+
+    field              environment                     default
+    engine             -                               "procedural"
+    device             ZOOMSCAPE_DEVICE                None: the best available (cuda, mps, cpu)
+    steps              ZOOMSCAPE_STEPS                 50 denoising steps (1..1000)
+    pixel_budget       ZOOMSCAPE_PIXEL_BUDGET          None: the model's native size² (4096..4096²)
+    cpu_offload        ZOOMSCAPE_CPU_OFFLOAD           None: off (1/0, true/false, yes/no, on/off)
+    attention_slicing  ZOOMSCAPE_ATTENTION_SLICING     None: on for CUDA cards with ≤ 10 GB
+    model_dir          ZOOMSCAPE_MODEL_DIR             None: no local model folder
+    text2img_model     ZOOMSCAPE_TEXT2IMG_MODEL        models.DEFAULTS (a Hub repo id or a folder)
+    inpaint_model      ZOOMSCAPE_INPAINT_MODEL
+    depth_model        ZOOMSCAPE_DEPTH_MODEL
+    data_dir           ZOOMSCAPE_DATA_DIR              ~/.local/share/zoomscape (jobs and results)
+    host, port, token  -                               127.0.0.1, 8765, None (what the server binds)
+
+Blank environment values count as unset. Every bad value is a SettingsError naming the field (or
+the variable it came from). stdlib only: no torch, nothing heavy.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+from .wire.names import DEFAULT_PORT, ENGINE_NAMES, MAX_MODEL_CHARS, MODEL_ROLES
+
+ROLES = MODEL_ROLES  # ("text2img", "inpaint", "depth")
+
+# The models each role loads by default (models.py documents why these; all exist on the Hub).
+DEFAULT_MODELS = {
+    "text2img": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "inpaint": "stable-diffusion-v1-5/stable-diffusion-inpainting",
+    "depth": "depth-anything/Depth-Anything-V2-Metric-Outdoor-Large-hf",
+}
+DEFAULT_STEPS = 50
+STEPS_RANGE = (1, 1000)
+PIXEL_BUDGET_RANGE = (64 * 64, 4096 * 4096)
+LOOPBACK = "127.0.0.1"
+
+# field → environment variable (the only ZOOMSCAPE_* names the backend reads)
+ENV = {
+    "device": "ZOOMSCAPE_DEVICE",
+    "steps": "ZOOMSCAPE_STEPS",
+    "pixel_budget": "ZOOMSCAPE_PIXEL_BUDGET",
+    "cpu_offload": "ZOOMSCAPE_CPU_OFFLOAD",
+    "attention_slicing": "ZOOMSCAPE_ATTENTION_SLICING",
+    "model_dir": "ZOOMSCAPE_MODEL_DIR",
+    "text2img_model": "ZOOMSCAPE_TEXT2IMG_MODEL",
+    "inpaint_model": "ZOOMSCAPE_INPAINT_MODEL",
+    "depth_model": "ZOOMSCAPE_DEPTH_MODEL",
+    "data_dir": "ZOOMSCAPE_DATA_DIR",
+}
+MODEL_ENV = {role: ENV[f"{role}_model"] for role in ROLES}  # role → its variable
+
+_DEVICE = re.compile(r"^(cuda(:\d+)?|mps|cpu)$")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message starts with the field (or variable) it names."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def default_data_dir() -> Path:
+    """~/.local/share/zoomscape: jobs and results when neither --data-dir nor the variable is set."""
+    return Path.home() / ".local" / "share" / "zoomscape"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How this backend runs (module docstring: fields, variables, defaults). Frozen: build a
+    changed copy with with_flags()."""
+
+    engine: str = "procedural"
+    device: Optional[str] = None
+    steps: int = DEFAULT_STEPS
+    pixel_budget: Optional[int] = None
+    cpu_offload: Optional[bool] = None
+    attention_slicing: Optional[bool] = None
+    model_dir: Optional[Path] = None
+    text2img_model: str = DEFAULT_MODELS["text2img"]
+    inpaint_model: str = DEFAULT_MODELS["inpaint"]
+    depth_model: str = DEFAULT_MODELS["depth"]
+    data_dir: Path = dataclasses.field(default_factory=default_data_dir)
+    host: str = LOOPBACK
+    port: int = DEFAULT_PORT
+    token: Optional[str] = None
+
+    def __post_init__(self):
+        if self.engine not in ENGINE_NAMES:
+            raise SettingsError("engine", f"unknown engine {self.engine!r}; known engines: "
+                                          f"{', '.join(ENGINE_NAMES)}")
+        if self.device is not None and not (isinstance(self.device, str) and _DEVICE.match(self.device)):
+            raise SettingsError("device", f"{self.device!r} is not one of cuda, cuda:N, mps, cpu")
+        _check_int("steps", self.steps, *STEPS_RANGE)
+        if self.pixel_budget is not None:
+            _check_int("pixel_budget", self.pixel_budget, *PIXEL_BUDGET_RANGE, unit=" pixels")
+        for name in ("cpu_offload", "attention_slicing"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise SettingsError(name, f"must be true, false or unset, got {value!r}")
+        for name in ("model_dir", "data_dir"):
+            value = getattr(self, name)
+            if value is None and name == "model_dir":
+                continue
+            if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+                raise SettingsError(name, f"must be a folder path, got {value!r}")
+            object.__setattr__(self, name, Path(value).expanduser())
+        for role in ROLES:
+            name = f"{role}_model"
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise SettingsError(name, f"must be a model id or a folder, got {value!r}")
+            if len(value.strip()) > MAX_MODEL_CHARS:
+                raise SettingsError(name, f"model id is {len(value.strip())} characters, at most "
+                                          f"{MAX_MODEL_CHARS} allowed")
+            object.__setattr__(self, name, value.strip())
+        if not isinstance(self.host, str) or not self.host.strip():
+            raise SettingsError("host", f"must be a host name or address, got {self.host!r}")
+        _check_int("port", self.port, 0, 65535)
+        if self.token is not None and (not isinstance(self.token, str) or not self.token.strip()):
+            raise SettingsError("token", "must not be blank (leave it unset for no token)")
+
+    @property
+    def models(self) -> dict[str, str]:
+        """{role: model id or folder} for every role (text2img, inpaint, depth)."""
+        return {role: getattr(self, f"{role}_model") for role in ROLES}
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
+        """The defaults overridden by the ZOOMSCAPE_* variables of environ (default os.environ).
+        A bad value raises SettingsError naming the variable."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for name, var in ENV.items():
+            raw = str(environ.get(var, "")).strip()
+            if not raw:
+                continue
+            if name in ("steps", "pixel_budget"):
+                try:
+                    values[name] = int(raw)
+                except ValueError:
+                    raise SettingsError(var, f"{raw!r} is not an integer") from None
+            elif name in ("cpu_offload", "attention_slicing"):
+                if raw.lower() not in _TRUE + _FALSE:
+                    raise SettingsError(var, f"{raw!r} is not one of 1/0, true/false, yes/no, on/off")
+                values[name] = raw.lower() in _TRUE
+            else:
+                values[name] = raw
+        try:
+            return cls(**values)
+        except SettingsError as exc:
+            var = ENV.get(exc.field, exc.field)
+            raise SettingsError(var, str(exc).split(": ", 1)[1]) from None
+
+    def with_flags(self, **flags) -> "Settings":
+        """A copy with the given flags applied; a flag that is None (or a blank string) was not
+        given and leaves the setting as it is. Unknown names raise SettingsError."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(flags) - known)
+        if unknown:
+            raise SettingsError(unknown[0], f"unknown setting; known: {', '.join(sorted(known))}")
+        given = {k: v for k, v in flags.items()
+                 if v is not None and not (isinstance(v, str) and not v.strip())}
+        return dataclasses.replace(self, **given) if given else self
+
+    def with_models(self, overrides: Optional[Mapping[str, Optional[str]]]) -> "Settings":
+        """A copy with some roles' models replaced ({role: id}; None or blank values fall through).
+        Unknown roles raise SettingsError naming models.<role>."""
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - set(ROLES))
+        if unknown:
+            raise SettingsError(f"models.{unknown[0]}", f"unknown model role; known roles: {', '.join(ROLES)}")
+        try:
+            return self.with_flags(**{f"{role}_model": v for role, v in overrides.items()})
+        except SettingsError as exc:
+            role = exc.field[:-len("_model")] if exc.field.endswith("_model") else exc.field
+            raise SettingsError(f"models.{role}", str(exc).split(": ", 1)[1]) from None
+
+
+def resolve(settings: Optional[Settings]) -> Settings:
+    """settings, or Settings.from_env() when a caller handed none."""
+    return settings if settings is not None else Settings.from_env()
+
+
+def _check_int(field: str, value, lo: int, hi: int, unit: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingsError(field, f"must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise SettingsError(field, f"{value} must be within {lo}..{hi}{unit}")
+
+
+__all__ = ["Settings", "SettingsError", "ENV", "MODEL_ENV", "ROLES", "DEFAULT_MODELS", "DEFAULT_STEPS",
+           "default_data_dir", "resolve"]
