@@ -160,7 +160,7 @@ class TextProgress:
 
 
 def cmd_generate(args) -> int:
-    from zoomscape.schema import RequestError, validate_request
+    from zoomscape.schema import RequestError, validate_request_json
     from zoomscape.settings import SettingsError
 
     try:
@@ -170,15 +170,12 @@ def cmd_generate(args) -> int:
         return 2
     path = Path(args.request)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except OSError as exc:
         _err(f"{path}: cannot read ({exc.strerror or exc})")
         return 2
-    except ValueError as exc:
-        _err(f"{path}: not valid JSON ({exc})")
-        return 2
     try:
-        request = validate_request(data)
+        request = validate_request_json(raw)  # bad JSON, deep nesting, bad UTF-8: field "body"
     except RequestError as exc:
         for p in exc.problems:
             _err(f"{path}: {p['field']}: {p['message']}")
@@ -191,9 +188,9 @@ def cmd_generate(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     progress = TextProgress()
     try:
-        models = {k: v for k, v in (request.model_dump().get("models") or {}).items() if v}
+        models = {k: v for k, v in (request.models.model_dump() if request.models else {}).items() if v}
         engine = EnginePool(settings).get(request.engine, models or None)
-        manifest = pipeline.run_job(request.model_dump(mode="json"), out, progress=progress, engine=engine)
+        manifest = pipeline.run_job(request, out, progress=progress, engine=engine)
     except KeyboardInterrupt:
         progress.done()
         _err("interrupted")
@@ -203,7 +200,7 @@ def cmd_generate(args) -> int:
         _err(f"failed: {type(exc).__name__}: {exc}")
         return 1
     progress.done()
-    points = manifest.get("pointcloud", {}).get("points")
+    points = manifest.points
     print(f"wrote {out / 'pointcloud.ply'} ({points} points) and {out / 'manifest.json'}", flush=True)
     return 0
 

@@ -48,25 +48,50 @@ from .consensus import Consensus, Link, apply_consensus, consensus, coupling, vi
 from .engines.base import check_image
 from .errors import JobCancelled  # the one JobCancelled (zoomscape.dream.JobCancelled is it)
 from .pointcloud import PointCloud, merge, project, unproject
+from .wire.manifest import ViewSummary
 
 Progress = Callable[[str, int, int, str], None]
+
+
+@dataclass
+class ViewReport:
+    """What the dream did with one camera.
+
+    new_points: points it added (after every drop); scale, shift: its depth fit d_i; overlap:
+    fraction of its pixels the earlier views covered (M_i); fallback: the fit fell back to the
+    previous view's; seam_used: overlap pixels that measured the seam residual; seam_max: largest
+    |c_i| over the new points (a log-depth factor); dropped_crack, dropped_free_space: new points
+    dropped as cracks of the reprojected cloud, or for lying in an earlier view's free space.
+    """
+
+    camera: str
+    new_points: int
+    scale: float
+    shift: float
+    overlap: float
+    fallback: bool
+    seam_used: int
+    seam_max: float
+    dropped_crack: int = 0
+    dropped_free_space: int = 0
+
+    def summary(self) -> ViewSummary:
+        """The manifest's entry for this view."""
+        return ViewSummary(self.camera, int(self.new_points), float(self.scale), float(self.overlap))
 
 
 @dataclass
 class DreamResult:
     """What dream() grew.
 
-    cloud: P_{N−1}; views: one dict per camera {camera, new_points, scale, shift, overlap,
-    fallback, seam_used, seam_max, dropped_crack, dropped_free_space} (seam_used: overlap pixels
-    that measured the seam residual; seam_max: largest |c_i| over the new points, a log-depth
-    factor); source: [len(cloud)] index of the view each point came from; masks: per view M_i
+    cloud: P_{N−1}; views: one ViewReport per camera; source: [len(cloud)] index of the view each point came from; masks: per view M_i
     [H, W] bool (covered before painting; view 0: all False, or init's known depth); observed:
     per view the depth the camera saw [H, W] (D̃_i where covered, D_i where a new point was
     kept, +inf elsewhere); consensus: what the multi-view consensus did (None when it did not run).
     """
 
     cloud: PointCloud
-    views: list[dict]
+    views: list[ViewReport]
     source: np.ndarray
     masks: list[np.ndarray] = field(default_factory=list)
     observed: list[np.ndarray] = field(default_factory=list)
@@ -263,11 +288,9 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
 
     def view_report(cam, n_new, d, seam, fallback, overlap, kept, crack=0, free=0):
         c = seam.correction[kept] if seam is not None and kept.any() else np.zeros(1)
-        return {"camera": cam.name, "new_points": n_new, "scale": float(d.scale),
-                "shift": float(d.shift), "overlap": overlap, "fallback": fallback,
-                "seam_used": seam.used if seam is not None else 0,
-                "seam_max": float(np.abs(c).max()), "dropped_crack": int(crack),
-                "dropped_free_space": int(free)}
+        return ViewReport(cam.name, int(n_new), float(d.scale), float(d.shift), float(overlap),
+                          bool(fallback), int(seam.used) if seam is not None else 0,
+                          float(np.abs(c).max()), int(crack), int(free))
 
     # View 0: text-to-image, its depth sets the world's scale (d_0 = identity); or the user's
     # RGB-D: paint the unknown pixels, fit their depth to D_0 on the known ones, keep D_0 there.
@@ -371,8 +394,8 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
             P, cams, source, np.concatenate(point_pix), np.concatenate(point_c),
             np.concatenate(fixed), links, observed, winners, free_space_tol)
         for v, n in zip(views, dropped):
-            v["new_points"] -= n
-            v["dropped_free_space"] += n
+            v.new_points -= int(n)
+            v.dropped_free_space += int(n)
     return DreamResult(cloud=P, views=views, source=source, masks=masks, observed=observed,
                        consensus=agreed)
 

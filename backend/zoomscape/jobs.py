@@ -172,10 +172,12 @@ def default_runner(pool: EnginePool) -> Runner:
 
     def run(request: dict, out_dir: Path, progress: Progress, should_cancel: Callable[[], bool]) -> dict:
         from zoomscape import pipeline
+        from zoomscape.schema import validate_request
 
-        models = {k: v for k, v in (request.get("models") or {}).items() if v}
-        return pipeline.run_job(request, out_dir, progress=progress, should_cancel=should_cancel,
-                                engine=pool.get(request["engine"], models or None))
+        job = validate_request(request)  # the stored request, as it was accepted
+        models = {k: v for k, v in (job.models.model_dump() if job.models else {}).items() if v}
+        return pipeline.run_job(job, out_dir, progress=progress, should_cancel=should_cancel,
+                                engine=pool.get(job.engine, models or None)).to_dict()
 
     return run
 

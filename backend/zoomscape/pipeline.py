@@ -1,7 +1,7 @@
 """One job from request to results: cameras → dream → zoom anchor → zoom stack → Gaussians per level.
 
-``run_job`` is what the job store's worker and ``zoomscape generate`` both call. The request is
-the validated JSON of docs/API.md (a dict). Results are written atomically (temp file +
+``run_job`` is what the job store's worker and ``zoomscape generate`` both call, with a validated
+``schema.JobRequest`` (docs/API.md); it returns the ``wire.manifest.Manifest`` it wrote. Results are written atomically (temp file +
 os.replace) and manifest.json last, so a manifest means the results are complete.
 
 Files: pointcloud.ply, level_NN.png + level_NN.ply per zoom level, zoom_stack.png, manifest.json.
@@ -21,8 +21,9 @@ from .engines.base import DepthFor
 from .errors import JobCancelled
 from .gaussians import lift_levels
 from .pointcloud import PointCloud, project, write_ply
+from .schema import JobRequest
 from .wire.atomic import atomic_open
-from .wire.manifest import ConsensusSummary, Level, Manifest, ViewSummary, ZoomInfo, write_manifest
+from .wire.manifest import ConsensusSummary, Level, Manifest, ZoomInfo, write_manifest
 from .wire.names import MANIFEST_FILE, POINTCLOUD_FILE, STACK_FILE, level_gaussians, level_image
 from .wire.splats import write_splat_ply
 
@@ -58,37 +59,28 @@ def surface_anchor(cloud: PointCloud, cam: Camera, window: Optional[int] = None)
     return pixels_to_world(cam, at[None], np.array([z]))[0]
 
 
-def _zoom_camera(request: dict) -> tuple[int, dict]:
-    """(index, wire camera) of zoom.camera in request["cameras"]; ValueError naming the field."""
-    zoom = request.get("zoom")
-    if not isinstance(zoom, dict):
-        raise ValueError("zoom: missing; the request needs zoom.camera, zoom.factor and zoom.levels")
-    names = [c["name"] for c in request["cameras"]]
-    if zoom.get("camera") not in names:
-        raise ValueError(f"zoom.camera: {zoom.get('camera')!r} names none of the cameras {names}")
-    i = names.index(zoom["camera"])
-    return i, request["cameras"][i]
-
-
-def _job_id(out_dir: Path, request: dict, job_id: Optional[str]) -> str:
-    """The job id for the manifest: given, else request["job_id"], else the job folder's name
-    (out_dir is data_dir/jobs/<id>/results in the job store), else out_dir's own name."""
+def _job_id(out_dir: Path, job_id: Optional[str]) -> str:
+    """The job id for the manifest: given, else the job folder's name (out_dir is
+    data_dir/jobs/<id>/results in the job store), else out_dir's own name."""
     if job_id:
         return str(job_id)
-    if request.get("job_id"):
-        return str(request["job_id"])
     out_dir = out_dir.resolve()
     return out_dir.parent.name if out_dir.name == "results" else out_dir.name
 
 
-def run_job(request: dict, out_dir: Path, progress: Optional[Progress] = None,
+def run_job(request: JobRequest, out_dir: Path, progress: Optional[Progress] = None,
             should_cancel: Optional[Callable[[], bool]] = None, engine=None, *,
-            job_id: Optional[str] = None) -> dict:
-    """Run one request; write out_dir/pointcloud.ply then out_dir/manifest.json; → the manifest.
+            job_id: Optional[str] = None) -> Manifest:
+    """Run one request; write out_dir/pointcloud.ply then out_dir/manifest.json; → the Manifest.
 
-    engine: an engines.base.Engine, or None to build request["engine"] with engines.get_engine.
-    Raises JobCancelled (and writes no manifest) when should_cancel() turns True.
+    request: a validated schema.JobRequest (schema.validate_request / validate_request_json), so
+    every field is already within its limits. engine: an engines.base.Engine, or None to build
+    request.engine with engines.get_engine. Raises JobCancelled (and writes no manifest) when
+    should_cancel() turns True.
     """
+    if not isinstance(request, JobRequest):
+        raise TypeError(f"request: must be a validated schema.JobRequest, got {type(request).__name__} "
+                        "(validate it with schema.validate_request)")
     out_dir = Path(out_dir)
     report = progress or (lambda *a: None)
 
@@ -96,53 +88,52 @@ def run_job(request: dict, out_dir: Path, progress: Optional[Progress] = None,
         if should_cancel is not None and should_cancel():
             raise JobCancelled("cancelled")
 
-    zi, zoom_wire = _zoom_camera(request)
-    zoom = request["zoom"]
-    cams = [from_wire(c) for c in request["cameras"]]
+    zoom, seed = request.zoom, request.seed
+    zi = [c.name for c in request.cameras].index(zoom.camera)
+    cams = [from_wire(c) for c in request.cameras]
     if engine is None:
         from .engines import get_engine
 
-        engine = get_engine(request["engine"])
+        engine = get_engine(request.engine)
 
     init = None
-    if request.get("init_rgbd"):
+    if request.init_rgbd is not None:
         from .init_view import decode_init_rgbd
 
-        init = decode_init_rgbd(request["init_rgbd"], cams[0])
+        init = decode_init_rgbd(request.init_rgbd, cams[0])
     # dream() hands on_step/should_cancel to every engine.inpaint call (the pooled engine keeps no
     # hooks), and reports stage "dream" per denoising step: step v·T + s of views·T
-    result = dream(cams, request["scene_prompt"], engine, int(request["seed"]), report,
-                   should_cancel, init=init)
+    result = dream(cams, request.scene_prompt, engine, seed, report, should_cancel, init=init)
     check_cancel()
 
-    if zoom.get("anchor") is not None:
-        anchor, anchor_source = [float(v) for v in zoom["anchor"]], "request"
+    if zoom.anchor is not None:
+        anchor, anchor_source = [float(v) for v in zoom.anchor], "request"
     else:
         anchor, anchor_source = surface_anchor(result.cloud, cams[zi]).tolist(), "surface"
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_ply(out_dir / POINTCLOUD_FILE, result.cloud)
     report("zoom", 0, 1, f"wrote {POINTCLOUD_FILE} ({len(result.cloud)} points); "
-                         f"painting {len(zoom['levels'])} zoom levels")
+                         f"painting {len(zoom.levels)} zoom levels")
 
     # Zoom levels: paint the stack from the zoom camera (aimed so the anchor is at the image centre,
     # where levels are centred), holding level 0 to the view of the world, then lift each level.
     zcam = aim_at(cams[zi], anchor)
-    prompts = [lv["prompt"] for lv in zoom["levels"]]
-    factor = float(zoom["factor"])
+    prompts = [lv.prompt for lv in zoom.levels]
+    factor = float(zoom.factor)
 
     def photo(width: int, height: int):
         view = project(result.cloud, zcam.scaled(width, height))
         return view.image, view.mask
 
-    stack = engine.paint_zoom_stack(zcam, prompts, factor, int(request["seed"]),
-                                    scene_prompt=request["scene_prompt"], photo=photo,
+    stack = engine.paint_zoom_stack(zcam, prompts, factor, seed,
+                                    scene_prompt=request.scene_prompt, photo=photo,
                                     progress=report, should_cancel=should_cancel)
     H, W = stack.levels[0].shape[:2]
     lcam = zcam.scaled(W, H)
     depth0 = project(result.cloud, lcam).depth.astype(np.float64)
     lifted = lift_levels(stack.levels, lcam, anchor, factor,
-                         DepthFor(engine, int(request["seed"]), "level"), depth0=depth0,
+                         DepthFor(engine, seed, "level"), depth0=depth0,
                          progress=report, should_cancel=should_cancel)
     check_cancel()
     report("write", 1, 2, f"writing {len(lifted)} zoom levels")
@@ -150,21 +141,19 @@ def run_job(request: dict, out_dir: Path, progress: Optional[Progress] = None,
 
     consensus = result.consensus
     manifest = Manifest(
-        job_id=_job_id(out_dir, request, job_id), pointcloud_file=POINTCLOUD_FILE,
-        points=len(result.cloud), engine=engine.name, seed=int(request["seed"]),
-        scene_prompt=request["scene_prompt"],
-        views=[ViewSummary(v["camera"], int(v["new_points"]), float(v["scale"]), float(v["overlap"]))
-               for v in result.views],
+        job_id=_job_id(out_dir, job_id), pointcloud_file=POINTCLOUD_FILE,
+        points=len(result.cloud), engine=engine.name, seed=seed, scene_prompt=request.scene_prompt,
+        views=[v.summary() for v in result.views],
         consensus=None if consensus is None else ConsensusSummary(
             consensus.used, consensus.sigma_before, consensus.sigma_after,
             float(np.abs(consensus.factor).max(initial=0.0))),
-        zoom=ZoomInfo(zoom_wire["name"], lcam.matrix_world, lcam.intrinsics, factor, prompts,
+        zoom=ZoomInfo(zoom.camera, lcam.matrix_world, lcam.intrinsics, factor, prompts,
                       np.asarray(anchor, np.float64), anchor_source, STACK_FILE),
         levels=levels)
     check_cancel()
     write_manifest(out_dir, manifest)
     report("write", 2, 2, "done")
-    return manifest.to_dict()
+    return manifest
 
 
 def write_levels(out_dir: Path, prompts: list[str], images: list[np.ndarray], lifted: list) -> list[Level]:

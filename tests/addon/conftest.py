@@ -34,15 +34,20 @@ def zs(ext_repo):
     return sys.modules[name]
 
 
-@pytest.fixture(scope="session")
-def backend_cameras():
-    """The backend's zoomscape.cameras (numpy and its wire package only), imported from backend/
-    (its package __init__ imports nothing; the rest of the backend is not importable here)."""
+def import_backend(name: str):
+    """A numpy-only backend module (e.g. "zoomscape.cameras"), imported from backend/ (the package
+    __init__ imports nothing; the rest of the backend is not importable next to bpy)."""
     sys.path.insert(0, os.path.join(blender_ext.REPO_ROOT, "backend"))
     try:
-        return importlib.import_module("zoomscape.cameras")
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
+
+
+@pytest.fixture(scope="session")
+def backend_cameras():
+    """The backend's zoomscape.cameras (numpy and its wire package only)."""
+    return import_backend("zoomscape.cameras")
 
 
 def add_camera(name, location, rotation=(1.5707963, 0.0, 0.0), lens=35.0, scene=None):

@@ -2,18 +2,14 @@
 z-depth (not the ray length) in Cycles and EEVEE, colours are the render's, background is +inf,
 and the user's settings come back untouched."""
 import base64
-import importlib.util
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 
 import bpy
 
-from blender_ext import REPO_ROOT
-from conftest import add_camera, use_engine
+from conftest import add_camera, import_backend, use_engine
 
 W, H = 96, 64
 EMISSION = (0.8, 0.25, 0.05)  # linear; the PNG holds sRGB of it (Standard view transform)
@@ -21,13 +17,8 @@ EMISSION = (0.8, 0.25, 0.05)  # linear; the PNG holds sRGB of it (Standard view 
 
 @pytest.fixture(scope="module")
 def init_view():
-    """backend/zoomscape/init_view.py by file path (numpy only for depth; PIL is not in Blender)."""
-    path = os.path.join(REPO_ROOT, "backend", "zoomscape", "init_view.py")
-    spec = importlib.util.spec_from_file_location("zoomscape_backend_init_view", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The backend's zoomscape.init_view (numpy only for depth; PIL is not in Blender)."""
+    return import_backend("zoomscape.init_view")
 
 
 def srgb(c):

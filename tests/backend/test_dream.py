@@ -62,13 +62,13 @@ def run():
 def test_progress_and_views(run):
     engine, result, calls = run
     assert [(c[0], c[1], c[2]) for c in calls] == [("dream", i, 4) for i in range(1, 5)]
-    assert [v["camera"] for v in result.views] == ["A", "B", "C", "D"]
+    assert [v.camera for v in result.views] == ["A", "B", "C", "D"]
     counts = np.bincount(result.source, minlength=4)
-    assert counts.tolist() == [v["new_points"] for v in result.views]
+    assert counts.tolist() == [v.new_points for v in result.views]
     assert len(result.cloud) == counts.sum()
     for v in result.views[1:]:
-        assert 0.3 < v["overlap"] < 0.98 and not v["fallback"]   # overlap and disocclusion
-        assert v["new_points"] > 500
+        assert 0.3 < v.overlap < 0.98 and not v.fallback   # overlap and disocclusion
+        assert v.new_points > 500
 
 
 def test_fitted_scale_recovers_the_lie(run):
@@ -77,9 +77,9 @@ def test_fitted_scale_recovers_the_lie(run):
     assert [l.scale for l in told] == [s for s, _ in LIES]
     for v, lie in zip(result.views[1:], told[1:]):
         # D = d(D̂) = a·D̂ + b with D̂ = s·D + t  ⇒  a = 1/s, b = −t/s
-        print(f"\nview {v['camera']}: scale·s = {v['scale'] * lie.scale:.4f}, "
-              f"shift = {v['shift']:.3f} (ideal {-lie.shift / lie.scale:.3f})")
-        assert v["scale"] * lie.scale == pytest.approx(1.0, abs=0.01)
+        print(f"\nview {v.camera}: scale·s = {v.scale * lie.scale:.4f}, "
+              f"shift = {v.shift:.3f} (ideal {-lie.shift / lie.scale:.3f})")
+        assert v.scale * lie.scale == pytest.approx(1.0, abs=0.01)
 
 
 def test_progress_per_denoising_step():
@@ -178,11 +178,11 @@ def test_free_space_filter_drops_points_an_earlier_view_saw_through(run, monkeyp
     monkeypatch.setattr(dream_mod, "seam_fill",
                         lambda rho, pix, shape, **k: Seam(np.zeros(shape), 0, 0.0, 0))
     bad = dream(CAMS[:2], PROMPT, ProceduralEngine(depth_lies=BY_CAMERA, depth_warp=0.0), SEED)
-    dropped_bad = bad.views[1]["dropped_free_space"]
-    dropped_honest = honest.views[1]["dropped_free_space"]
+    dropped_bad = bad.views[1].dropped_free_space
+    dropped_honest = honest.views[1].dropped_free_space
     print(f"\nfree-space drops in view B: honest {dropped_honest}, 40 % too close {dropped_bad}")
     assert dropped_bad > 20 * max(dropped_honest, 1)
-    assert dropped_honest < 0.01 * honest.views[1]["new_points"]
+    assert dropped_honest < 0.01 * honest.views[1].new_points
     # the pure function: A's own points are kept, the same points pulled 40 % closer are not
     P = honest.cloud.select(honest.source == 0)
     pulled = CAMS[0].center + 0.6 * (P.xyz - CAMS[0].center)
@@ -212,8 +212,8 @@ def test_fallback_when_a_view_has_no_overlap():
     calls = []
     res = dream(cams, PROMPT, engine, SEED, progress=lambda *a: calls.append(a))
     back = res.views[2]
-    assert back["fallback"] and back["overlap"] < 0.01
-    assert back["scale"] == res.views[1]["scale"] and back["new_points"] > 0
+    assert back.fallback and back.overlap < 0.01
+    assert back.scale == res.views[1].scale and back.new_points > 0
     assert "reusing the previous scale" in calls[-1][3]
 
 
@@ -256,8 +256,8 @@ def test_init_keeps_the_users_depth_and_fits_the_painted_rest_to_it():
     has_depth = known & np.isfinite(D_user)
     assert np.array_equal(res.masks[0], has_depth)
     assert np.array_equal(res.observed[0][has_depth], D_user[has_depth])       # the user's depth
-    assert v0["scale"] * 2.5 == pytest.approx(1.0, abs=0.01) and not v0["fallback"]
-    assert v0["seam_used"] > 1000
+    assert v0.scale * 2.5 == pytest.approx(1.0, abs=0.01) and not v0.fallback
+    assert v0.seam_used > 1000
     P0 = res.cloud.select(res.source == 0)
     assert len(P0) == CAMS[0].width * CAMS[0].height                          # painted the rest
     grey = np.all(P0.rgb == 0.5, axis=1)
@@ -317,7 +317,7 @@ def test_engine_depth_space_picks_the_disparity_fit():
     for space in ("disparity", "depth"):
         engine = RelativeEngine(space)
         res = dream(CAMS, PROMPT, engine, SEED)
-        assert all(v["scale"] > 0 for v in res.views)
+        assert all(v.scale > 0 for v in res.views)
         near, _ = surface_errors(WORLD, res.cloud, CAMS)
         errors[space] = float(np.mean(near[res.source > 0]))
     print(f"\nrelative model, mean error of views ≥ 1: {errors}")

@@ -8,6 +8,7 @@ from zoomscape.cameras import blender_intrinsics, from_wire, look_at, pixels_to_
 from zoomscape.engines.procedural import ProceduralEngine, World
 from zoomscape.errors import JobCancelled
 from zoomscape.pipeline import run_job, surface_anchor
+from zoomscape.schema import validate_request
 from zoomscape.pointcloud import read_ply
 
 PROMPT = "a misty harbour town at dawn"
@@ -29,6 +30,11 @@ def request(anchor=None):
             "init_rgbd": None}
 
 
+def run(req: dict, out, **kw) -> dict:
+    """run_job on the validated request → the manifest it returns, as JSON."""
+    return run_job(validate_request(req), out, **kw).to_dict()
+
+
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     out = tmp_path_factory.mktemp("jobs") / "0123abcd" / "results"
@@ -37,7 +43,7 @@ def job(tmp_path_factory):
     engine = ProceduralEngine(depth_lies={"Cam.000": (1.0, 0.0), "Cam.001": (1.7, 0.02),
                                           "Cam.002": (0.6, 0.01)}, depth_warp=0.0)
     steps = []
-    manifest = run_job(request(), out, progress=lambda *a: steps.append(a), engine=engine)
+    manifest = run(request(), out, progress=lambda *a: steps.append(a), engine=engine)
     return out, manifest, engine, steps
 
 
@@ -95,9 +101,9 @@ def test_same_job_on_a_used_and_a_fresh_engine_writes_the_same_files(job, tmp_pa
     that grows or changes with the jobs it ran."""
     out, manifest, engine, _ = job
     before = dict(vars(engine))
-    again = run_job(request(), tmp_path / "used" / "0123abcd" / "results", engine=engine)
+    again = run(request(), tmp_path / "used" / "0123abcd" / "results", engine=engine)
     fresh_engine = ProceduralEngine(depth_lies=engine.depth_lies, depth_warp=0.0)
-    fresh = run_job(request(), tmp_path / "fresh" / "0123abcd" / "results", engine=fresh_engine)
+    fresh = run(request(), tmp_path / "fresh" / "0123abcd" / "results", engine=fresh_engine)
     assert again == manifest and fresh == manifest
     names = ["pointcloud.ply", "manifest.json", "zoom_stack.png"] + [
         name for lv in manifest["levels"] for name in (lv["image"], lv["gaussians"])]
@@ -120,7 +126,7 @@ def test_anchor_falls_back_to_the_nearest_covered_pixel():
 
 
 def test_requested_anchor_is_kept(tmp_path):
-    m = run_job(request(anchor=[0.5, 1.5, 0.25]), tmp_path / "r", engine=ProceduralEngine(),
+    m = run(request(anchor=[0.5, 1.5, 0.25]), tmp_path / "r", engine=ProceduralEngine(),
                 job_id="abc")
     assert m["zoom"]["anchor"] == [0.5, 1.5, 0.25] and m["zoom"]["anchor_source"] == "request"
     assert m["job_id"] == "abc"
@@ -130,14 +136,14 @@ def test_cancel_leaves_no_manifest(tmp_path):
     steps = []
     out = tmp_path / "results"
     with pytest.raises(JobCancelled):
-        run_job(request(), out, progress=lambda *a: steps.append(a),
+        run(request(), out, progress=lambda *a: steps.append(a),
                 should_cancel=lambda: len(steps) >= 2, engine=ProceduralEngine())
     assert len(steps) == 2
     assert not (out / "manifest.json").exists()
     # cancelled while writing: the point cloud may exist, the manifest never does
     steps.clear()
     with pytest.raises(JobCancelled):
-        run_job(request(), out, progress=lambda *a: steps.append(a),
+        run(request(), out, progress=lambda *a: steps.append(a),
                 should_cancel=lambda: any(s[0] == "write" for s in steps), engine=ProceduralEngine())
     assert not (out / "manifest.json").exists()
 
@@ -145,8 +151,15 @@ def test_cancel_leaves_no_manifest(tmp_path):
 def test_bad_zoom_camera_is_named(tmp_path):
     req = request()
     req["zoom"]["camera"] = "Nope"
-    with pytest.raises(ValueError, match="zoom.camera: 'Nope' names none of the cameras"):
-        run_job(req, tmp_path, engine=ProceduralEngine())
+    with pytest.raises(ValueError, match="zoom.camera: 'Nope' is not one of the cameras"):
+        run(req, tmp_path, engine=ProceduralEngine())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_job_takes_only_a_validated_request(tmp_path):
+    with pytest.raises(TypeError, match="request: must be a validated schema.JobRequest"):
+        run_job(request(), tmp_path, engine=ProceduralEngine())
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_zoom_levels_are_written_in_their_local_frames(job):

@@ -186,7 +186,7 @@ def test_cameras_translate_and_disocclude(scene):
     centres = np.array([c.center for c in cams])
     assert np.linalg.norm(centres - centres[0], axis=1)[1:].min() > 2.0      # metres apart
     for v in r.views[1:]:
-        assert 0.3 < v["overlap"] < 0.95 and v["new_points"] > 1000 and not v["fallback"]
+        assert 0.3 < v.overlap < 0.95 and v.new_points > 1000 and not v.fallback
 
 
 def test_scale_lies_are_aligned_to_the_true_scale_floor(scene):
