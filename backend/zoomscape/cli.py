@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Optional
 
 from zoomscape import __version__
+from zoomscape.wire.names import DEFAULT_PORT
 
-DEFAULT_PORT = 8765
 LOOPBACK = "127.0.0.1"
 ALL_INTERFACES = "0.0.0.0"
 

@@ -30,9 +30,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .wire.names import MAX_LEVELS
+
 Progress = Callable[[str, int, int, str], None]
 
-MAX_LEVELS = 16
 MIN_FACTOR, MAX_FACTOR = 1.0, 8.0
 _FULL = 1.0 - 1e-6  # coverage counted as full
 
