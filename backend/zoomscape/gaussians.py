@@ -568,14 +568,18 @@ def lift_levels(level_images, zoom_cam: Camera, anchor, factor: float, engine, *
     colour_steps: steps of the colour deconvolution (fit_colors) of the per-pixel Gaussians;
     refine_steps: Adam steps per level (0 = none). Off CUDA, levels with more than
     refine_max_pixels pixels (default 128², None on CUDA) are not refined (stats["refined"]).
-    device: where the Gaussians are rendered, fitted and refined (default: engine.device, so a
-    CUDA engine renders with gsplat; "cpu" when the engine names none).
+    device: where the Gaussians are rendered, fitted and refined (default: engine.device when it
+    is a CUDA device, so a CUDA engine renders with gsplat; else the CPU, where the reference
+    rasterizer and its sparse colour solve run — e.g. for an "mps" engine).
     progress("lift", level, n_levels, message) after each level; should_cancel() is polled.
     """
     images = _check_inputs(level_images, zoom_cam, anchor, factor)
     anchor = np.asarray(anchor, np.float64)
     p = float(factor)
-    device = torch.device(device if device is not None else getattr(engine, "device", None) or "cpu")
+    if device is None:
+        device = getattr(engine, "device", None) or "cpu"
+        device = device if torch.device(device).type == "cuda" else "cpu"
+    device = torch.device(device)
     if refine_max_pixels is None:
         refine_max_pixels = 1 << 62 if device.type == "cuda" else 128 * 128
     report = progress or (lambda *a: None)

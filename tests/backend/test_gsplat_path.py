@@ -89,12 +89,14 @@ def test_lift_and_refine_take_gsplats_branch_for_the_engines_device(monkeypatch)
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens without CUDA")
 def test_lift_builds_its_tensors_on_the_engines_device():
-    """A CUDA engine's lift puts the Gaussians on CUDA (here, without CUDA, that is the error)."""
+    """A CUDA engine's lift puts the Gaussians on CUDA (here, without CUDA, that is the error);
+    other devices lift on the CPU."""
     engine = ProceduralEngine(depth_lies={"Zoom/level_00": (1.0, 0.0)})
     cam = zoom_cam(16)
     anchor, images = level_images(cam, 1)
     engine.device = "cuda:0"
     with pytest.raises((AssertionError, RuntimeError), match="CUDA"):
         gaussians.lift_levels(images, cam, anchor, 4.0, DepthFor(engine, SEED))
-    engine.device = "cpu"
-    assert len(gaussians.lift_levels(images, cam, anchor, 4.0, DepthFor(engine, SEED))[0]) == 16 * 16
+    for device in ("cpu", "mps"):  # gsplat serves CUDA only: anything else lifts on the CPU
+        engine.device = device
+        assert len(gaussians.lift_levels(images, cam, anchor, 4.0, DepthFor(engine, SEED))[0]) == 16 * 16
