@@ -98,16 +98,6 @@ class LevelGaussians:
 # ---------------------------------------------------------------------------------------------
 # Frames
 
-def to_local(points: np.ndarray, frame: LevelFrame) -> np.ndarray:
-    """World points [N, 3] → local [N, 3] float64:  x_l = Rᵀ (x − origin) / unit."""
-    return frame.to_local(points)
-
-
-def to_world(points: np.ndarray, frame: LevelFrame) -> np.ndarray:
-    """Local points [N, 3] → world [N, 3] float64:  x = origin + unit · R x_l."""
-    return frame.to_world(points)
-
-
 def local_viewmat(cam: Camera, frame: LevelFrame) -> np.ndarray:
     """World-to-camera [4, 4] float64 of cam acting on local coordinates, in local units.
 

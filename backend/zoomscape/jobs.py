@@ -36,6 +36,7 @@ from typing import Callable, Optional
 from .errors import JobCancelled
 from .settings import Settings, resolve
 from .wire.atomic import is_temp_name, write_json_atomic, write_text_atomic
+from .wire.manifest import Manifest, ManifestError, read_manifest
 from .wire.names import MANIFEST_FILE
 
 log = logging.getLogger("zoomscape.jobs")
@@ -93,23 +94,20 @@ def remove_leftover_temps(folder: Path) -> list[str]:
     return removed
 
 
-def read_manifest(results: Path) -> Optional[dict]:
-    """results/manifest.json as a dict if it is there, a regular file and parses; else None."""
-    path = results / MANIFEST_FILE
+def complete_manifest(results: Path) -> Optional[Manifest]:
+    """results/manifest.json when it is a regular file the one manifest reader (wire.manifest)
+    accepts — it is written last, so the results are complete — else None."""
     try:
-        if not stat.S_ISREG(path.lstat().st_mode):
+        if not stat.S_ISREG((results / MANIFEST_FILE).lstat().st_mode):
             return None
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_manifest(results)
+    except (OSError, ManifestError):
         return None
-    return manifest if isinstance(manifest, dict) else None
 
 
-def done_message(manifest: Optional[dict]) -> str:
-    """"done: N points" from a manifest (or "done")."""
-    if hasattr(manifest, "to_dict"):
-        manifest = manifest.to_dict()
-    pointcloud = (manifest or {}).get("pointcloud")
+def done_message(manifest) -> str:
+    """"done: N points" from what a runner returned (a manifest's JSON; or "done")."""
+    pointcloud = manifest.get("pointcloud") if isinstance(manifest, dict) else None
     points = pointcloud.get("points") if isinstance(pointcloud, dict) else None
     return f"done: {points} points" if points is not None else "done"
 
@@ -229,10 +227,10 @@ class JobStore:
                 continue
             status.pop("queue_position", None)  # computed on read (older versions stored it)
             if status.get("state") == "running":
-                manifest = read_manifest(d / "results")
+                manifest = complete_manifest(d / "results")
                 if manifest is not None:  # stopped after the results were complete
-                    status.update(state="done", stage="done", progress=1.0, message=done_message(manifest),
-                                  error=None, updated=now_iso())
+                    status.update(state="done", stage="done", progress=1.0,
+                                  message=done_message(manifest.to_dict()), error=None, updated=now_iso())
                 else:
                     status.update(state="failed", error=INTERRUPTED, message=INTERRUPTED, updated=now_iso())
                 write_json_atomic(d / "status.json", status)

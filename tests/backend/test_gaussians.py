@@ -8,8 +8,7 @@ import torch
 from zoomscape.cameras import from_wire, level_frame, look_at, pixel_grid, pixels_to_world, zoom_level_camera
 from zoomscape.engines.base import DepthFor
 from zoomscape.engines.procedural import ProceduralEngine, World
-from zoomscape.gaussians import (lift_levels, overlap_reference, pixel_gaussians, psnr, render_level,
-                                 to_local, to_world)
+from zoomscape.gaussians import lift_levels, overlap_reference, pixel_gaussians, psnr, render_level
 
 PROMPT, SEED = "a mossy valley", 3
 
@@ -87,16 +86,16 @@ def test_deep_level_local_frame_keeps_float32_precision():
     assert g.means.dtype == np.float32
     truth = pixels_to_world(ci, pixel_grid(24, 24), depth.reshape(-1))      # float64 metres
     unit = frame.unit
-    err = np.abs(to_world(g.means, frame) - truth).max() / unit
+    err = np.abs(frame.to_world(g.means) - truth).max() / unit
     # the only error left is float32 rounding of the local coordinates themselves (the procedural
     # world's depth at 4^10 varies by ~10^4 units along the ray, so |x_l| reaches ~10^4)
     rounding = 2.0 ** -23 * np.abs(g.means).max()
     assert err <= 2 * rounding, (err, rounding)
-    local_err = (to_world(g.means, frame) - truth) @ frame.rotation / unit
+    local_err = (frame.to_world(g.means) - truth) @ frame.rotation / unit
     assert np.abs(local_err[:, :2]).max() < 1e-5          # across the image: < 10^-5 of a unit
     naive = np.abs(truth.astype(np.float32).astype(np.float64) - truth).max() / unit
     assert naive > 100 * err                              # world coordinates in float32: 500× worse
-    np.testing.assert_allclose(to_local(to_world(g.means, frame), frame), g.means, atol=1e-5)
+    np.testing.assert_allclose(frame.to_local(frame.to_world(g.means)), g.means, atol=1e-5)
     # and the level renders from its camera in local units
     out, _ = render_level(g, ci, frame)
     assert psnr(out, rgb) > 27

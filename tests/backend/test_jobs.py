@@ -293,7 +293,10 @@ def crashed_while_running(data: Path, manifest_text=None) -> str:
 
 
 def test_restart_after_a_kill_once_the_manifest_was_written_is_done(tmp_path):
-    job_id = crashed_while_running(tmp_path / "data", json.dumps({"pointcloud": {"points": 1234}}))
+    from zoomscape.wire.manifest import Manifest
+
+    complete = Manifest(job_id=None, pointcloud_file="pointcloud.ply", points=1234).to_dict()
+    job_id = crashed_while_running(tmp_path / "data", json.dumps(complete))
     store = JobStore(tmp_path / "data")
     status = store.get(job_id)
     assert (status["state"], status["stage"], status["progress"], status["error"]) == ("done", "done", 1.0, None)
@@ -302,8 +305,9 @@ def test_restart_after_a_kill_once_the_manifest_was_written_is_done(tmp_path):
     assert {f["name"] for f in store.files(job_id)} == {"pointcloud.ply", "manifest.json"}
 
 
-@pytest.mark.parametrize("manifest", [None, '{"format": "zoomscape-res', "[1, 2]", ""],
-                         ids=["no manifest", "cut short", "not an object", "empty"])
+@pytest.mark.parametrize("manifest", [None, '{"format": "zoomscape-res', "[1, 2]", "",
+                                      '{"pointcloud": {"points": 1234}}'],
+                         ids=["no manifest", "cut short", "not an object", "empty", "not a results manifest"])
 def test_restart_with_an_incomplete_manifest_is_failed(tmp_path, manifest):
     job_id = crashed_while_running(tmp_path / "data", manifest)
     store = JobStore(tmp_path / "data")
