@@ -11,28 +11,30 @@ the code Î_i, D̂_i, D̃_i, P̂_i are spelled I_hat_i, D_hat_i, D_tilde_i, P_ha
         d_i = argmin_{s,t} Σ_{M_i} ρ((s·D̂_i + t − D̃_i) / D̃_i)   robust global fit (align.py)
         c_i = screened Poisson fill of log(D̃_i / d_i(D̂_i)) from M_i into ¬M_i   seam (align.py)
         D_i = d_i(D̂_i) · exp(c_i)                           new points meet the old surface
+        F_i = M_i ∧ D_i < (1 − τ_i)·D̃_i ∧ D_i ≤ (1 + τ_i)·min₃ₓ₃ D_i,  τ_i = max(τ, k·σ)
+                                                             a nearer surface: the second pass
+        I_i ← S(I_i, F_i, prompt),  M_i ← M_i ∧ ¬F_i        paint it, it is hole now (D_i kept)
         P̂_i = φ2→3([I_i, D_i | ¬M_i ∧ kept], K_i, c2w_i)    new points from hole pixels only
         P_i = P_{i−1} ∪ P̂_i
     then (refine=True) all views' corrections are solved again together (consensus.py), so the
-    views' depth bends average out instead of view 0's winning
+    views' depth bends average out instead of view 0's winning, and each view's pinholes that the
+    move opened are filled again (refine_views)
 
-(The paper fits d_i by gradient descent on the L1 distance of the lifted overlap to P_{i−1} and
-bends the seam with a linear interpolation pinned to zero at the image corners; here the fit is
-robust and closed-form, and the seam correction decays away from the seam.) Both are measured on
-samples of the overlap (overlap_samples): every old point on the visible surface, paired with
-D̂_i read at its own projection, so the pairs compare the same surface point even on steep,
-grazing surfaces and are not biased towards the camera by the z-buffer's choice of the nearest. View 0 sets the world's scale,
-or, given the user's own RGB-D render (init = I_0, D_0, M_0), view 0 paints only ¬M_0 and its
-estimated depth is fitted and seamed to D_0 like any later view, so the world stays in the
-user's coordinates and scale. A hole pixel is kept when its new point
-- lies in front of its camera (D_i > 0),
-- is not seen through a crack: where the pixels on both sides of it are covered, it must not lie
-  behind the farther of them (a gap between splats, not a view past the surface),
-- is not in the free space of an earlier view j: an earlier camera saw its observed surface O_j
-  there, so nothing can stand in front of it (z_j < (1 − tol)·min₃ₓ₃ O_j drops the point).
-If a view has too little overlap to fit (align raises ValueError), d_i falls back to d_{i−1}
-and the view reports fallback=True. The engine's depth_space attribute ("depth" for metric
-models, the default; "disparity" for relative inverse-depth models) picks the fit's space.
+The second pass (nearer_surface). M_i marks every pixel some old point covers, but an old point
+can be one the new camera cannot see: a box that no earlier camera saw (outside their frames, or
+hidden) stands in front of ground or sky they did see. Where the new view's aligned depth is
+clearly in front of the z-buffer's, by τ_i relative to it (a few %, and several times the
+relative spread σ of D_i against D̃_i on the overlap and the fit's own residual, so neither the
+depth model's noise nor its warp trips it), the pixel shows a new surface. The depth D̂_i was
+estimated on I_i, which showed Î_i there, and it still put a surface in front: that depth is
+kept, and only the colours are painted again, S(I_i, F_i), with the painted hole around as
+context (the diffusers engine repaints those pixels; the procedural engine renders them). A
+pixel on the far side of a depth edge of D_i (a depth model's flying pixel between a near and a
+far surface) is no surface: the min₃ₓ₃ term drops it; and a view that disagrees with the old
+surface as a whole (its alignment failed) has no second pass. The new points then pass the same
+crack and free-space tests as every hole point, so an estimate that puts a surface where an
+earlier camera saw through is dropped and the old point shows again. The old points behind stay
+(they are other views' surface); the new view's z-buffer shows the new one.
 """
 from __future__ import annotations
 
@@ -41,9 +43,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .align import (DepthFit, Seam, apply_depth_fit, apply_seam, bilinear, depth_edges,
-                    fit_depth_pairs, seam_fill, usable_pixels)
-from .cameras import Camera, world_to_pixels
+from .align import (MAD_TO_SIGMA, DepthFit, Seam, apply_depth_fit, apply_seam, bilinear,
+                    depth_edges, fit_depth_pairs, seam_fill, usable_pixels)
+from .cameras import Camera, pixel_grid, pixels_to_world, world_to_pixels
 from .consensus import Consensus, Link, apply_consensus, consensus, coupling, view_parts
 from .engines.base import check_image
 from .errors import JobCancelled  # the one JobCancelled (zoomscape.dream.JobCancelled is it)
@@ -57,11 +59,14 @@ Progress = Callable[[str, int, int, str], None]
 class ViewReport:
     """What the dream did with one camera.
 
-    new_points: points it added (after every drop); scale, shift: its depth fit d_i; overlap:
-    fraction of its pixels the earlier views covered (M_i); fallback: the fit fell back to the
-    previous view's; seam_used: overlap pixels that measured the seam residual; seam_max: largest
-    |c_i| over the new points (a log-depth factor); dropped_crack, dropped_free_space: new points
-    dropped as cracks of the reprojected cloud, or for lying in an earlier view's free space.
+    new_points: points it added (after every drop, with nearer and refilled); scale, shift: its
+    depth fit d_i; overlap: fraction of its pixels the earlier views covered (M_i before the
+    second pass); fallback: the fit fell back to the previous view's; seam_used: overlap pixels
+    that measured the seam residual; seam_max: largest |c_i| over the new points (a log-depth
+    factor); dropped_crack, dropped_free_space: new points dropped as cracks of the reprojected
+    cloud, or for lying in an earlier view's free space; nearer: new points on covered pixels
+    where the view saw a nearer surface (F_i, the second pass); refilled: pinholes the consensus
+    opened in this view's z-buffer, filled again (refine_views).
     """
 
     camera: str
@@ -74,6 +79,8 @@ class ViewReport:
     seam_max: float
     dropped_crack: int = 0
     dropped_free_space: int = 0
+    nearer: int = 0
+    refilled: int = 0
 
     def summary(self) -> ViewSummary:
         """The manifest's entry for this view."""
@@ -84,10 +91,13 @@ class ViewReport:
 class DreamResult:
     """What dream() grew.
 
-    cloud: P_{N−1}; views: one ViewReport per camera; source: [len(cloud)] index of the view each point came from; masks: per view M_i
-    [H, W] bool (covered before painting; view 0: all False, or init's known depth); observed:
-    per view the depth the camera saw [H, W] (D̃_i where covered, D_i where a new point was
-    kept, +inf elsewhere); consensus: what the multi-view consensus did (None when it did not run).
+    cloud: P_{N−1}; views: one ViewReport per camera; source: [len(cloud)] index of the view each
+    point came from; masks: per view M_i [H, W] bool, the pixels where the view shows old points
+    (covered before painting, less the nearer surface F_i and the pinholes refilled after the
+    consensus, which are the view's own new points; view 0: all False, or init's known depth);
+    observed: per view the depth the camera saw [H, W] (D̃_i where covered, D_i where a new point
+    was kept, +inf elsewhere); consensus: what the multi-view consensus did (None when it did not
+    run).
     """
 
     cloud: PointCloud
@@ -125,6 +135,40 @@ def crack_behind(D: np.ndarray, D_ref: np.ndarray, M: np.ndarray, tol: float) ->
             behind = both & (d > (1.0 + tol) * far)
         out |= np.moveaxis(behind, 0, axis)
     return out & ~M
+
+
+def nearer_surface(D: np.ndarray, D_tilde: np.ndarray, M: np.ndarray, residual: float = 0.0, *,
+                   margin: float = 0.05, k: float = 4.0, min_pixels: int = 50) -> np.ndarray:
+    """Covered pixels where the new view sees a surface clearly in front of the old one: F_i.
+
+    D: [H, W] the new view's aligned depth D_i; D_tilde: [H, W] the z-buffer depth D̃_i of the
+    old cloud; M: [H, W] covered (M_i); residual: the relative rms σ(d_i) its depth fit reports
+    (0: unknown). With r = D_i / D̃_i − 1 on the covered pixels, σ_r its robust spread (1.4826 ·
+    median |r − median r|) and
+
+        τ = max(margin, k·σ(d_i), k·σ_r),
+        F_i = M_i ∧ D_i < (1 − τ)·D̃_i ∧ D_i ≤ (1 + τ)·min₃ₓ₃ D_i
+
+    so neither the depth model's noise nor its warp, nor a loose fit, trips it. The last term
+    keeps the near side of a depth edge of D_i only: a pixel whose depth lies between a near and
+    a far neighbour (a depth model's flying pixel) is no surface. A nearer surface is the
+    exception on the overlap: where the view as a whole disagrees with the old surface
+    (|median r| > τ: its alignment failed), or fewer than min_pixels covered pixels have a
+    depth, F_i is empty. → [H, W] bool.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = np.where(np.isfinite(D) & (D > 0), D, np.inf)
+        both = M & np.isfinite(d) & np.isfinite(D_tilde) & (D_tilde > 0)
+        if both.sum() < min_pixels:
+            return np.zeros(M.shape, bool)
+        r = d[both] / D_tilde[both] - 1.0
+        med = float(np.median(r))
+        spread = MAD_TO_SIGMA * float(np.median(np.abs(r - med)))
+        res = float(residual) if np.isfinite(residual) else 0.0
+        tau = max(float(margin), float(k) * res, float(k) * spread)
+        if abs(med) > tau:
+            return np.zeros(M.shape, bool)
+        return both & (d < (1.0 - tau) * D_tilde) & (d <= (1.0 + tau) * min_filter3(d))
 
 
 def in_free_space(xyz: np.ndarray, cam: Camera, observed: np.ndarray, tol: float, *,
@@ -204,6 +248,13 @@ def overlap_samples(P: PointCloud, proj, cam: Camera, D_hat: np.ndarray, *, tol:
                    point=idx[good] * step)
 
 
+def _samples_where(samples: Samples, keep: np.ndarray) -> Samples:
+    """The samples where keep: [n] bool is True (same density)."""
+    return Samples(pred=samples.pred[keep], ref=samples.ref[keep], pix=samples.pix[keep],
+                   density=samples.density,
+                   point=None if samples.point is None else samples.point[keep])
+
+
 def pixel_samples(D_hat: np.ndarray, D_ref: np.ndarray, M: np.ndarray) -> Samples:
     """Samples at the pixels of two depth maps (e.g. the user's D_0 on M_0): usable_pixels."""
     use = usable_pixels(D_hat, D_ref, M)
@@ -247,15 +298,18 @@ def check_init(init, cam: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def dream(cams: list[Camera], prompt: str, engine, seed: int,
           progress: Optional[Progress] = None, should_cancel: Optional[Callable[[], bool]] = None,
-          *, crack_tol: float = 0.03, free_space_tol: float = 0.03, init=None,
-          refine: bool = True) -> DreamResult:
+          *, crack_tol: float = 0.03, free_space_tol: float = 0.03, near_margin: float = 0.05,
+          near_min: int = 4, init=None, refine: bool = True) -> DreamResult:
     """Algorithm 1 over cams in order. engine: an engines.base.Engine. → DreamResult.
 
     init: None, or (I_0, D_0, M_0) for cams[0] (check_init): the user's image [H, W, 3], metric
     z-depth [H, W] (+inf/NaN where none) and known pixels [H, W] bool. View 0 then paints only
     ¬M_0 and keeps D_0 wherever M_0 has a finite depth.
     refine: after the last view, bend all views jointly so they agree (consensus.py); the
-    user's depth never moves. observed then holds the depths after that step.
+    user's depth never moves. observed then holds the depths after that step, and the pinholes
+    the step opened in each view are filled again (refine_views).
+    near_margin: τ of the second pass (nearer_surface); near_min: fewer nearer pixels than this
+    in a view are not painted (an engine's paint costs as much for a few pixels as for many).
     progress("dream", step, total, message) after each view (step = views done, total = N) and
     after each denoising step of an engine that denoises: with T steps per view, step v·T + s of
     total N·T during view v's step s, and views done · T after each view. should_cancel() is
@@ -286,11 +340,11 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
             report("dream", v * T + s, N * T, f"view {v + 1}/{N}: denoising step {s}/{T}")
         return on_step
 
-    def view_report(cam, n_new, d, seam, fallback, overlap, kept, crack=0, free=0):
+    def view_report(cam, n_new, d, seam, fallback, overlap, kept, crack=0, free=0, nearer=0):
         c = seam.correction[kept] if seam is not None and kept.any() else np.zeros(1)
         return ViewReport(cam.name, int(n_new), float(d.scale), float(d.shift), float(overlap),
                           bool(fallback), int(seam.used) if seam is not None else 0,
-                          float(np.abs(c).max()), int(crack), int(free))
+                          float(np.abs(c).max()), int(crack), int(free), int(nearer))
 
     # View 0: text-to-image, its depth sets the world's scale (d_0 = identity); or the user's
     # RGB-D: paint the unknown pixels, fit their depth to D_0 on the known ones, keep D_0 there.
@@ -354,9 +408,19 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         D_i, d_i, seam_i, fallback, note = align_view(D_hat_i, D_tilde_i, M_i, samples_i, d_prev,
                                                       space)
 
+        # the second pass: where D_i is clearly in front of D̃_i the view sees a nearer surface
+        # (F_i); paint it (the depth that found it is kept) and lift it like the hole
+        F_i = np.zeros_like(M_i)
+        if not fallback:
+            F_i = nearer_surface(D_i, D_tilde_i, M_i, d_i.residual, margin=near_margin)
+            if int(F_i.sum()) >= near_min:
+                I_i = engine.inpaint(I_i, F_i, prompt, cam, seed, should_cancel=should_cancel)
+            else:
+                F_i[:] = False
+        covered = M_i & ~F_i
         with np.errstate(invalid="ignore"):
-            hole = ~M_i & np.isfinite(D_i) & (D_i > 0)
-        crack = hole & crack_behind(D_i, D_tilde_i, M_i, crack_tol)
+            hole = ~covered & np.isfinite(D_i) & (D_i > 0)
+        crack = hole & crack_behind(D_i, D_tilde_i, covered, crack_tol)
         hole &= ~crack
         P_hat_i = unproject(cam, I_i, D_i, hole)
         free = np.zeros(len(P_hat_i), bool)
@@ -366,8 +430,12 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         kept = np.zeros(H * W, bool)
         kept[_pixel_of_points(cam, hole)[~free]] = True
         kept = kept.reshape(H, W)
+        nearer = F_i & kept           # where a new point was dropped, the old one shows again
+        M_i = M_i & ~nearer
 
         if seam_i is not None:
+            if nearer.any():          # the old points there are hidden: no longer the overlap
+                samples_i = _samples_where(samples_i, ~nearer.reshape(-1)[samples_i.pix])
             links.append(_link(P, cams, np.concatenate(source), i, samples_i, samples_i.point,
                                D_hat_i, d_i, seam_i))
         pix_i = _pixel_of_points(cam, hole)[~free]
@@ -382,7 +450,7 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         masks.append(M_i)
         observed.append(np.where(M_i, D_tilde_i, np.where(kept, D_i, np.inf)))
         views.append(view_report(cam, len(P_hat_i), d_i, seam_i, fallback, overlap, kept,
-                                 crack.sum(), free.sum()))
+                                 crack.sum(), free.sum(), nearer.sum()))
         d_prev = d_i
         view_done(i + 1, f"view {i + 1}/{N} '{cam.name}': overlap {overlap:.0%}, "
                          f"scale {d_i.scale:.3f}, {len(P_hat_i)} new points{note}")
@@ -390,23 +458,210 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
     source = np.concatenate(source)
     agreed = None
     if refine and links:
-        P, source, observed, agreed, dropped = refine_views(
+        P, source, observed, agreed, dropped, filled = refine_views(
             P, cams, source, np.concatenate(point_pix), np.concatenate(point_c),
-            np.concatenate(fixed), links, observed, winners, free_space_tol)
-        for v, n in zip(views, dropped):
-            v.new_points -= int(n)
+            np.concatenate(fixed), links, observed, winners, free_space_tol, crack_tol)
+        for v, n, f in zip(views, dropped, filled.count):
+            v.new_points += int(f) - int(n)
             v.dropped_free_space += int(n)
+            v.refilled = int(f)
+        masks = [m & ~f for m, f in zip(masks, filled.pixels)]
     return DreamResult(cloud=P, views=views, source=source, masks=masks, observed=observed,
                        consensus=agreed)
 
 
+@dataclass(frozen=True)
+class Refill:
+    """What fill_pinholes added: cloud: the cloud with the new points, sorted by view again;
+    source: [len(cloud)] the view of each point; observed: per view [H, W] the depth it saw, at
+    its refilled pixels the new points' (pixels: per view [H, W] bool; they are now its own
+    points); count: per view how many."""
+
+    cloud: PointCloud
+    source: np.ndarray
+    observed: list[np.ndarray]
+    pixels: list[np.ndarray]
+    count: list[int]
+
+
+def fill_pinholes(P: PointCloud, cams: list[Camera], source: np.ndarray,
+                  observed: list[np.ndarray], winners: list[np.ndarray], alive: np.ndarray, *,
+                  tol: float, free_space_tol: float) -> Refill:
+    """Fill again the pixels of each view that the consensus opened. → Refill.
+
+    P: the cloud after the move (and its drops); source: [len(P)] its views; observed: per view
+    the depth it saw after the move ([H, W]); winners: per view [H, W] the index of the old point
+    its z-buffer showed on M_v (-1 elsewhere) in the cloud before the drops, of which alive: [N₀]
+    bool says which are still in P (P is that cloud .select(alive)). The move slides every point
+    along its own camera's ray, so in another view v the old points shown on M_v drift sideways
+    and open pinholes (a view's own points never leave their pixels). A pixel p of M_v whose old
+    point k is still there is a pinhole when the current cloud's z-buffer of v is empty at p, or
+    shows a surface behind k's new depth z_k = observed_v(p) through a crack of the moved one
+    (z-buffer(p) > (1 + tol)·z_k while its neighbours on both sides, along a row or a column, are
+    still on it: not past a silhouette). It gets a point of view v again (M_v loses p):
+
+        X = φ2→3(p, t),  t: where v's ray through p meets the moved surface (depth_on_surface)
+
+    on the depth map of k's own view (its own pixels), else, for an empty pixel, of any other
+    view, else the mean of p's neighbours on the surface; a see-through pixel no own view meets
+    stays. It takes k's colour and v's pixel footprint at t. It is dropped when X lies in another
+    view's free space (z_j < (1 − free_space_tol)·min₃ₓ₃ O_j), or when v's new claim O_v(p) = t
+    would put a later view's point into v's free space. Views in order, each seeing the points
+    added before.
+    """
+    alive = np.asarray(alive, bool)
+    observed = list(observed)
+    remap = np.cumsum(alive) - 1                         # old index → index in P
+    seen = [min_filter3(o) for o in observed]
+    own_depth = [np.where(w < 0, o, np.inf) for o, w in zip(observed, winners)]
+    cur, added, added_src = P, [], []
+    pixels, count = [], []
+    for v, cam in enumerate(cams):
+        H, W = cam.height, cam.width
+        w = winners[v].reshape(-1)
+        z = observed[v].reshape(-1)
+        has = w >= 0
+        has[has] = alive[w[has]]
+        with np.errstate(invalid="ignore"):
+            has &= np.isfinite(z) & (z > 0)
+        filled = np.zeros(H * W, bool)
+        if has.any():
+            proj = project(cur, cam)
+            shown = proj.depth.astype(np.float64)
+            with np.errstate(invalid="ignore"):
+                behind = (shown > (1.0 + tol) * z.reshape(H, W)) & proj.mask
+            # a surface behind shows through a crack of the moved one (its neighbours on both
+            # sides, along a row or a column, are still on it), not past its silhouette
+            empty = ~proj.mask.reshape(-1)
+            hole = has & (empty | crack_behind(shown, shown, ~behind & proj.mask, tol).reshape(-1))
+            pix = np.flatnonzero(hole)
+            if pix.size:
+                k = remap[w[pix]]
+                rgb = np.zeros((H * W, 3), np.float32)
+                rgb[pix] = P.rgb[k]
+                # where v's ray meets the moved surface: as the view k came from saw it, else
+                # as another view saw it (depth_on_surface)
+                t, found = z[pix].copy(), np.zeros(len(pix), bool)
+                for own_view in (True, False):
+                    for u in range(len(cams)):
+                        want = (source[k] == u) | (not own_view and empty[pix])
+                        sel = np.flatnonzero(~found & want)
+                        if u == v or not sel.size:
+                            continue
+                        tu, ok = depth_on_surface(cam, pix[sel], z[pix[sel]], cams[u], own_depth[u])
+                        t[sel[ok]], found[sel[ok]] = tu[ok], True
+                lost = np.flatnonzero(~found & empty[pix])
+                if lost.size:       # an empty pixel no view has: its neighbours on the surface
+                    t[lost] = _neighbour_depth(shown, pix[lost], z[pix[lost]], 0.1)
+                use = found | empty[pix]
+                hole.reshape(-1)[pix[~use]] = False
+                pix, k, t = pix[use], k[use], t[use]
+                depth = np.full(H * W, np.inf)
+                depth[pix] = t
+                Q = unproject(cam, rgb.reshape(H, W, 3), depth.reshape(H, W), hole.reshape(H, W))
+                free = np.zeros(len(Q), bool)
+                for j, other in enumerate(cams):
+                    if j != v:
+                        free |= in_free_space(Q.xyz, other, seen[j], free_space_tol, filtered=True)
+                Q, pix = Q.select(~free), pix[~free]
+                # nor may v's new claims put a later view's point into v's free space
+                later = cur.xyz[np.concatenate([source] + added_src) > v]
+                while pix.size:
+                    o = observed[v].copy()
+                    o.reshape(-1)[pix] = depth[pix]
+                    bad = in_free_space(later, cam, o, free_space_tol)
+                    if not bad.any():
+                        break
+                    uv, _ = world_to_pixels(cam, later[bad])
+                    near = np.zeros((H, W), bool)
+                    near[np.clip(np.floor(uv[:, 1]).astype(np.int64), 0, H - 1),
+                         np.clip(np.floor(uv[:, 0]).astype(np.int64), 0, W - 1)] = True
+                    near = min_filter3(~near) == 0                  # and its 8 neighbours
+                    ok = ~near.reshape(-1)[pix]
+                    Q, pix = Q.select(ok), pix[ok]
+                filled[pix] = True
+                observed[v] = observed[v].copy()
+                observed[v].reshape(-1)[pix] = depth[pix]
+                seen[v] = min_filter3(observed[v])
+                cur = merge(cur, Q)
+                added.append(Q)
+                added_src.append(np.full(len(Q), v, np.int32))
+        pixels.append(filled.reshape(H, W))
+        count.append(int(filled.sum()))
+    if not added:
+        return Refill(P, source, observed, pixels, count)
+    src = np.concatenate([source] + added_src)
+    order = np.argsort(src, kind="stable")              # each view's points together again
+    return Refill(cur.select(order), src[order], observed, pixels, count)
+
+
+def _neighbour_depth(depth: np.ndarray, pix: np.ndarray, z0: np.ndarray, window: float
+                     ) -> np.ndarray:
+    """The mean of the 8-neighbours of flat pixels pix: [n] in depth: [H, W] that lie within
+    window (relative) of z0: [n]; z0 where none does. → [n]."""
+    H, W = depth.shape
+    p = np.pad(depth, 1, constant_values=np.inf)
+    r, c = pix // W + 1, pix % W + 1
+    total, n = np.zeros(len(pix)), np.zeros(len(pix))
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr or dc:
+                d = p[r + dr, c + dc]
+                with np.errstate(invalid="ignore"):
+                    ok = np.isfinite(d) & (np.abs(d / z0 - 1.0) <= window)
+                total += np.where(ok, d, 0.0)
+                n += ok
+    return np.where(n > 0, total / np.maximum(n, 1), z0)
+
+
+def depth_on_surface(cam: Camera, pix: np.ndarray, z0: np.ndarray, other: Camera,
+                     depth: np.ndarray, *, steps: int = 5, window: float = 0.1
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """z-depths t along cam's rays through flat pixels pix: [n] where they meet other's depth
+    map depth: [H_o, W_o] (bilinear between its pixel centres), near z0: [n]. → (t [n], ok [n]).
+
+    X(t) = c + t·R K⁻¹[u, v, 1] (φ2→3 of the pixel centre at z-depth t) meets the surface when
+        g(t) = z_o(X(t)) − depth(π_o(X(t))) = 0,
+    solved by secant steps from t = z0 and 1.01·z0. ok is False (and t = z0) where that does
+    not converge (no finite depth there, a depth edge) or lands farther than window (relative)
+    from z0.
+    """
+    z0 = np.asarray(z0, np.float64)
+    if z0.size == 0:
+        return z0.copy(), np.zeros(0, bool)
+    uv = pixel_grid(cam.width, cam.height)[pix]
+    ray = pixels_to_world(cam, uv, np.ones(len(pix))) - cam.center
+    fwd, c_o = other.c2w[:3, 2], other.center
+    D = np.asarray(depth, np.float64)
+
+    def g(t):
+        X = cam.center + t[:, None] * ray
+        q, z = world_to_pixels(other, X)
+        with np.errstate(invalid="ignore"):
+            return (X - c_o) @ fwd - bilinear(D, q)
+
+    t0, t1 = z0.copy(), 1.01 * z0
+    g0, g1 = g(t0), g(t1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for _ in range(steps):
+            slope = (g1 - g0) / (t1 - t0)
+            t2 = np.where(np.isfinite(slope) & (slope != 0), t1 - g1 / slope, t1)
+            t0, g0, t1 = t1, g1, t2
+            g1 = g(t1)
+        ok = np.isfinite(t1) & np.isfinite(g1) & (np.abs(g1) <= 1e-3 * t1) & \
+            (np.abs(t1 / z0 - 1.0) <= window)
+    return np.where(ok, t1, z0), ok
+
+
 def refine_views(P: PointCloud, cams: list[Camera], source: np.ndarray, point_pix: np.ndarray,
                  point_c: np.ndarray, fixed: np.ndarray, links: list[Link],
-                 observed: list[np.ndarray], winners: list[np.ndarray], free_space_tol: float):
+                 observed: list[np.ndarray], winners: list[np.ndarray], free_space_tol: float,
+                 pinhole_tol: float = 0.03):
     """The consensus step (consensus.py) and what it changes: points moved along their rays, the
-    observed depths re-read, and any point the move put into an earlier view's free space
-    dropped again (the dream's rule holds for the final cloud). → (cloud, source, observed,
-    Consensus, points dropped per view)."""
+    observed depths re-read, any point the move put into an earlier view's free space dropped
+    again (the dream's rule holds for the final cloud), and the pinholes the move opened in each
+    view filled again (fill_pinholes). → (cloud, source, observed, Consensus, points dropped per
+    view, Refill)."""
     agreed = consensus(P, cams, source, point_pix, point_c, fixed, links)
     P = apply_consensus(P, cams, source, agreed.factor)
     parts = view_parts(source, len(cams))
@@ -425,7 +680,9 @@ def refine_views(P: PointCloud, cams: list[Camera], source: np.ndarray, point_pi
     dropped = np.bincount(source[drop], minlength=len(cams))
     if drop.any():
         P, source = P.select(~drop), source[~drop]
-    return P, source, observed, agreed, dropped.tolist()
+    filled = fill_pinholes(P, cams, source, observed, winners, ~drop, tol=pinhole_tol,
+                           free_space_tol=free_space_tol)
+    return filled.cloud, filled.source, filled.observed, agreed, dropped.tolist(), filled
 
 
 def _link(P: PointCloud, cams: list[Camera], source: np.ndarray, view: int, samples: Samples,
