@@ -1,9 +1,19 @@
 """Results → Blender objects: a point cloud (wire.ply.PointCloud) becomes a mesh of loose vertices
 with a colour and a radius attribute (bulk ``foreach_set``), shown as points by a geometry nodes modifier
 (Mesh to Points → Set Material) with an emission material that reads the colour attribute, so it
-renders the same in Cycles and EEVEE. The material mixes the emission over Transparent by its
-``fade_out`` Value node (0 = shown): the level rig gives a cloud in its rig its own copy of the
-material (the modifier's Material input) and keys it to fade the cloud out as the levels take over.
+renders the same in Cycles and EEVEE.
+
+The radius attribute is the PLY's radius unchanged: the world radius of the disc that covers the
+point's source pixel, half the pixel diagonal at its depth (z·√½/f). Mesh to Points makes it the
+point's radius; Cycles renders each point as a sphere of that radius, whose silhouette from the
+source camera is a disc of radius √½ px about the pixel centre (an ellipse at least that wide off
+axis) that contains the whole pixel, so a view's own points leave no gap in its render. EEVEE draws
+a point as a camera-facing pyramid whose outline is the square inscribed in that disc (a diamond
+with corners at the radius), which covers about 85 % of the view at this radius.
+
+The material mixes the emission over Transparent by its ``fade_out`` Value node (0 = shown): the
+level rig gives a cloud in its rig its own copy of the material (the modifier's Material input) and
+keys it to fade the cloud out as the levels take over.
 """
 from __future__ import annotations
 
@@ -22,7 +32,6 @@ FADE_OUT_NODE = "fade_out"  # the material's Value node: 0 = shown, 1 = fully tr
 HIDDEN_FROM = "Hidden from"  # node group input: renders drop the cloud from this frame on
 NEVER = 1.0e9
 JOB_KEY = "zoomscape_job"
-RADIUS_SCALE = 0.6  # footprint (metres per pixel) → sphere radius with a little overlap
 
 
 def srgb_to_linear(c) -> np.ndarray:
@@ -65,7 +74,8 @@ def remove_job_objects(job_id: str, kinds=("points",)) -> int:
 
 
 def points_mesh(name: str, cloud: PointCloud) -> "bpy.types.Mesh":
-    """A mesh of len(cloud) loose vertices with COLOR_ATTR (FLOAT_COLOR) and RADIUS_ATTR (FLOAT)."""
+    """A mesh of len(cloud) loose vertices with COLOR_ATTR (FLOAT_COLOR, linear) and RADIUS_ATTR
+    (FLOAT: the cloud's radius as it is, or default_radius when it has none)."""
     mesh = bpy.data.meshes.new(name)
     n = len(cloud)
     mesh.vertices.add(n)
@@ -81,7 +91,7 @@ def points_mesh(name: str, cloud: PointCloud) -> "bpy.types.Mesh":
     mesh.attributes[COLOR_ATTR].data.foreach_set("color", linear_rgba(cloud.rgb).ravel())
     radius = cloud.radius if cloud.radius is not None else default_radius(cloud.xyz)
     mesh.attributes[RADIUS_ATTR].data.foreach_set(
-        "value", np.ascontiguousarray(radius * RADIUS_SCALE, dtype=np.float32))
+        "value", np.ascontiguousarray(radius, dtype=np.float32))
     mesh.update()
     return mesh
 

@@ -144,7 +144,8 @@ class ZOOMSCAPE_OT_generate(bpy.types.Operator):
         runner.run_blocking(scene, self.timeout)
         if props.error:
             return fail(self, props, props.error)
-        self.report({"INFO"}, f"Job {props.job_id} done; results in {props.last_output_dir}")
+        self.report({"INFO"}, f"Job {props.job_id} done; results in {props.last_output_dir}. "
+                              f"{runner.colour_note(scene)}")
         return {"FINISHED"}
 
 
@@ -178,7 +179,8 @@ class ZOOMSCAPE_OT_import_results(bpy.types.Operator):
         props.error = ""
         levels, stack = thumbnails.job_images(props.job_id)
         images = f", {len(levels)} level images" if levels else ""
-        self.report({"INFO"}, f"Imported {obj.name} ({len(obj.data.vertices)} points{images})")
+        self.report({"INFO"}, f"Imported {obj.name} ({len(obj.data.vertices)} points{images}). "
+                              f"{runner.colour_note(scene)}")
         return {"FINISHED"}
 
 

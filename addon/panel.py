@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import preferences, runner, thumbnails
+from . import colour, preferences, runner, thumbnails
 from .properties import server_default
 from .wire.names import MODEL_ROLES
 
@@ -109,12 +109,24 @@ class ZOOMSCAPE_PT_panel(bpy.types.Panel):
                 col.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
         if props.job_id:
             layout.label(text=f"Job {props.job_id}")
+            draw_colour(layout, context, prefs)
         row = layout.row(align=True)
         row.enabled = bool(props.job_id) and not running
         row.operator("zoomscape.import_results", icon="IMPORT")
         row.operator("zoomscape.build_zoom_path", icon="ANIM")
         if not running:
             draw_thumbnails(layout, props.job_id)
+
+
+def draw_colour(layout, context, prefs) -> None:
+    """How the scene renders the generated colours (Standard: as generated), and the preference
+    that keeps the user's own view transform on import."""
+    text, icon = colour.panel_note(context.scene, colour.keep_view_transform(context))
+    col = layout.column(align=True)
+    for i, line in enumerate(wrap(text, 48)):
+        col.label(text=line, icon=icon if i == 0 else "BLANK1")
+    if prefs is not None:  # a per-user preference, never in the .blend
+        col.prop(prefs, "keep_view_transform")
 
 
 THUMB_SCALE, STACK_SCALE = 5.0, 8.0  # template_icon sizes in UI units (about 20 px each)

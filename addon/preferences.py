@@ -1,4 +1,5 @@
-"""The extension's preferences: the backend token lives here, never in a .blend.
+"""The extension's preferences: the backend token lives here, never in a .blend, and whether an
+import keeps the scene's view transform (colour.py).
 
 A token in Scene.zoomscape would be saved with the file and shared with it. Preferences are per
 user (userpref.blend). Files saved by older versions may still hold a scene token (an ID property
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import bpy
 from bpy.app.handlers import persistent
-from bpy.props import StringProperty
+from bpy.props import BoolProperty, StringProperty
 
 LEGACY_KEY = "token"  # the ID property older versions saved in Scene.zoomscape
 
@@ -23,9 +24,15 @@ class ZOOMSCAPE_AP_preferences(bpy.types.AddonPreferences):
     token: StringProperty(name="Token", subtype="PASSWORD",
                           description="Printed by 'zoomscape serve --lan'; empty for a backend on this "
                                       "machine. Kept in your preferences, never saved in a .blend")
+    keep_view_transform: BoolProperty(
+        name="Keep my view transform", default=False,
+        description="Importing results leaves the scene's view transform and look as they are. Off: "
+                    "the import sets the Standard view transform (look None), the only one that renders "
+                    "the generated colours as generated; AgX and Filmic tone-map them")
 
     def draw(self, context):
         self.layout.prop(self, "token")
+        self.layout.prop(self, "keep_view_transform")
 
 
 def get(context=None):

@@ -13,7 +13,7 @@ import time
 
 import bpy
 
-from . import importers, level_rig, preferences, thumbnails, zoom_path
+from . import colour, importers, level_rig, preferences, thumbnails, zoom_path
 from .client import Client, JobThread, base_url, download_results
 from .wire.manifest import Manifest, read_manifest
 from .wire.names import MANIFEST_FILE
@@ -23,6 +23,7 @@ PUMP_SECONDS = 0.2
 _jobs: dict[str, JobThread] = {}  # scene name → running job thread (Python objects can't live in props)
 _timers: list = []  # timer functions this extension registered (unregistered on shutdown)
 _closers: list = []  # cleanup callables of running timers (e.g. closing a zeroconf browser)
+_colour_notes: dict[str, str] = {}  # scene name → what the last import did to its colours (reports)
 
 
 def add_timer(fn, first_interval: float, closer=None) -> None:
@@ -48,6 +49,7 @@ def shutdown() -> None:
         except Exception:
             pass
     _closers.clear()
+    _colour_notes.clear()
 
 
 def settings(scene):
@@ -194,7 +196,9 @@ def fetch_level_files(scene, manifest: Manifest, out_dir: str) -> None:
 def import_results(scene, out_dir: str):
     """Import the point cloud of the results in out_dir → the point object; when the manifest
     has levels and props.import_levels is on, also every level's Gaussians under a level rig (the
-    point cloud joins the rig). The level images (if any) are loaded as the panel's thumbnails."""
+    point cloud joins the rig). The level images (if any) are loaded as the panel's thumbnails.
+    The scene's view transform becomes Standard unless the preferences keep it (colour.py); what
+    was done is :func:`colour_note`."""
     props = settings(scene)
     manifest = read_manifest(out_dir)
     job_id = manifest.job_id or props.job_id
@@ -208,7 +212,13 @@ def import_results(scene, out_dir: str):
     else:  # levels off (or none): no level objects, not even an earlier import's
         importers.remove_job_objects(job_id, kinds=(level_rig.ROOT_KIND, level_rig.LEVEL_KIND))
     thumbnails.load_job_images(manifest, out_dir, job_id)
+    _colour_notes[scene.name] = colour.use_generated_colours(scene, colour.keep_view_transform())
     return points
+
+
+def colour_note(scene) -> str:
+    """The last import's sentence about the scene's colours ("" before any import)."""
+    return _colour_notes.get(scene.name, "")
 
 
 def build_path(scene, out_dir: str | None):

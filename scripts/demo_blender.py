@@ -188,6 +188,9 @@ def encode_video(frames_dir: str, path: str, fps: int = 24) -> str:
     scene.render.resolution_x, scene.render.resolution_y = src.render.resolution_x, src.render.resolution_y
     scene.render.resolution_percentage = 100
     scene.render.fps = fps
+    # The frames are display sRGB already: Standard passes them through (a new scene's default,
+    # Filmic in 4.x and AgX in 5.x, would tone-map them a second time).
+    scene.view_settings.view_transform, scene.view_settings.look = "Standard", "None"
     editor = scene.sequence_editor_create()
     strips = editor.strips if hasattr(editor, "strips") else editor.sequences  # 5.x renamed them
     strip = strips.new_image("frames", os.path.join(frames_dir, names[0]), 1, 1)

@@ -341,8 +341,9 @@ def test_the_point_cloud_fades_out_as_level_0_takes_over_without_a_pop(zs, tmp_p
     X, Z = np.meshgrid(g, g)
     xyz = np.column_stack([X.ravel(), np.full(X.size, -0.02), 1.0 + Z.ravel()]).astype(np.float32)
     rgb = np.tile(np.array([[200, 40, 40]], np.uint8), (len(xyz), 1))
+    # the radius the backend writes for a 40×40 pixel grid of that spacing: half a pixel diagonal
     write_points(zs, os.path.join(out_dir, "pointcloud.ply"), xyz, rgb,
-                 np.full(len(xyz), 1.3 * W0 / 40, np.float32))
+                 np.full(len(xyz), np.sqrt(0.5) * 1.3 * W0 / 40, np.float32))
     props = scene.zoomscape
     fpl = 16  # as in the level hand-over test
     props.job_id, props.frames_per_level, props.zoom_mode, props.fade_width = "fade", fpl, "DOLLY", 1.0
