@@ -164,19 +164,26 @@ def colour_lines(zs):
     return " ".join(text), "keep_view_transform" in drawn
 
 
+def results_to_import(zs, scene, tmp_path, capfd, job_id: str) -> str:
+    """A scene camera and a job's results on disk, set as the panel's last job (output so far
+    cleared) → the results folder."""
+    cam = add_camera("Cam.000", (0.0, -6.0, 1.0))
+    scene.camera = cam
+    out_dir = str(tmp_path / "results")
+    write_results(zs, out_dir, job_id, cam)
+    props = scene.zoomscape
+    props.job_id, props.last_output_dir = job_id, out_dir
+    capfd.readouterr()
+    return out_dir
+
+
 @pytest.mark.parametrize("start", ["AgX", "Filmic"])
 def test_import_sets_standard_and_says_so(zs, tmp_path, capfd, start):
     scene = bpy.context.scene
     scene.view_settings.view_transform = start
     looks = [i.identifier for i in scene.view_settings.bl_rna.properties["look"].enum_items_static]
     scene.view_settings.look = next((lk for lk in looks if lk.startswith(start) and "Punchy" in lk), "None")
-    cam = add_camera("Cam.000", (0.0, -6.0, 1.0))
-    scene.camera = cam
-    out_dir = str(tmp_path / "results")
-    write_results(zs, out_dir, "job-colour", cam)
-    props = scene.zoomscape
-    props.job_id, props.last_output_dir = "job-colour", out_dir
-    capfd.readouterr()
+    out_dir = results_to_import(zs, scene, tmp_path, capfd, "job-colour")
     assert bpy.ops.zoomscape.import_results() == {"FINISHED"}
     assert (scene.view_settings.view_transform, scene.view_settings.look) == ("Standard", "None")
     assert (scene.view_settings.exposure, scene.view_settings.gamma) == (0.0, 1.0)
@@ -213,13 +220,7 @@ def test_keep_my_view_transform_leaves_the_scene_as_it_was(zs, tmp_path, capfd):
     prefs.keep_view_transform = True
     scene.view_settings.view_transform = "AgX"
     scene.view_settings.look = "AgX - Punchy"
-    cam = add_camera("Cam.000", (0.0, -6.0, 1.0))
-    scene.camera = cam
-    out_dir = str(tmp_path / "results")
-    write_results(zs, out_dir, "job-keep", cam)
-    props = scene.zoomscape
-    props.job_id, props.last_output_dir = "job-keep", out_dir
-    capfd.readouterr()
+    out_dir = results_to_import(zs, scene, tmp_path, capfd, "job-keep")
     assert bpy.ops.zoomscape.import_results() == {"FINISHED"}
     assert (scene.view_settings.view_transform, scene.view_settings.look) == ("AgX", "AgX - Punchy")
     note = zs.runner.colour_note(scene)
