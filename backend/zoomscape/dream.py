@@ -96,8 +96,9 @@ class DreamResult:
     (covered before painting, less the nearer surface F_i and the pinholes refilled after the
     consensus, which are the view's own new points; view 0: all False, or init's known depth);
     observed: per view the depth the camera saw [H, W] (D̃_i where covered, D_i where a new point
-    was kept, +inf elsewhere); consensus: what the multi-view consensus did (None when it did not
-    run).
+    was kept, +inf elsewhere); images: per view I_i [H, W, 3] float32, the picture the view
+    dreamed (its render of the old points with the holes and the nearer surface painted);
+    consensus: what the multi-view consensus did (None when it did not run).
     """
 
     cloud: PointCloud
@@ -106,6 +107,7 @@ class DreamResult:
     masks: list[np.ndarray] = field(default_factory=list)
     observed: list[np.ndarray] = field(default_factory=list)
     consensus: Optional[Consensus] = None
+    images: list[np.ndarray] = field(default_factory=list)
 
 
 def min_filter3(a: np.ndarray) -> np.ndarray:
@@ -387,6 +389,7 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
                            np.searchsorted(point_pix[0], samples_0.pix), D_hat_0, d_prev, seam))
     source = [np.zeros(len(P), np.int32)]
     masks = [M_0]
+    images = [np.asarray(I_0, np.float32)]
     observed = [np.where(kept0, D_0, np.inf)]
     views = [view_report(cam, len(P), d_prev, seam, fallback, float(M_0.mean()), kept0 & ~M_0)]
     view_done(1, f"view 1/{N} '{cam.name}': {len(P)} points{note}")
@@ -448,6 +451,7 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         P = merge(P, P_hat_i)
         source.append(np.full(len(P_hat_i), i, np.int32))
         masks.append(M_i)
+        images.append(np.asarray(I_i, np.float32))
         observed.append(np.where(M_i, D_tilde_i, np.where(kept, D_i, np.inf)))
         views.append(view_report(cam, len(P_hat_i), d_i, seam_i, fallback, overlap, kept,
                                  crack.sum(), free.sum(), nearer.sum()))
@@ -467,7 +471,7 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
             v.refilled = int(f)
         masks = [m & ~f for m, f in zip(masks, filled.pixels)]
     return DreamResult(cloud=P, views=views, source=source, masks=masks, observed=observed,
-                       consensus=agreed)
+                       consensus=agreed, images=images)
 
 
 @dataclass(frozen=True)
