@@ -53,16 +53,28 @@ def level_local_matrix(level: Level, anchor: np.ndarray, rotation: np.ndarray) -
     return L
 
 
-def fade_weights(tau: np.ndarray, k: int, width: float = 1.0) -> np.ndarray:
+def fade_weights(tau: np.ndarray, k: int, width: float = 1.0, from_world: bool = False) -> np.ndarray:
     """Opacity factor of level k at zoom time τ (in levels, magnification p^τ): [T] in [0, 1].
 
-    w_0(τ) = 1;  w_k(τ) = clamp((τ − (k − width)) / width, 0, 1): linear in τ, so continuous and
+    w_k(τ) = clamp((τ − (k − width)) / width, 0, 1) for k ≥ 1: linear in τ, so continuous and
     with a constant rate in log-magnification; level k is fully shown from τ = k on.
+    w_0(τ) = 1, or with from_world (the rig holds the world's point cloud or Gaussians, which
+    show the zoom camera's view at τ = 0 exactly as the user's own cameras see it)
+    w_0(τ) = clamp(τ / (width/8), 0, 1): level 0 comes in over the first eighth of the width,
+    behind the still opaque world, which then fades out over τ ∈ [width/8, 5·width/8]
+    (world_fade). The view stays covered through the hand-over, and at τ = 0 (frame_start, where
+    the user's cameras are rendered) only the world shows.
     """
     tau = np.asarray(tau, dtype=np.float64)
     if k == 0:
-        return np.ones_like(tau)
+        return np.clip(tau / (width / 8.0), 0.0, 1.0) if from_world else np.ones_like(tau)
     return np.clip((tau - (k - width)) / width, 0.0, 1.0)
+
+
+def world_fade(width: float = 1.0) -> tuple[float, float]:
+    """(τ₀, τ₁): the world (point cloud, world Gaussians) of a rig fades out linearly over
+    τ ∈ [τ₀, τ₁] = [width/8, 5·width/8], once level 0 is fully shown (fade_weights)."""
+    return width / 8.0, 5.0 * width / 8.0
 
 
 def cover_weights(means: np.ndarray, level: Level, zoom: ZoomInfo) -> np.ndarray:

@@ -79,6 +79,11 @@ class ZOOMSCAPE_PT_panel(bpy.types.Panel):
         row.prop(props, "seed")
         row.prop(props, "engine", text="")
         box.prop(props, "use_scene_rgbd")
+        row = box.row(align=True)
+        row.prop(props, "use_extra_views")
+        sub = row.row(align=True)
+        sub.enabled = props.use_extra_views
+        sub.prop(props, "extra_views")
         box.prop(props, "output_dir")
 
         if props.engine == "diffusers":
@@ -109,6 +114,7 @@ class ZOOMSCAPE_PT_panel(bpy.types.Panel):
                 col.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
         if props.job_id:
             layout.label(text=f"Job {props.job_id}")
+            draw_world(layout, props)
             draw_colour(layout, context, prefs)
         row = layout.row(align=True)
         row.enabled = bool(props.job_id) and not running
@@ -116,6 +122,19 @@ class ZOOMSCAPE_PT_panel(bpy.types.Panel):
         row.operator("zoomscape.build_zoom_path", icon="ANIM")
         if not running:
             draw_thumbnails(layout, props.job_id)
+
+
+def draw_world(layout, props) -> None:
+    """The job's views (the user's and the extra ones dreamed) and how the world renders."""
+    views = runner.view_counts(props.job_id)
+    if views is not None:
+        own, extra = views
+        layout.label(text=f"World: {own} of your views + {extra} extra views dreamed",
+                     icon="WORLD")
+    if runner.has_world_gaussians(props.job_id):
+        layout.row(align=True).prop(props, "world_display", expand=True)
+    else:
+        layout.label(text="World renders as points (the job has no world Gaussians)", icon="INFO")
 
 
 def draw_colour(layout, context, prefs) -> None:

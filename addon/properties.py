@@ -11,7 +11,9 @@ import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty,
                        IntProperty, PointerProperty, StringProperty)
 
-from .wire.names import DEFAULT_PORT, MAX_MODEL_CHARS, MODEL_ROLES, ZOOM_FACTOR_RANGE
+from .wire.names import (DEFAULT_PORT, MAX_EXTRA_VIEWS, MAX_MODEL_CHARS, MODEL_ROLES,
+                         ZOOM_FACTOR_RANGE)
+from .world import WORLD_DISPLAY
 
 
 class ZOOMSCAPE_PG_backend(bpy.types.PropertyGroup):
@@ -49,6 +51,13 @@ def _backend_selected(self, context):
 # paths; older ones do not know the option (detected through the RNA flag it comes with).
 _BLEND_RELATIVE = ({"PATH_SUPPORTS_BLEND_RELATIVE"}
                    if "is_path_supports_blend_relative" in bpy.types.Property.bl_rna.properties else set())
+
+
+def _world_display_changed(self, context):
+    if self.job_id:
+        from .world import show_world
+
+        show_world(self.job_id, self.world_display)
 
 
 def _is_camera(self, obj):
@@ -119,6 +128,17 @@ class ZOOMSCAPE_PG_settings(bpy.types.PropertyGroup):
     output_dir: StringProperty(name="Output", subtype="DIR_PATH", options=_BLEND_RELATIVE,
                                description="Where results are saved (empty: next to the .blend, "
                                            "or a temporary folder when it is unsaved)")
+    use_extra_views: BoolProperty(name="Extra views", default=True,
+                                  description="Dream more views around and between your cameras "
+                                              "(never inside or behind a surface), so the world is "
+                                              "complete where you fly")
+    extra_views: IntProperty(name="Count", default=4, min=1, max=MAX_EXTRA_VIEWS,
+                             description="How many extra views to dream at most (each costs about "
+                                         "as much as one of your cameras)")
+    world_display: EnumProperty(name="World", items=WORLD_DISPLAY, default="GAUSSIANS",
+                                update=_world_display_changed,
+                                description="How the world renders: its Gaussians, or the point "
+                                            "cloud (the fallback)")
     use_scene_rgbd: BoolProperty(name="Start from my scene", default=False,
                                  description="Render the zoom camera's colour and depth and let the "
                                              "world grow around your own set (it becomes the first view)")

@@ -13,7 +13,7 @@ import time
 
 import bpy
 
-from . import colour, importers, level_rig, preferences, thumbnails, zoom_path
+from . import colour, importers, level_rig, preferences, thumbnails, world, zoom_path
 from .client import Client, JobThread, base_url, download_results
 from .wire.manifest import Manifest, read_manifest
 from .wire.names import MANIFEST_FILE
@@ -181,12 +181,11 @@ def run_blocking(scene, timeout: float) -> bool:
     return True
 
 
-def fetch_level_files(scene, manifest: Manifest, out_dir: str) -> None:
-    """Download the level files (level_NN.ply) the manifest names but out_dir lacks."""
+def fetch_files(scene, manifest: Manifest, out_dir: str, names: list[str]) -> None:
+    """Download the result files names (e.g. level_NN.ply, world.ply) that out_dir lacks."""
     props = settings(scene)
     job_id = manifest.job_id or props.job_id
-    missing = [lv.gaussians for lv in manifest.levels
-               if not os.path.isfile(os.path.join(out_dir, lv.gaussians))]
+    missing = [name for name in names if not os.path.isfile(os.path.join(out_dir, name))]
     if missing and job_id and props.host:
         client = client_for(props)
         for name in missing:
@@ -204,16 +203,35 @@ def import_results(scene, out_dir: str):
     job_id = manifest.job_id or props.job_id
     cloud = read_point_ply(os.path.join(out_dir, manifest.pointcloud_file))
     points = importers.import_points(scene, cloud, f"Zoomscape {job_id[:8]}", job_id)
+    extra = sum(1 for v in manifest.views if v.extra)
+    points["zoomscape_views"] = [len(manifest.views) - extra, extra]
+    fetch_files(scene, manifest, out_dir, [manifest.world_file] if manifest.world_file else [])
+    splats = world.import_world(scene, manifest, out_dir, job_id)
+    world.show_world(job_id, props.world_display)
     if manifest.levels and props.import_levels:
-        fetch_level_files(scene, manifest, out_dir)
+        fetch_files(scene, manifest, out_dir, [lv.gaussians for lv in manifest.levels])
         root, _ = level_rig.import_levels(scene, manifest, out_dir, job_id)
         frame_0 = manifest.levels[0].frame
-        level_rig.attach_world_object(points, root, frame_0.origin, frame_0.rotation)
+        for obj in (points, splats):
+            if obj is not None:
+                level_rig.attach_world_object(obj, root, frame_0.origin, frame_0.rotation)
     else:  # levels off (or none): no level objects, not even an earlier import's
         importers.remove_job_objects(job_id, kinds=(level_rig.ROOT_KIND, level_rig.LEVEL_KIND))
     thumbnails.load_job_images(manifest, out_dir, job_id)
     _colour_notes[scene.name] = colour.use_generated_colours(scene, colour.keep_view_transform())
     return points
+
+
+def view_counts(job_id: str) -> tuple[int, int] | None:
+    """(the user's views, the extra views) the imported job dreamed, or None before an import."""
+    obj = world.world_objects(job_id)["POINTS"]
+    counts = obj.get("zoomscape_views") if obj is not None else None
+    return (int(counts[0]), int(counts[1])) if counts is not None and len(counts) == 2 else None
+
+
+def has_world_gaussians(job_id: str) -> bool:
+    """Whether the imported job has its world as Gaussians (world.ply)."""
+    return world.world_objects(job_id)["GAUSSIANS"] is not None
 
 
 def colour_note(scene) -> str:

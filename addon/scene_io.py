@@ -125,6 +125,7 @@ def build_request(scene, context, props) -> dict:
         "zoom": {"camera": zoom.name, "factor": float(props.zoom_factor), "levels": levels,
                  "anchor": anchor},
         "init_rgbd": None,
+        "extra_views": int(props.extra_views) if props.use_extra_views else 0,
     }
     models = model_choice(props)
     if models:

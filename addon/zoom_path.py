@@ -22,7 +22,7 @@ import numpy as np
 import bpy
 from mathutils import Matrix
 
-from . import importers, level_rig, splat_import
+from . import importers, level_rig, splat_import, world
 from .importers import JOB_KEY, ensure_collection
 
 CLIP_MIN = 1e-6
@@ -253,17 +253,23 @@ def key_fades(level_objs, frame_start: float, frames_per_level: int, fade_width:
     renders drop the Gaussians the next level has covered (set_cover_frames) and, given the
     zoom's view, all of it from the frame on which what the next level leaves of it (cover < 1)
     has left the screen for good (set_hidden_from; the viewport keeps showing everything).
-    points: the point clouds in the rig; they fade out over τ ∈ [0, fade_width/2] as level 0
-    takes over (see key_points_fade).
+    points: the world objects in the rig (point clouds, the world's Gaussians); level 0 fades in
+    over them and they then fade out over level_rig.world_fade (key_points_fade,
+    key_world_splats_fade), so at frame_start only the world shows.
     """
     si = level_rig.splat_import
     path, path_next = (f'nodes["{node}"].outputs[0].default_value' for node in (si.FADE_NODE, si.FADE_NEXT_NODE))
     last = max(int(obj["zoomscape_level"]) for obj in level_objs)
     T = len(view.scales) if view is not None else last * frames_per_level + 1
 
+    from_world = bool(points)
+
     def keys(k):
-        tau = np.array([0.0]) if k == 0 else np.array([k - fade_width, float(k)])
-        return frame_start + frames_per_level * tau, level_rig.fade_weights(tau, k, fade_width), tau
+        if k == 0:
+            tau = np.array([0.0, fade_width / 8.0]) if from_world else np.array([0.0])
+        else:
+            tau = np.array([k - fade_width, float(k)])
+        return frame_start + frames_per_level * tau, level_rig.fade_weights(tau, k, fade_width, from_world), tau
 
     offsets = np.arange(T)
     tau_all = offsets / frames_per_level
@@ -276,7 +282,7 @@ def key_fades(level_objs, frame_start: float, frames_per_level: int, fade_width:
             set_keyframes(curves, path_next, 0, *keys(k + 1)[:2])
         set_cover_frames(obj, frame_start + frames_per_level * (k + 1 - fade_width) if k < last
                          else si.NEVER, frames_per_level * fade_width)
-        shown = level_rig.fade_weights(tau_all, k, fade_width) > 0
+        shown = level_rig.fade_weights(tau_all, k, fade_width, from_world) > 0
         gone = si.NEVER
         if view is not None and k < last:  # fully faded over from the frame where τ ≥ k + 1
             first = int(np.ceil((k + 1) * frames_per_level - 1e-9))
@@ -291,7 +297,10 @@ def key_fades(level_objs, frame_start: float, frames_per_level: int, fade_width:
             set_keyframes(obj_curves, "hide_render", 0, *frame_changes(frame_start + offsets, (~shown).astype(float)),
                           INTERPOLATION_CONSTANT)
     for obj in points:
-        key_points_fade(obj, frame_start, frames_per_level, fade_width)
+        if obj.get("zoomscape_kind") == world.KIND:
+            key_world_splats_fade(obj, frame_start, frames_per_level, fade_width)
+        else:
+            key_points_fade(obj, frame_start, frames_per_level, fade_width)
 
 
 def set_cover_frames(obj, start: float, frames: float) -> None:
@@ -318,10 +327,10 @@ def set_hidden_from(obj, frame: float) -> None:
 
 
 def key_points_fade(obj, frame_start: float, frames_per_level: int, fade_width: float = 1.0) -> None:
-    """Fade a point cloud of the rig out over τ ∈ [0, fade_width/2] (the fade-out value of its own
-    copy of the points material, linear like the levels' fades) and hide it from renders once it
-    is gone: inside the zoom view level 0 carries the same surface from τ = 0 on, at the
-    resolution the zoom needs."""
+    """Fade a point cloud of the rig out over level_rig.world_fade (τ ∈ [fade_width/8,
+    5·fade_width/8]: the fade-out value of its own copy of the points material, linear like the
+    levels' fades) and hide it from renders once it is gone: by then level 0 carries the same
+    surface inside the zoom view, at the resolution the zoom needs."""
     mat = obj.data.materials[0]
     if mat.name == importers.MATERIAL_NAME:  # the shared material: fade a copy of our own
         mat = mat.copy()
@@ -329,13 +338,26 @@ def key_points_fade(obj, frame_start: float, frames_per_level: int, fade_width: 
         mat[JOB_KEY] = obj.get(JOB_KEY, "")
         importers.set_points_material(obj, mat)
     path = f'nodes["{importers.FADE_OUT_NODE}"].outputs[0].default_value'
-    end = frame_start + frames_per_level * fade_width / 2.0
+    t0, t1 = level_rig.world_fade(fade_width)
+    begin, end = frame_start + frames_per_level * t0, frame_start + frames_per_level * t1
     set_keyframes(channel_fcurves(mat.node_tree, f"{mat.name} Fade"), path, 0,
-                  np.array([frame_start, end]), np.array([0.0, 1.0]))
+                  np.array([begin, end]), np.array([0.0, 1.0]))
     mod = obj.modifiers["Zoomscape Points"]
     items = mod.node_group.interface.items_tree
     if importers.HIDDEN_FROM in items:
         importers.set_modifier_input(mod, items[importers.HIDDEN_FROM].identifier, float(np.ceil(end)))
+
+
+def key_world_splats_fade(obj, frame_start: float, frames_per_level: int, fade_width: float = 1.0) -> None:
+    """Fade the world's splat object out over level_rig.world_fade (its material's fade, 1 → 0,
+    linear) and drop it from renders once it is gone, as key_points_fade does for the points."""
+    t0, t1 = level_rig.world_fade(fade_width)
+    begin, end = frame_start + frames_per_level * t0, frame_start + frames_per_level * t1
+    mat = obj.data.materials[0]
+    path = f'nodes["{splat_import.FADE_NODE}"].outputs[0].default_value'
+    set_keyframes(channel_fcurves(mat.node_tree, f"{mat.name} Fade"), path, 0,
+                  np.array([begin, end]), np.array([1.0, 0.0]))
+    set_hidden_from(obj, float(np.ceil(end)))
 
 
 def build_level_zoom(scene, source, root, level_objs, factor: float, frames_per_level: int,
@@ -359,7 +381,7 @@ def build_level_zoom(scene, source, root, level_objs, factor: float, frames_per_
     root_curves = channel_fcurves(root, f"{root.name} Zoom")
     for i in range(3):
         set_keyframes(root_curves, "scale", i, frames, scales[:, i])
-    points = [o for o in root.children if o.get("zoomscape_kind") == "points"]
+    points = [o for o in root.children if o.get("zoomscape_kind") in ("points", world.KIND)]
     key_fades(level_objs, scene.frame_start, frames_per_level, fade_width,
               zoom_view(scene, obj, root, scales), points)
     root["zoomscape_zoom_mode"] = mode

@@ -144,14 +144,16 @@ def setup_render(scene, samples: int, tmp: str) -> None:
         nt.links.new(rl.outputs["Image"], comp.inputs[0])
 
 
-def load_exr(path: str) -> np.ndarray:
+def load_pixels(path: str) -> np.ndarray:
+    """The RGBA pixels of an image file, as stored (Non-Color): [H, W, 4] float32, bottom row first."""
     img = bpy.data.images.load(path)
     img.colorspace_settings.name = "Non-Color"
     w, h = img.size
     px = np.empty(w * h * 4, dtype=np.float32)
     img.pixels.foreach_get(px)
     bpy.data.images.remove(img)
-    return px.reshape(h, w, 4)  # bottom row first
+    return px.reshape(h, w, 4)
+
 
 
 def display(scene, rgb_lin_bottom_up: np.ndarray, path: str, view_transform: str | None) -> np.ndarray:
@@ -175,14 +177,9 @@ def display(scene, rgb_lin_bottom_up: np.ndarray, path: str, view_transform: str
         (vs.view_transform, vs.look, r.dither_intensity, r.image_settings.file_format,
          r.image_settings.color_mode, r.image_settings.color_depth) = saved
         bpy.data.images.remove(img)
-    back = bpy.data.images.load(path)
-    back.colorspace_settings.name = "Non-Color"
-    bw, bh = back.size
-    q = np.empty(bw * bh * 4, dtype=np.float32)
-    back.pixels.foreach_get(q)
-    bpy.data.images.remove(back)
+    q = load_pixels(path)
     os.remove(path)
-    return np.round(q.reshape(bh, bw, 4)[::-1, :, :3] * 255.0).astype(np.uint8)
+    return np.round(q[::-1, :, :3] * 255.0).astype(np.uint8)
 
 
 def camera_record(scene, cam) -> dict:
@@ -216,8 +213,8 @@ def render_view(scene, zs, cam, frame: int, name: str, tmp: str, out_views: str,
         os.close(saved)
         os.close(devnull)
     seconds = time.perf_counter() - t
-    rgba = load_exr(os.path.join(tmp, f"rgba_{frame:04d}.exr"))
-    depth = load_exr(os.path.join(tmp, f"depth_{frame:04d}.exr"))[..., 0]
+    rgba = load_pixels(os.path.join(tmp, f"rgba_{frame:04d}.exr"))
+    depth = load_pixels(os.path.join(tmp, f"depth_{frame:04d}.exr"))[..., 0]
     comp = rgba[..., :3] + (1.0 - rgba[..., 3:4]) * np.asarray(bg, np.float32)
     disp_scene = display(scene, comp, os.path.join(tmp, "disp.png"), None)
     disp_std = (disp_scene if scene.view_settings.view_transform == "Standard"

@@ -38,6 +38,7 @@ earlier camera saw through is dropped and the old point shows again. The old poi
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -49,6 +50,7 @@ from .cameras import Camera, pixel_grid, pixels_to_world, world_to_pixels
 from .consensus import Consensus, Link, apply_consensus, consensus, coupling, view_parts
 from .engines.base import check_image
 from .errors import JobCancelled  # the one JobCancelled (zoomscape.dream.JobCancelled is it)
+from .extra_views import ExtraViewPlanner, PlannedView
 from .pointcloud import PointCloud, merge, project, unproject
 from .wire.manifest import ViewSummary
 
@@ -66,7 +68,8 @@ class ViewReport:
     factor); dropped_crack, dropped_free_space: new points dropped as cracks of the reprojected
     cloud, or for lying in an earlier view's free space; nearer: new points on covered pixels
     where the view saw a nearer surface (F_i, the second pass); refilled: pinholes the consensus
-    opened in this view's z-buffer, filled again (refine_views).
+    opened in this view's z-buffer, filled again (refine_views); extra: an extra view the dream
+    planned (extra_views.py), not one of the user's cameras.
     """
 
     camera: str
@@ -81,10 +84,12 @@ class ViewReport:
     dropped_free_space: int = 0
     nearer: int = 0
     refilled: int = 0
+    extra: bool = False
 
     def summary(self) -> ViewSummary:
         """The manifest's entry for this view."""
-        return ViewSummary(self.camera, int(self.new_points), float(self.scale), float(self.overlap))
+        return ViewSummary(self.camera, int(self.new_points), float(self.scale), float(self.overlap),
+                           extra=bool(self.extra))
 
 
 @dataclass
@@ -99,6 +104,10 @@ class DreamResult:
     was kept, +inf elsewhere); images: per view I_i [H, W, 3] float32, the picture the view
     dreamed (its render of the old points with the holes and the nearer surface painted);
     consensus: what the multi-view consensus did (None when it did not run).
+    Views are the user's cameras in order, then the extra views the dream planned (extra_views=M:
+    at most M, views[i].extra): cameras holds every view's Camera (user, then extra), planned one
+    PlannedView per extra view; every per-view list (views, masks, observed, images, source's
+    view indices) counts the extra views after the user's, and the cloud keeps their points.
     """
 
     cloud: PointCloud
@@ -108,6 +117,13 @@ class DreamResult:
     observed: list[np.ndarray] = field(default_factory=list)
     consensus: Optional[Consensus] = None
     images: list[np.ndarray] = field(default_factory=list)
+    cameras: list[Camera] = field(default_factory=list)
+    planned: list[PlannedView] = field(default_factory=list)
+
+    @property
+    def extra(self) -> np.ndarray:
+        """[V] bool: which views are extra (planned by the dream, not the user's)."""
+        return np.array([v.extra for v in self.views], bool)
 
 
 def min_filter3(a: np.ndarray) -> np.ndarray:
@@ -301,7 +317,7 @@ def check_init(init, cam: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def dream(cams: list[Camera], prompt: str, engine, seed: int,
           progress: Optional[Progress] = None, should_cancel: Optional[Callable[[], bool]] = None,
           *, crack_tol: float = 0.03, free_space_tol: float = 0.03, near_margin: float = 0.05,
-          near_min: int = 4, init=None, refine: bool = True) -> DreamResult:
+          near_min: int = 4, init=None, refine: bool = True, extra_views: int = 0) -> DreamResult:
     """Algorithm 1 over cams in order. engine: an engines.base.Engine. → DreamResult.
 
     init: None, or (I_0, D_0, M_0) for cams[0] (check_init): the user's image [H, W, 3], metric
@@ -312,7 +328,14 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
     the step opened in each view are filled again (refine_views).
     near_margin: τ of the second pass (nearer_surface); near_min: fewer nearer pixels than this
     in a view are not painted (an engine's paint costs as much for a few pixels as for many).
-    progress("dream", step, total, message) after each view (step = views done, total = N) and
+    extra_views: M ≥ 0. After the user's N cameras, dream up to M more views, each planned from
+    the cloud and the observed depths so far (extra_views.ExtraViewPlanner: between, ahead of
+    and around the user's cameras, never inside or behind a surface; greedily the one whose holes
+    would fill the most) and dreamed like any view, so the consensus and the pinhole fill take them
+    too. The user's views come out as with M = 0 except for what the consensus changes. The
+    planning stops early when no candidate leaves more than a small fraction empty.
+    progress("dream", step, total, message) after each view (step = views done, total = N + M,
+    N + the extra views planned once the planning stops) and
     after each denoising step of an engine that denoises: with T steps per view, step v·T + s of
     total N·T during view v's step s, and views done · T after each view. should_cancel() is
     polled before each view and handed to engine.inpaint (with on_step) as call arguments, so the
@@ -320,7 +343,12 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
     """
     if not cams:
         raise ValueError("cameras: need at least one camera to dream")
-    N = len(cams)
+    if isinstance(extra_views, bool) or not isinstance(extra_views, (int, np.integer)) or \
+            extra_views < 0:
+        raise ValueError(f"extra_views: must be an integer ≥ 0, got {extra_views!r}")
+    cams = list(cams)    # the user's N cameras, then the extra views as they are planned
+    N, extra_views = len(cams), int(extra_views)
+    total = [N + extra_views]  # the views this dream may take (progress)
     report = progress or (lambda *a: None)
     space = getattr(engine, "depth_space", "depth")
     if init is not None:
@@ -333,20 +361,22 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
     steps = [1]  # denoising steps per view T: known after the engine's first on_step (1: none)
 
     def view_done(views: int, message: str) -> None:
-        report("dream", views * steps[0], N * steps[0], message)
+        report("dream", views * steps[0], total[0] * steps[0], message)
 
     def on_step_of(v: int):
-        """The on_step of view v's inpaint: stage "dream", step v·T + s of N·T."""
+        """The on_step of view v's inpaint: stage "dream", step v·T + s of (N + M)·T."""
         def on_step(s: int, T: int) -> None:
             steps[0] = T
-            report("dream", v * T + s, N * T, f"view {v + 1}/{N}: denoising step {s}/{T}")
+            report("dream", v * T + s, total[0] * T,
+                   f"view {v + 1}/{total[0]}: denoising step {s}/{T}")
         return on_step
 
-    def view_report(cam, n_new, d, seam, fallback, overlap, kept, crack=0, free=0, nearer=0):
+    def view_report(cam, n_new, d, seam, fallback, overlap, kept, crack=0, free=0, nearer=0,
+                    extra=False):
         c = seam.correction[kept] if seam is not None and kept.any() else np.zeros(1)
         return ViewReport(cam.name, int(n_new), float(d.scale), float(d.shift), float(overlap),
                           bool(fallback), int(seam.used) if seam is not None else 0,
-                          float(np.abs(c).max()), int(crack), int(free), int(nearer))
+                          float(np.abs(c).max()), int(crack), int(free), int(nearer), extra=extra)
 
     # View 0: text-to-image, its depth sets the world's scale (d_0 = identity); or the user's
     # RGB-D: paint the unknown pixels, fit their depth to D_0 on the known ones, keep D_0 there.
@@ -392,9 +422,26 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
     images = [np.asarray(I_0, np.float32)]
     observed = [np.where(kept0, D_0, np.inf)]
     views = [view_report(cam, len(P), d_prev, seam, fallback, float(M_0.mean()), kept0 & ~M_0)]
-    view_done(1, f"view 1/{N} '{cam.name}': {len(P)} points{note}")
+    view_done(1, f"view 1/{total[0]} '{cam.name}': {len(P)} points{note}")
 
-    for i in range(1, N):
+    planner, planned = None, []   # the extra views: planned one at a time after the user's
+    for i in itertools.count(1):
+        if i == len(cams):
+            # the user's cameras are done: plan the next extra view from the cloud and the depths
+            # seen so far (extra_views.py), or stop
+            if len(planned) == extra_views:
+                break
+            check_cancel()
+            if planner is None:
+                planner = ExtraViewPlanner(cams[:N], observed[:N], tol=free_space_tol)
+            nxt = planner.next(P, cams, observed)
+            if nxt is None:
+                total[0] = len(cams)
+                view_done(len(cams), f"{len(planned)} extra views: no other leaves more than "
+                                     f"{planner.min_empty:.1%} of its pixels empty")
+                break
+            cams.append(nxt.camera)
+            planned.append(nxt)
         check_cancel()
         cam = cams[i]
         H, W = cam.height, cam.width
@@ -454,9 +501,10 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         images.append(np.asarray(I_i, np.float32))
         observed.append(np.where(M_i, D_tilde_i, np.where(kept, D_i, np.inf)))
         views.append(view_report(cam, len(P_hat_i), d_i, seam_i, fallback, overlap, kept,
-                                 crack.sum(), free.sum(), nearer.sum()))
+                                 crack.sum(), free.sum(), nearer.sum(), extra=i >= N))
         d_prev = d_i
-        view_done(i + 1, f"view {i + 1}/{N} '{cam.name}': overlap {overlap:.0%}, "
+        what = "" if i < N else f" (extra, {planned[i - N].kind}, {planned[i - N].empty:.0%} empty)"
+        view_done(i + 1, f"view {i + 1}/{total[0]} '{cam.name}'{what}: overlap {overlap:.0%}, "
                          f"scale {d_i.scale:.3f}, {len(P_hat_i)} new points{note}")
 
     source = np.concatenate(source)
@@ -471,7 +519,7 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
             v.refilled = int(f)
         masks = [m & ~f for m, f in zip(masks, filled.pixels)]
     return DreamResult(cloud=P, views=views, source=source, masks=masks, observed=observed,
-                       consensus=agreed, images=images)
+                       consensus=agreed, images=images, cameras=cams, planned=planned)
 
 
 @dataclass(frozen=True)
@@ -516,7 +564,6 @@ def fill_pinholes(P: PointCloud, cams: list[Camera], source: np.ndarray,
     alive = np.asarray(alive, bool)
     observed = list(observed)
     remap = np.cumsum(alive) - 1                         # old index → index in P
-    seen = [min_filter3(o) for o in observed]
     own_depth = [np.where(w < 0, o, np.inf) for o, w in zip(observed, winners)]
     cur, added, added_src = P, [], []
     pixels, count = [], []
@@ -530,14 +577,17 @@ def fill_pinholes(P: PointCloud, cams: list[Camera], source: np.ndarray,
             has &= np.isfinite(z) & (z > 0)
         filled = np.zeros(H * W, bool)
         if has.any():
-            proj = project(cur, cam)
+            # the z-buffer is read on has and the 8 neighbours of its pixels only
+            proj = project(cur, cam, pixels=min_filter3(~has.reshape(H, W)) == 0)
             shown = proj.depth.astype(np.float64)
             with np.errstate(invalid="ignore"):
                 behind = (shown > (1.0 + tol) * z.reshape(H, W)) & proj.mask
             # a surface behind shows through a crack of the moved one (its neighbours on both
             # sides, along a row or a column, are still on it), not past its silhouette
             empty = ~proj.mask.reshape(-1)
-            hole = has & (empty | crack_behind(shown, shown, ~behind & proj.mask, tol).reshape(-1))
+            hole = has & empty
+            far = np.flatnonzero(has & behind.reshape(-1))
+            hole[far] = _crack_at(shown, ~behind & proj.mask, far, tol)
             pix = np.flatnonzero(hole)
             if pix.size:
                 k = remap[w[pix]]
@@ -566,27 +616,15 @@ def fill_pinholes(P: PointCloud, cams: list[Camera], source: np.ndarray,
                 free = np.zeros(len(Q), bool)
                 for j, other in enumerate(cams):
                     if j != v:
-                        free |= in_free_space(Q.xyz, other, seen[j], free_space_tol, filtered=True)
+                        free |= _seen_through(Q.xyz, other, observed[j], free_space_tol)
                 Q, pix = Q.select(~free), pix[~free]
                 # nor may v's new claims put a later view's point into v's free space
                 later = cur.xyz[np.concatenate([source] + added_src) > v]
-                while pix.size:
-                    o = observed[v].copy()
-                    o.reshape(-1)[pix] = depth[pix]
-                    bad = in_free_space(later, cam, o, free_space_tol)
-                    if not bad.any():
-                        break
-                    uv, _ = world_to_pixels(cam, later[bad])
-                    near = np.zeros((H, W), bool)
-                    near[np.clip(np.floor(uv[:, 1]).astype(np.int64), 0, H - 1),
-                         np.clip(np.floor(uv[:, 0]).astype(np.int64), 0, W - 1)] = True
-                    near = min_filter3(~near) == 0                  # and its 8 neighbours
-                    ok = ~near.reshape(-1)[pix]
-                    Q, pix = Q.select(ok), pix[ok]
+                keep = _claims_clear(later, cam, observed[v], pix, depth, free_space_tol)
+                Q, pix = Q.select(keep), pix[keep]
                 filled[pix] = True
                 observed[v] = observed[v].copy()
                 observed[v].reshape(-1)[pix] = depth[pix]
-                seen[v] = min_filter3(observed[v])
                 cur = merge(cur, Q)
                 added.append(Q)
                 added_src.append(np.full(len(Q), v, np.int32))
@@ -597,6 +635,91 @@ def fill_pinholes(P: PointCloud, cams: list[Camera], source: np.ndarray,
     src = np.concatenate([source] + added_src)
     order = np.argsort(src, kind="stable")              # each view's points together again
     return Refill(cur.select(order), src[order], observed, pixels, count)
+
+
+def _min3_at(a: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """min_filter3(a)[row, col], read at those pixels only: [n] (a: [H, W]; row, col: [n])."""
+    H, W = a.shape
+    out = None
+    for dr in (-1, 0, 1):
+        r = np.clip(row + dr, 0, H - 1)
+        for dc in (-1, 0, 1):
+            x = a[r, np.clip(col + dc, 0, W - 1)]
+            out = x if out is None else np.minimum(out, x)
+    return out
+
+
+def _seen_through(xyz: np.ndarray, cam: Camera, observed: np.ndarray, tol: float) -> np.ndarray:
+    """in_free_space(xyz, cam, observed, tol), with min₃ₓ₃ observed read at the points' pixels
+    only (not filtered over the whole image): [N] bool."""
+    uv, z = world_to_pixels(cam, xyz)
+    H, W = observed.shape
+    with np.errstate(invalid="ignore"):
+        inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
+    out = np.zeros(len(xyz), bool)
+    idx = np.flatnonzero(inside)
+    if idx.size:
+        col = np.floor(uv[idx, 0]).astype(np.int64)
+        row = np.floor(uv[idx, 1]).astype(np.int64)
+        out[idx] = z[idx] < (1.0 - tol) * _min3_at(observed, row, col)
+    return out
+
+
+def _crack_at(D: np.ndarray, M: np.ndarray, pix: np.ndarray, tol: float) -> np.ndarray:
+    """crack_behind(D, D, M, tol) at the flat pixels pix: [n] → [n] bool, from the pixels' four
+    neighbours only (D: [H, W] depth, M: [H, W] bool)."""
+    H, W = D.shape
+    d, m = D.reshape(-1), M.reshape(-1)
+    row, col = pix // W, pix % W
+    out = np.zeros(len(pix), bool)
+    for step, inner in ((W, (row >= 1) & (row <= H - 2)), (1, (col >= 1) & (col <= W - 2))):
+        i = np.flatnonzero(inner)
+        a, b = pix[i] - step, pix[i] + step
+        ra, rb = np.where(m[a], d[a], np.nan), np.where(m[b], d[b], np.nan)
+        with np.errstate(invalid="ignore"):
+            out[i] |= np.isfinite(ra) & np.isfinite(rb) & (d[pix[i]] > (1.0 + tol) * np.fmax(ra, rb))
+    return out & ~m[pix]
+
+
+def _claims_clear(later: np.ndarray, cam: Camera, observed: np.ndarray, pix: np.ndarray,
+                  depth: np.ndarray, tol: float) -> np.ndarray:
+    """Which of cam's new claims O(p) = depth[p] at the flat pixels pix: [n] stay: [n] bool.
+
+    While a point of later: [m, 3] lies in cam's free space (in_free_space of observed: [H, W]
+    with the claims that stay), the claims at its pixel and its 8 neighbours go. Only the points
+    within a pixel of a claim that went are looked at again (the others' min₃ₓ₃ did not move).
+    A point in the free space of the old observed depth alone drops no claim (and cannot loop).
+    """
+    H, W = observed.shape
+    keep = np.ones(len(pix), bool)
+    if not pix.size:
+        return keep
+    uv, z = world_to_pixels(cam, later)
+    with np.errstate(invalid="ignore"):
+        inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
+    idx = np.flatnonzero(inside)
+    row = np.floor(uv[idx, 1]).astype(np.int64)
+    col = np.floor(uv[idx, 0]).astype(np.int64)
+    z = z[idx]
+    o = observed.copy()
+    o.reshape(-1)[pix] = depth[pix]
+    bad = z < (1.0 - tol) * min_filter3(o)[row, col]
+    while bad.any():
+        q, _ = world_to_pixels(cam, later[idx[bad]])
+        near = np.zeros((H, W), bool)
+        near[np.clip(np.floor(q[:, 1]).astype(np.int64), 0, H - 1),
+             np.clip(np.floor(q[:, 0]).astype(np.int64), 0, W - 1)] = True
+        near = min_filter3(~near) == 0                  # and its 8 neighbours
+        gone = pix[keep & near.reshape(-1)[pix]]
+        keep &= ~near.reshape(-1)[pix]
+        if not keep.any() or not gone.size:   # none left, or what is still bad no claim caused
+            break
+        o.reshape(-1)[gone] = observed.reshape(-1)[gone]
+        moved = np.zeros((H, W), bool)
+        moved.reshape(-1)[gone] = True
+        again = np.flatnonzero((min_filter3(~moved) == 0)[row, col])
+        bad[again] = z[again] < (1.0 - tol) * _min3_at(o, row[again], col[again])
+    return keep
 
 
 def _neighbour_depth(depth: np.ndarray, pix: np.ndarray, z0: np.ndarray, window: float

@@ -37,6 +37,7 @@ are level i's times p^(i−k).
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -213,16 +214,30 @@ def pixel_gaussians(cam: Camera, image: np.ndarray, depth: np.ndarray, frame: Le
     z = np.asarray(depth, np.float64)
     keep = (np.isfinite(z) & (z > 0)).reshape(-1)
     t_u, t_v = surface_tangents(cam, np.where(np.isfinite(z) & (z > 0), z, np.nanmedian(z[z > 0])))
-    Mt = torch.from_numpy(np.stack([t_u[keep], t_v[keep]], -1))               # [N, 3, 2] metres/px
+    uv = pixel_grid(W, H)[keep]
+    Xc = pixel_rays(cam, uv) * z.reshape(-1)[keep, None]                       # camera, metres
+    return oriented_gaussians(cam, Xc, t_u[keep], t_v[keep],
+                              np.asarray(image, np.float32).reshape(-1, 3)[keep].copy(), frame,
+                              sigma_px=sigma_px, flatness=flatness, opacity=opacity)
+
+
+def oriented_gaussians(cam: Camera, Xc: np.ndarray, t_u: np.ndarray, t_v: np.ndarray,
+                       colors: np.ndarray, frame: LevelFrame, *, sigma_px: float = SIGMA_PX,
+                       flatness: float = FLATNESS, opacity: float = OPACITY0) -> Gaussians:
+    """The core of pixel_gaussians: N flat Gaussians seen by cam, in frame's local coordinates.
+
+    Xc: [N, 3] centres in cam's camera space (metres); t_u, t_v: [N, 3] camera-space surface
+    tangents per pixel step (surface_tangents); colors: [N, 3]. → float32 numpy Gaussians.
+    Σ_cam = M Mᵀ, M = σ·[t_u, t_v] = U S Vᵀ (thin SVD): axes U, n = U₀ × U₁; scales σ·S and
+    φ·σ·S_min along n; means x_l = Rᵀ(C − origin)/unit + A·X_cam/unit, A = Rᵀ R_cam.
+    """
+    Mt = torch.from_numpy(np.stack([t_u, t_v], -1))                           # [N, 3, 2] metres/px
     U, S, _ = torch.linalg.svd(Mt, full_matrices=False)                        # [N, 3, 2], [N, 2]
     n = torch.linalg.cross(U[..., 0], U[..., 1], dim=-1)
     A = torch.from_numpy(frame.rotation.T @ cam.c2w[:3, :3])
     Rl = A @ torch.cat([U, n[..., None]], -1)                                  # local axes [N, 3, 3]
     unit = float(frame.unit)
     scales = torch.cat([sigma_px * S, flatness * sigma_px * S[:, 1:]], -1) / unit
-
-    uv = pixel_grid(W, H)[keep]
-    Xc = pixel_rays(cam, uv) * z.reshape(-1)[keep, None]                       # camera, metres
     # x_l = Rᵀ(C − origin)/unit + A·X_cam/unit, float64 until the end
     c_l = frame.rotation.T @ (cam.c2w[:3, 3] - frame.origin) / unit
     means = c_l + (Xc @ A.numpy().T) / unit
@@ -230,7 +245,7 @@ def pixel_gaussians(cam: Camera, image: np.ndarray, depth: np.ndarray, frame: Le
                      quats=rotmat_to_quat(Rl).numpy().astype(np.float32),
                      scales=scales.numpy().astype(np.float32),
                      opacities=np.full(len(means), opacity, np.float32),
-                     colors=np.asarray(image, np.float32).reshape(-1, 3)[keep].copy())
+                     colors=np.asarray(colors, np.float32))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,13 +391,38 @@ def fit_colors(g: Gaussians, image: np.ndarray, cam: Camera, frame: LevelFrame, 
     b = T[:, None] * torch.as_tensor(background, dtype=torch.float32, device=dev).reshape(-1, 3) \
         if background is not None else torch.zeros_like(I)
     c0 = torch.as_tensor(np.asarray(g.colors, np.float32), device=dev)
-    diag = torch.zeros(len(c0), device=dev).index_add_(0, A.col_indices(), A.values() ** 2)     # diag AᵀA [N]
+    return solve_colors(c0, [(A, At, I - b)], steps=steps, rounds=rounds, ridge=ridge)
+
+
+def solve_colors(c0: torch.Tensor, systems: list, *, steps: int = COLOUR_STEPS,
+                 rounds: int = COLOUR_ROUNDS, ridge: float = COLOUR_RIDGE) -> np.ndarray:
+    """The bounded ridge least squares of fit_colors over one or more views, jointly:
+
+        c* = argmin_{c ∈ [0,1]} Σ_v ‖A_v c − y_v‖² + λ ‖c − c₀‖²,
+        λ = ridge · mean(diag Σ_v A_vᵀA_v)
+
+    c0: [N, 3] tensor (start and ridge target); systems: list of (A_v [P_v, N], A_vᵀ [N, P_v]
+    sparse CSR, y_v [P_v, 3]) with y_v = I_v − b_v (colour_operator per view). Normal equations
+    (Σ_v A_vᵀA_v + λI) c = Σ_v A_vᵀ y_v + λ c₀, Jacobi-preconditioned CG, the [0, 1] bounds by
+    `rounds` active-set rounds (fit_colors). → colours [N, 3] float32 numpy.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds: must be at least 1, got {rounds}")
+    dev = c0.device
+    diag = torch.zeros(len(c0), device=dev)
+    for A, _, _ in systems:
+        diag.index_add_(0, A.col_indices(), A.values() ** 2)                       # diag AᵀA [N]
     lam = ridge * float(diag.mean()) if len(c0) else 0.0
     M = (diag + lam).clamp_min(1e-12)[:, None]                                      # Jacobi [N, 1]
-    rhs = At @ (I - b) + lam * c0                                                    # [N, 3]
+    rhs = lam * c0
+    for _, At, y in systems:
+        rhs = At @ y + rhs                                                           # [N, 3]
 
-    def H(x: torch.Tensor) -> torch.Tensor:      # (AᵀA + λI) x
-        return At @ (A @ x) + lam * x
+    def H(x: torch.Tensor) -> torch.Tensor:      # (Σ AᵀA + λI) x
+        out = lam * x
+        for A, At, _ in systems:
+            out = At @ (A @ x) + out
+        return out
 
     c = c0.clone()
     per_round = max(1, math.ceil(steps / rounds))
@@ -427,12 +467,40 @@ def refine(g: Gaussians, image: np.ndarray, cam: Camera, frame: LevelFrame, *, s
     colours; Adam; densify/prune with gsplat's DefaultStrategy (runs of ≥ DENSIFY_MIN_STEPS
     steps; grow/prune from steps/4 to 3·steps/4, no opacity reset). The parameters live on
     device (CUDA: gsplat's rasterizer). → (refined float32 numpy Gaussians, {"loss": [...], "count": N}).
+    refine_views with one view.
+    """
+    out, stats = refine_views(g, [image], [cam], frame, steps=steps, backgrounds=[background],
+                              backend=backend, lr=lr, densify=densify, ssim_weight=ssim_weight,
+                              grow_grad2d=grow_grad2d, should_cancel=should_cancel, device=device)
+    return out, {"loss": stats["loss"], "count": stats["count"]}
+
+
+def refine_views(g: Gaussians, images: list, cams: list[Camera], frame: LevelFrame, *, steps: int,
+                 backgrounds: Optional[list] = None, order: Optional[list[int]] = None,
+                 seconds: Optional[float] = None, clock: Callable[[], float] = time.monotonic,
+                 step_estimate: float = 0.0, backend: str = "auto", lr: Optional[dict] = None,
+                 densify: bool = True, ssim_weight: float = 0.2, grow_grad2d: float = 1e-3,
+                 should_cancel: Optional[Callable[[], bool]] = None,
+                 device=None) -> tuple[Gaussians, dict]:
+    """refine's Adam loop over several views: step k renders view order[k] (default k mod V)
+    and minimises (1 − λ)·L1 + λ·(1 − SSIM) against images[order[k]] [H_v, W_v, 3]
+    (+ backgrounds[v] [H_v, W_v, 3] or None through the remaining transmittance).
+
+    At most `steps` steps; with `seconds`, also within that time budget on `clock` (injectable):
+    a step starts only when the time spent plus the slowest step so far (step_estimate before
+    the first) fits in it, so the budget holds unless a step takes longer than any before it.
+    → (refined float32 numpy Gaussians, {"loss": [...] per step, "views": [...] per step,
+    "count": N, "steps": steps run, "seconds": time spent}).
     """
     from gsplat.strategy import DefaultStrategy
 
+    V = len(cams)
+    if len(images) != V or V == 0:
+        raise ValueError(f"images: need one image per camera ({V} cameras), got {len(images)}")
+    backgrounds = list(backgrounds) if backgrounds is not None else [None] * V
     t = on_device(g, device)
     dev = t.means.device
-    target = torch.as_tensor(np.asarray(image, np.float32), device=dev)
+    targets = [torch.as_tensor(np.asarray(im, np.float32), device=dev) for im in images]
     scale0 = float(t.scales[:, 0].median())
     extent = float(torch.linalg.norm(t.means.amax(0) - t.means.amin(0))) if len(t) else 0.0
     extent = extent or 1.0
@@ -458,19 +526,24 @@ def refine(g: Gaussians, image: np.ndarray, cam: Camera, frame: LevelFrame, *, s
                                reset_every=10 ** 9, grow_grad2d=grow_grad2d)
     strategy.check_sanity(params, optimizers)
     state = strategy.initialize_state(scene_scale=extent)
-    losses = []
+    losses, views = [], []
+    start = last = clock()
+    pace = float(step_estimate)
     for step in range(steps):
+        if seconds is not None and (last - start) + pace > seconds:
+            break
         if should_cancel is not None and should_cancel():
             raise JobCancelled("cancelled during refinement")
+        v = int(order[step % len(order)]) if order is not None else step % V
         info: dict = {}
         rgb, _ = render_level(Gaussians(means=params["means"], quats=params["quats"],
                                         scales=torch.exp(params["scales"]),
                                         opacities=torch.sigmoid(params["opacities"]),
                                         colors=params["colors"].clamp(0, 1)),
-                              cam, frame, background=background, info=info, backend=backend)
+                              cams[v], frame, background=backgrounds[v], info=info, backend=backend)
         strategy.step_pre_backward(params, optimizers, state, step, info)
-        loss = ((1 - ssim_weight) * (rgb - target).abs().mean()
-                + ssim_weight * (1 - ssim(rgb, target)))
+        loss = ((1 - ssim_weight) * (rgb - targets[v]).abs().mean()
+                + ssim_weight * (1 - ssim(rgb, targets[v])))
         loss.backward()
         for opt in optimizers.values():
             opt.step()
@@ -479,11 +552,16 @@ def refine(g: Gaussians, image: np.ndarray, cam: Camera, frame: LevelFrame, *, s
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
+        views.append(v)
+        now = clock()
+        pace = now - last if len(losses) == 1 else max(pace, now - last)
+        last = now
     with torch.no_grad():
         out = Gaussians(means=params["means"], quats=torch.nn.functional.normalize(params["quats"], dim=-1),
                         scales=torch.exp(params["scales"]), opacities=torch.sigmoid(params["opacities"]),
                         colors=params["colors"].clamp(0, 1)).map(lambda a: a.detach().cpu().numpy().copy())
-    return out, {"loss": losses, "count": len(out)}
+    return out, {"loss": losses, "views": views, "count": len(out), "steps": len(losses),
+                 "seconds": last - start}
 
 
 # ---------------------------------------------------------------------------------------------

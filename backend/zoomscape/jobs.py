@@ -47,7 +47,7 @@ FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 # Share of the whole job each pipeline stage takes, in order: progress = done stages + share · step/total.
-STAGE_SHARES = (("dream", 0.45), ("zoom", 0.3), ("lift", 0.2), ("write", 0.05))
+STAGE_SHARES = (("dream", 0.4), ("zoom", 0.25), ("lift", 0.15), ("world", 0.15), ("write", 0.05))
 
 Progress = Callable[[str, int, int, str], None]
 Runner = Callable[[dict, Path, Progress, Callable[[], bool]], dict]
@@ -175,7 +175,8 @@ def default_runner(pool: EnginePool) -> Runner:
         job = validate_request(request)  # the stored request, as it was accepted
         models = {k: v for k, v in (job.models.model_dump() if job.models else {}).items() if v}
         return pipeline.run_job(job, out_dir, progress=progress, should_cancel=should_cancel,
-                                engine=pool.get(job.engine, models or None)).to_dict()
+                                engine=pool.get(job.engine, models or None),
+                                settings=pool.settings).to_dict()
 
     return run
 

@@ -1,12 +1,14 @@
-"""One job from request to results: cameras → dream → zoom anchor → zoom stack → Gaussians per level.
+"""One job from request to results: cameras → dream → zoom anchor → zoom stack → Gaussians per level
+→ the world as Gaussians.
 
 ``run_job`` is what the job store's worker and ``zoomscape generate`` both call, with a validated
 ``schema.JobRequest`` (docs/API.md); it returns the ``wire.manifest.Manifest`` it wrote. Results are written atomically (temp file +
 os.replace) and manifest.json last, so a manifest means the results are complete.
 
-Files: pointcloud.ply, level_NN.png + level_NN.ply per zoom level, zoom_stack.png, manifest.json.
+Files: pointcloud.ply, level_NN.png + level_NN.ply per zoom level, zoom_stack.png, world.ply (the
+world as 3D Gaussians, world.py), manifest.json.
 Progress stages: "dream" (per view, or per denoising step), "zoom" (per denoising step or level),
-"lift" (per level), "write".
+"lift" (per level), "world" (lift, colour and refine the world's Gaussians, write world.ply), "write".
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ from .errors import JobCancelled
 from .gaussians import lift_levels
 from .pointcloud import PointCloud, project, write_ply
 from .schema import JobRequest
+from .settings import Settings, resolve
 from .wire.atomic import atomic_open
 from .wire.manifest import ConsensusSummary, Level, Manifest, ZoomInfo, write_manifest
-from .wire.names import MANIFEST_FILE, POINTCLOUD_FILE, STACK_FILE, level_gaussians, level_image
+from .wire.names import MANIFEST_FILE, POINTCLOUD_FILE, STACK_FILE, WORLD_FILE, level_gaussians, level_image
 from .wire.splats import write_splat_ply
 
 Progress = Callable[[str, int, int, str], None]
@@ -70,13 +73,14 @@ def _job_id(out_dir: Path, job_id: Optional[str]) -> str:
 
 def run_job(request: JobRequest, out_dir: Path, progress: Optional[Progress] = None,
             should_cancel: Optional[Callable[[], bool]] = None, engine=None, *,
-            job_id: Optional[str] = None) -> Manifest:
+            job_id: Optional[str] = None, settings: Optional[Settings] = None) -> Manifest:
     """Run one request; write out_dir/pointcloud.ply then out_dir/manifest.json; → the Manifest.
 
     request: a validated schema.JobRequest (schema.validate_request / validate_request_json), so
     every field is already within its limits. engine: an engines.base.Engine, or None to build
     request.engine with engines.get_engine. Raises JobCancelled (and writes no manifest) when
-    should_cancel() turns True.
+    should_cancel() turns True. settings: the backend's settings.Settings (None: from the
+    environment); the world's refinement budget comes from it (world_refine_budget).
     """
     if not isinstance(request, JobRequest):
         raise TypeError(f"request: must be a validated schema.JobRequest, got {type(request).__name__} "
@@ -103,7 +107,8 @@ def run_job(request: JobRequest, out_dir: Path, progress: Optional[Progress] = N
         init = decode_init_rgbd(request.init_rgbd, cams[0])
     # dream() hands on_step/should_cancel to every engine.inpaint call (the pooled engine keeps no
     # hooks), and reports stage "dream" per denoising step: step v·T + s of views·T
-    result = dream(cams, request.scene_prompt, engine, seed, report, should_cancel, init=init)
+    result = dream(cams, request.scene_prompt, engine, seed, report, should_cancel, init=init,
+                   extra_views=request.extra_views)
     check_cancel()
 
     if zoom.anchor is not None:
@@ -136,6 +141,8 @@ def run_job(request: JobRequest, out_dir: Path, progress: Optional[Progress] = N
                          DepthFor(engine, seed, "level"), depth0=depth0,
                          progress=report, should_cancel=should_cancel)
     check_cancel()
+    n_world = write_world(out_dir, result, cams, engine, seed, resolve(settings), report, should_cancel)
+    check_cancel()
     report("write", 1, 2, f"writing {len(lifted)} zoom levels")
     levels = write_levels(out_dir, prompts, stack.levels, lifted)
 
@@ -149,11 +156,36 @@ def run_job(request: JobRequest, out_dir: Path, progress: Optional[Progress] = N
             float(np.abs(consensus.factor).max(initial=0.0))),
         zoom=ZoomInfo(zoom.camera, lcam.matrix_world, lcam.intrinsics, factor, prompts,
                       np.asarray(anchor, np.float64), anchor_source, STACK_FILE),
-        levels=levels)
+        levels=levels, world_file=WORLD_FILE, world_gaussians=n_world)
     check_cancel()
     write_manifest(out_dir, manifest)
     report("write", 2, 2, "done")
     return manifest
+
+
+def write_world(out_dir: Path, result, cams: list[Camera], engine, seed: int, settings: Settings,
+                report: Progress, should_cancel: Optional[Callable[[], bool]] = None) -> int:
+    """The world as Gaussians (world.py): one per point of the dream's cloud, coloured over all
+    dreamed views, refined on them within settings.world_refine_budget(device) seconds; written
+    to out_dir/world.ply (atomically). Stage "world", steps 0..2. → the number of Gaussians."""
+    from .world import dreamed_cameras, refine_world, world_device, world_gaussians
+
+    views = dreamed_cameras(result, cams)
+    device = world_device(engine)
+    budget = settings.world_refine_budget(device)
+    report("world", 0, 2, f"lifting {len(result.cloud)} points to Gaussians over {len(views)} views")
+    # the colour solve runs where the reference rasterizer's sparse weights are built and tested:
+    # the CPU (one torch thread at these sizes); the refinement on the engine's device
+    world = world_gaussians(result, views, device="cpu", measure=False)
+    report("world", 1, 2, f"coloured {len(world)} Gaussians over {len(views)} views"
+                          + (f"; refining for up to {budget:g} s" if budget > 0 else ""))
+    world = refine_world(world, result.images, views, seconds=budget, seed=seed,
+                         should_cancel=should_cancel, device=device)
+    write_splat_ply(out_dir / WORLD_FILE, world.gaussians)
+    st = world.stats
+    report("world", 2, 2, f"wrote {WORLD_FILE} ({len(world)} Gaussians"
+                          + (f", {st['refine_steps']} refinement steps" if st["refine_steps"] else "") + ")")
+    return len(world)
 
 
 def write_levels(out_dir: Path, prompts: list[str], images: list[np.ndarray], lifted: list) -> list[Level]:

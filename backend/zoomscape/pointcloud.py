@@ -99,11 +99,12 @@ def _fragments(W: int, j0: np.ndarray, i0: np.ndarray, nj: np.ndarray, ni: np.nd
                ) -> tuple[np.ndarray, np.ndarray]:
     """Pixels covered by M splats with column spans j0 … j0+nj−1 and row spans i0 … i0+ni−1
     (all [M]) → (pix: [F] flat pixel index i·W + j, owner: [F] the splat of each), no loop."""
-    count = nj * ni
-    owner = np.repeat(np.arange(len(count)), count)
-    k = np.arange(owner.size) - np.repeat(np.cumsum(count) - count, count)
-    n = nj[owner]
-    return (i0[owner] + k // n) * W + (j0[owner] + k % n), owner
+    rows = np.repeat(np.arange(len(ni)), ni)                 # one entry per row of each splat
+    row = i0[rows] + np.arange(rows.size) - (np.cumsum(ni) - ni)[rows]
+    n = nj[rows]
+    before = np.cumsum(n) - n                                # fragments before each row
+    owner = np.repeat(rows, n)
+    return np.repeat(row * W + j0[rows] - before, n) + np.arange(owner.size), owner
 
 
 FRAGMENT_CHUNK = 1 << 22  # fragments per batch: bounds project()'s memory for large splats
@@ -120,8 +121,8 @@ def _chunks(count: np.ndarray, budget: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
-def project(cloud: PointCloud, cam: Camera, *, near: float = 1e-6, max_splat: float = 8.0
-            ) -> Projection:
+def project(cloud: PointCloud, cam: Camera, *, near: float = 1e-6, max_splat: float = 8.0,
+            pixels: np.ndarray | None = None) -> Projection:
     """φ3→2 with a z-buffer: render the cloud into cam.
 
     Each point covers the pixels whose centres lie within its footprint, a square of half-extent
@@ -129,16 +130,24 @@ def project(cloud: PointCloud, cam: Camera, *, near: float = 1e-6, max_splat: fl
     each pixel (ties: the lower index). Points with z ≤ near·‖X_cam‖ (behind or beside the camera),
     non-finite points and splats entirely outside the image are ignored; a non-finite or negative
     radius counts as 0 (one pixel).
+    pixels: None (every pixel), or [H, W] bool: render those pixels only, each exactly as the
+    full projection renders it (the others come back empty): only their fragments enter the
+    z-buffer.
     """
     H, W = cam.height, cam.width
+    if pixels is not None:
+        pixels = np.asarray(pixels, dtype=bool)
+        _check_image(cam, "pixels", pixels, ())
     uv, z = world_to_pixels(cam, cloud.xyz)
-    dist = np.linalg.norm(cloud.xyz - cam.center, axis=1)
     margin = max_splat + 2.0
-    with np.errstate(invalid="ignore"):
-        ok = (z > near * dist) & np.isfinite(uv).all(axis=1)
-        ok &= (uv[:, 0] > -margin) & (uv[:, 0] < W + margin)
+    with np.errstate(invalid="ignore"):     # (a NaN or infinite uv fails these: finite)
+        ok = (uv[:, 0] > -margin) & (uv[:, 0] < W + margin)
         ok &= (uv[:, 1] > -margin) & (uv[:, 1] < H + margin)
     pts = np.flatnonzero(ok)
+    # z > near·‖X − c‖ on the points in the window only (the same value per point: one row each)
+    with np.errstate(invalid="ignore"):
+        front = z[pts] > near * np.linalg.norm(cloud.xyz[pts] - cam.center, axis=1)
+    pts = pts[front]
     u, v, zp = uv[pts, 0], uv[pts, 1], z[pts]
     radius = cloud.radius[pts].astype(np.float64)
     radius = np.where(np.isfinite(radius) & (radius > 0), radius, 0.0)
@@ -150,20 +159,26 @@ def project(cloud: PointCloud, cam: Camera, *, near: float = 1e-6, max_splat: fl
     live = (nj > 0) & (ni > 0)
     pts, zp, j0, i0, nj, ni = pts[live], zp[live], j0[live], i0[live], nj[live], ni[live]
 
+    def fragments(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        pix, owner = _fragments(W, j0[lo:hi], i0[lo:hi], nj[lo:hi], ni[lo:hi])
+        if pixels is None:
+            return pix, owner
+        on = pixels.reshape(-1)[pix]
+        return pix[on], owner[on]
+
     # z-buffer, in batches of fragments (one per covered pixel of each splat): first the nearest
     # depth per pixel, then the lowest point index among the fragments at that depth.
     batches = _chunks(nj * ni, FRAGMENT_CHUNK)
     zbuf = np.full(H * W, np.inf)
     frags = []
     for lo, hi in batches:
-        pix, owner = _fragments(W, j0[lo:hi], i0[lo:hi], nj[lo:hi], ni[lo:hi])
+        pix, owner = fragments(lo, hi)
         np.minimum.at(zbuf, pix, zp[lo:hi][owner])
         frags.append((pix, owner) if len(batches) == 1 else None)
     none = np.iinfo(np.int64).max
     ibuf = np.full(H * W, none)
     for (lo, hi), f in zip(batches, frags):
-        pix, owner = f if f is not None else _fragments(W, j0[lo:hi], i0[lo:hi], nj[lo:hi],
-                                                          ni[lo:hi])
+        pix, owner = f if f is not None else fragments(lo, hi)
         win = zp[lo:hi][owner] == zbuf[pix]
         np.minimum.at(ibuf, pix[win], pts[lo:hi][owner[win]])
     covered = ibuf != none

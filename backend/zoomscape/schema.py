@@ -28,9 +28,9 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandle
 from pydantic_core import PydanticCustomError
 
 from .init_view import InitRGBDError, decode_base64, decode_depth, decode_rgb_png
-from .wire.names import (ENGINE_NAMES, MAX_CAMERAS, MAX_LEVELS, MAX_MODEL_CHARS, MAX_NAME_CHARS,  # noqa: F401
-                         MAX_PROMPT_CHARS, MAX_RESOLUTION, MIN_RESOLUTION, MODEL_ROLES, SEED_LIMIT,
-                         ZOOM_FACTOR_RANGE)
+from .wire.names import (ENGINE_NAMES, MAX_CAMERAS, MAX_EXTRA_VIEWS, MAX_LEVELS, MAX_MODEL_CHARS,  # noqa: F401
+                         MAX_NAME_CHARS, MAX_PROMPT_CHARS, MAX_RESOLUTION, MIN_RESOLUTION, MODEL_ROLES,
+                         SEED_LIMIT, ZOOM_FACTOR_RANGE)
 
 RIGID_TOLERANCE = 1e-4
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -42,6 +42,10 @@ FOCAL_RANGE = (1e-3, 1e6)
 PRINCIPAL_POINT_RANGE = 16
 MAX_COORDINATE = 1e6
 MAX_SHOWN_CHARS = 80  # an echoed value is cut to this many characters ("…" at the end)
+# extra_views: views the dream plans and dreams beyond the user's cameras (dream.py, extra_views.py),
+# 0..MAX_EXTRA_VIEWS. The default fits the demo's time budget: its job (4 cameras at 320 × 240) with
+# the extra views takes about 1.5 × the job without them (each costs about one camera's dream).
+DEFAULT_EXTRA_VIEWS = 4
 MAX_PROBLEMS = 50     # problems listed in one error answer; the rest are counted
 
 
@@ -222,6 +226,7 @@ class JobRequest(_Strict):
     zoom: Zoom
     init_rgbd: Optional[InitRGBD] = None
     models: Optional[ModelChoice] = None
+    extra_views: Annotated[int, Field(ge=0, le=MAX_EXTRA_VIEWS)] = DEFAULT_EXTRA_VIEWS
 
     _blank = field_validator("scene_prompt")(_not_blank)
 
@@ -260,10 +265,13 @@ class JobRequest(_Strict):
 
     @model_serializer(mode="wrap")
     def _omit_unset_models(self, handler: SerializerFunctionWrapHandler) -> dict:
-        """Requests without "models" dump without it (stored jobs stay as they were sent)."""
+        """Requests without "models" or "extra_views" dump without them (stored jobs stay as they
+        were sent)."""
         data = handler(self)
         if data.get("models") is None:
             data.pop("models", None)
+        if "extra_views" not in self.model_fields_set:
+            data.pop("extra_views", None)
         return data
 
 

@@ -19,7 +19,14 @@ without flags would build.
     inpaint_model      ZOOMSCAPE_INPAINT_MODEL
     depth_model        ZOOMSCAPE_DEPTH_MODEL
     data_dir           ZOOMSCAPE_DATA_DIR              ~/.local/share/zoomscape (jobs and results)
+    world_refine_seconds ZOOMSCAPE_WORLD_REFINE_SECONDS None: 60 s with CUDA, 0 on the CPU (0..3600 s)
     host, port, token  -                               127.0.0.1, 8765, None (what the server binds)
+
+world_refine_seconds bounds the world Gaussians' refinement (world.refine_world, LucidDreamer's
+3DGS stage) in wall time; world.REFINE_STEPS bounds its steps. On the CPU a step of the reference
+rasterizer at the demo's size (4 views at 320×240, ~200k Gaussians) costs 1.3–2 s on one core;
+4 steps lower the views' PSNR, 16 (~26 s, the demo job's whole time again) raise it by 0.4 dB, so
+the CPU default is 0: no refinement (world_refine_budget; world.py says more).
 
 Blank environment values count as unset. Every bad value is a SettingsError naming the field (or
 the variable it came from). stdlib only: no torch, nothing heavy.
@@ -27,6 +34,7 @@ the variable it came from). stdlib only: no torch, nothing heavy.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -46,6 +54,8 @@ DEFAULT_MODELS = {
 DEFAULT_STEPS = 50
 STEPS_RANGE = (1, 1000)
 PIXEL_BUDGET_RANGE = (64 * 64, 4096 * 4096)
+WORLD_REFINE_SECONDS_MAX = 3600.0
+WORLD_REFINE_DEFAULT = {"cuda": 60.0, "cpu": 0.0}  # seconds by device type; others: the CPU's
 LOOPBACK = "127.0.0.1"
 
 # field → environment variable (the only ZOOMSCAPE_* names the backend reads)
@@ -60,6 +70,7 @@ ENV = {
     "inpaint_model": "ZOOMSCAPE_INPAINT_MODEL",
     "depth_model": "ZOOMSCAPE_DEPTH_MODEL",
     "data_dir": "ZOOMSCAPE_DATA_DIR",
+    "world_refine_seconds": "ZOOMSCAPE_WORLD_REFINE_SECONDS",
 }
 MODEL_ENV = {role: ENV[f"{role}_model"] for role in ROLES}  # role → its variable
 
@@ -99,6 +110,7 @@ class Settings:
     host: str = LOOPBACK
     port: int = DEFAULT_PORT
     token: Optional[str] = None
+    world_refine_seconds: Optional[float] = None
 
     def __post_init__(self):
         if self.engine not in ENGINE_NAMES:
@@ -134,11 +146,27 @@ class Settings:
         _check_int("port", self.port, 0, 65535)
         if self.token is not None and (not isinstance(self.token, str) or not self.token.strip()):
             raise SettingsError("token", "must not be blank (leave it unset for no token)")
+        v = self.world_refine_seconds
+        if v is not None:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise SettingsError("world_refine_seconds", f"must be a number of seconds, got {v!r}")
+            if not 0 <= v <= WORLD_REFINE_SECONDS_MAX:
+                raise SettingsError("world_refine_seconds",
+                                    f"{v:g} must be within 0..{WORLD_REFINE_SECONDS_MAX:g} seconds")
+            object.__setattr__(self, "world_refine_seconds", float(v))
 
     @property
     def models(self) -> dict[str, str]:
         """{role: model id or folder} for every role (text2img, inpaint, depth)."""
         return {role: getattr(self, f"{role}_model") for role in ROLES}
+
+    def world_refine_budget(self, device) -> float:
+        """Seconds the world's refinement may take on device (a torch.device or its name):
+        world_refine_seconds when set, else WORLD_REFINE_DEFAULT for the device's type."""
+        if self.world_refine_seconds is not None:
+            return self.world_refine_seconds
+        kind = str(getattr(device, "type", device) or "cpu").split(":")[0]
+        return WORLD_REFINE_DEFAULT.get(kind, WORLD_REFINE_DEFAULT["cpu"])
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
@@ -155,6 +183,11 @@ class Settings:
                     values[name] = int(raw)
                 except ValueError:
                     raise SettingsError(var, f"{raw!r} is not an integer") from None
+            elif name == "world_refine_seconds":
+                try:
+                    values[name] = float(raw)
+                except ValueError:
+                    raise SettingsError(var, f"{raw!r} is not a number of seconds") from None
             elif name in ("cpu_offload", "attention_slicing"):
                 if raw.lower() not in _TRUE + _FALSE:
                     raise SettingsError(var, f"{raw!r} is not one of 1/0, true/false, yes/no, on/off")

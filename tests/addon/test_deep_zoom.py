@@ -350,15 +350,25 @@ def test_the_point_cloud_fades_out_as_level_0_takes_over_without_a_pop(zs, tmp_p
     zs.runner.finish(scene, out_dir)
     pts = next(o for o in bpy.data.objects if o.get("zoomscape_kind") == "points")
     s0 = scene.frame_start
-    frames = list(range(s0, s0 + 10))  # the fade runs over τ ∈ [0, 1/2] = 8 frames
+    # level 0 fades in behind the cloud over τ ∈ [0, 1/8] (2 frames), then the cloud fades out
+    # over τ ∈ [1/8, 5/8] (frames 2..10)
+    frames = list(range(s0, s0 + 12))
     mod = pts.modifiers[0]
     gone = zs.splat_import.modifier_input(mod, mod.node_group.interface.items_tree["Hidden from"].identifier)
-    assert gone == s0 + 8  # gone from renders once faded out
+    assert gone == s0 + 10  # gone from renders once faded out
+    level0 = next(o for o in bpy.data.objects if o.get("zoomscape_level") == 0)
+    hidden = []
+    for f in (s0, s0 + 1):
+        scene.frame_set(f)
+        hidden.append(level0.hide_render)
+    assert hidden == [True, False]  # at frame_start the world alone: what the user's cameras see
     im = render_frames(scene, frames, str(tmp_path))
     red = im[..., 0].mean(axis=(1, 2)) - im[..., 1:].mean(axis=(1, 2, 3))
     assert red[0] > 0.4, red  # the cloud covers the view at the start
-    assert np.all(np.diff(red[:9]) < 0), red  # fading, not switching
-    assert abs(red[8] - red[9]) < 0.02 and red[8] < 0.15, red  # level 0 alone
+    assert np.all(np.diff(red[:3]) < 0.01), red  # level 0 comes in behind the opaque cloud
+    assert red[2] > 0.4, red
+    assert np.all(np.diff(red[2:11]) < 0), red  # then the cloud fades, not switching
+    assert abs(red[10] - red[11]) < 0.02 and red[10] < 0.15, red  # level 0 alone
     steps = np.abs(np.diff(im, axis=0)).mean(axis=(1, 2, 3))
     assert steps.max() < POP_TOL, steps
     # a cloud switched off at once does pop: the test can fail

@@ -58,7 +58,12 @@ def test_discover_generate_import_render_reload(zs, server, tmp_path):
     out_dir = props.last_output_dir
     assert out_dir == os.path.join(str(tmp_path / "results"), props.job_id)
     manifest = zs.wire.manifest.read_manifest(out_dir)
-    assert manifest.job_id == props.job_id and [v.camera for v in manifest.views] == [c.name for c in cams]
+    assert manifest.job_id == props.job_id
+    own = [v.camera for v in manifest.views if not v.extra]
+    extra = [v.camera for v in manifest.views if v.extra]
+    assert own == [c.name for c in cams] == [v.camera for v in manifest.views[:len(cams)]]
+    assert props.use_extra_views and 1 <= len(extra) <= props.extra_views  # on by default
+    assert zs.runner.view_counts(props.job_id) == (len(cams), len(extra))
 
     pts = [o for o in bpy.data.objects if o.get("zoomscape_kind") == "points"]
     assert len(pts) == 1 and len(pts[0].data.vertices) == manifest.points > 1000
@@ -81,14 +86,19 @@ def test_discover_generate_import_render_reload(zs, server, tmp_path):
     np.testing.assert_allclose([dists[0] / dists[1], dists[1] / dists[2]], props.zoom_factor, rtol=1e-5)
     assert len(zs.thumbnails.job_images(props.job_id)[0]) == 2  # one thumbnail per level
 
-    # render frame 1 with Cycles: the point cloud shows (vs. the same render without it)
+    # the world came back as Gaussians too (world.ply), shown in renders instead of the points
+    world = zs.world.world_objects(props.job_id)
+    assert len(world["GAUSSIANS"].data.vertices) == manifest.world_gaussians > 1000
+    assert not world["GAUSSIANS"].hide_render and world["POINTS"].hide_render
+
+    # render frame 1 with Cycles: the world shows (vs. the same render without it)
     scene.frame_set(scene.frame_start)
     scene.render.engine = "CYCLES"
     scene.cycles.device, scene.cycles.samples = "CPU", 4
     scene.render.resolution_x = scene.render.resolution_y = 64
     scene.render.image_settings.file_format = "PNG"
     with_points = render_rgb(scene, str(tmp_path / "with.png"))
-    ours = [o for o in bpy.data.objects if o.get("zoomscape_kind") in ("points", "level")]
+    ours = [o for o in bpy.data.objects if o.get("zoomscape_kind") in ("points", "world", "level")]
     shown = [o.hide_render for o in ours]
     for o in ours:
         o.hide_render = True
@@ -97,7 +107,7 @@ def test_discover_generate_import_render_reload(zs, server, tmp_path):
         o.hide_render = h
     centre = with_points[16:48, 16:48]
     assert np.abs(without).max() < 0.05  # empty world: black
-    assert (centre.max(axis=2) > 0.05).mean() > 0.9  # the cloud covers the centre
+    assert (centre.max(axis=2) > 0.05).mean() > 0.9  # the world covers the centre
     assert (np.abs(with_points - without).max(axis=2) > 0.05).mean() > 0.9  # nearly every pixel
     assert centre.reshape(-1, 3).std(axis=0).max() > 0.02  # coloured, not flat
 

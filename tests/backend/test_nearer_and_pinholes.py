@@ -251,3 +251,61 @@ def test_depth_on_surface_meets_a_plane_seen_by_another_camera():
     np.testing.assert_allclose(t[inside & ok], t_true[pix][inside & ok], rtol=2e-3)
     _, ok = depth_on_surface(cam, pix, t_true[pix], other, np.full((H, W), np.inf))
     assert not ok.any()
+
+
+def test_the_pinhole_fill_reads_only_the_pixels_it_needs():
+    """fill_pinholes reads min₃ₓ₃, the crack rule and the free-space rule at the pixels it asks
+    about only: each helper agrees exactly with the whole-image rule (edges, NaN and +inf
+    included), and the claims that stay are those the one-pass-per-drop loop keeps."""
+    from zoomscape.dream import _claims_clear, _crack_at, _min3_at, _seen_through, crack_behind, \
+        min_filter3
+    rng = np.random.default_rng(3)
+    cam = CAMS[1]
+    a = rng.uniform(2.0, 9.0, (H, W))
+    a[rng.random((H, W)) < 0.2] = np.inf
+    a[rng.random((H, W)) < 0.01] = np.nan
+    row, col = rng.integers(0, H, 5000), rng.integers(0, W, 5000)
+    np.testing.assert_array_equal(_min3_at(a, row, col), min_filter3(a)[row, col])
+    M = rng.random((H, W)) < 0.7
+    pix = rng.permutation(H * W)[:4000]
+    assert crack_behind(a, a, M, 0.03).reshape(-1)[pix].any()
+    np.testing.assert_array_equal(_crack_at(a, M, pix, 0.03),
+                                  crack_behind(a, a, M, 0.03).reshape(-1)[pix])
+    xyz = pixels_to_world(cam, pixel_grid(W, H)[pix], rng.uniform(1.0, 10.0, len(pix)))
+    xyz[:50] = cam.center - (xyz[:50] - cam.center)                  # behind the camera
+    assert in_free_space(xyz, cam, a, 0.03).any()
+    np.testing.assert_array_equal(_seen_through(xyz, cam, a, 0.03), in_free_space(xyz, cam, a, 0.03))
+
+    # what the view saw and its claims on the right half (5 m seen: a claim at 15 m; 12 m seen:
+    # a claim at 7 m); later points at 6 and 8 m that lie in none of what it saw (the dream's own
+    # rule holds) but in front of the claims: dropping claims around one point can put another
+    # in the free space the claims left (a claim at 7 m gone, 12 m there again)
+    observed = np.full((H, W), 5.0)
+    right = np.arange(W) >= W // 2
+    observed[:, right] = np.where(rng.random((H, right.sum())) < 0.5, 5.0, 12.0)
+    claims = np.flatnonzero(np.broadcast_to(right, (H, W)))
+    depth = np.full(H * W, np.inf)
+    depth[claims] = np.where(observed.reshape(-1)[claims] == 5.0, 15.0, 7.0)
+    at = rng.choice(claims, 3000)
+    z_at = rng.choice([6.0, 8.0], len(at))
+    at, z_at = at[z_at >= 0.97 * min_filter3(observed).reshape(-1)[at]], \
+        z_at[z_at >= 0.97 * min_filter3(observed).reshape(-1)[at]]
+    later = np.concatenate([pixels_to_world(cam, pixel_grid(W, H)[at], z_at),
+                            pixels_to_world(cam, pixel_grid(W, H), np.full(H * W, 20.0))])
+    assert not in_free_space(later, cam, observed, 0.03).any()
+    keep_pix, rounds = claims.copy(), 0
+    while keep_pix.size:                                             # the loop it replaces
+        o = observed.copy()
+        o.reshape(-1)[keep_pix] = depth[keep_pix]
+        bad = in_free_space(later, cam, o, 0.03)
+        if not bad.any():
+            break
+        rounds += 1
+        uv, _ = world_to_pixels(cam, later[bad])
+        near = np.zeros((H, W), bool)
+        near[np.clip(np.floor(uv[:, 1]).astype(int), 0, H - 1),
+             np.clip(np.floor(uv[:, 0]).astype(int), 0, W - 1)] = True
+        keep_pix = keep_pix[~(min_filter3(~near) == 0).reshape(-1)[keep_pix]]
+    keep = _claims_clear(later, cam, observed, claims, depth, 0.03)
+    assert rounds >= 2 and 0 < keep.sum() < len(claims) - 200
+    np.testing.assert_array_equal(claims[keep], keep_pix)

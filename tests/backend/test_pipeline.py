@@ -10,6 +10,7 @@ from zoomscape.errors import JobCancelled
 from zoomscape.pipeline import run_job, surface_anchor
 from zoomscape.schema import validate_request
 from zoomscape.pointcloud import read_ply
+from tests.helpers import user_views
 
 PROMPT = "a misty harbour town at dawn"
 
@@ -52,11 +53,13 @@ def test_manifest_matches_the_api(job):
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk == manifest
     assert set(manifest) == {"format", "version", "job_id", "engine", "seed", "scene_prompt",
-                             "pointcloud", "views", "consensus", "zoom", "levels"}
+                             "pointcloud", "views", "consensus", "zoom", "levels", "world"}
     assert (manifest["format"], manifest["version"], manifest["job_id"]) == ("zoomscape-results", 1, "0123abcd")
     assert (manifest["engine"], manifest["seed"], manifest["scene_prompt"]) == ("procedural", 7, PROMPT)
-    assert [set(v) for v in manifest["views"]] == [{"camera", "new_points", "scale", "overlap"}] * 3
-    assert [v["camera"] for v in manifest["views"]] == ["Cam.000", "Cam.001", "Cam.002"]
+    views = manifest["views"]
+    assert [set(v) for v in views] == [{"camera", "new_points", "scale", "overlap", "extra"}] * len(views)
+    assert user_views(manifest, request()) == ["Cam.000", "Cam.001", "Cam.002"] and len(views) > 3
+    assert manifest["world"] == {"file": "world.ply", "gaussians": manifest["pointcloud"]["points"]}
     c = manifest["consensus"]
     assert c["samples"] > 1000 and 0 < c["disagreement_after"] < 0.05 and 0 < c["largest_move"] < 0.2
     z = manifest["zoom"]
@@ -70,7 +73,8 @@ def test_manifest_matches_the_api(job):
     assert z["anchor_source"] == "surface" and len(z["anchor"]) == 3
     stages = [s[0] for s in steps]
     assert stages[:3] == ["dream"] * 3 and stages[-2:] == ["write"] * 2
-    assert stages.index("zoom") < stages.index("lift") and set(stages) == {"dream", "zoom", "lift", "write"}
+    assert stages.index("zoom") < stages.index("lift") < stages.index("world")
+    assert set(stages) == {"dream", "zoom", "lift", "world", "write"}
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
 
 

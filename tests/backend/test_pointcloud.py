@@ -405,3 +405,33 @@ def test_project_in_batches_matches_one_pass(monkeypatch):
             assert one.index[i, j] == np.flatnonzero(covers)[np.argmin(z[covers])]
         else:
             assert one.index[i, j] == -1
+
+
+def test_project_on_a_pixel_subset_matches_the_full_projection(monkeypatch):
+    """project(pixels=S) renders S exactly as the full projection does (large, overlapping and
+    tied splats, points behind, beside and outside the camera, in one batch and in many) and
+    leaves every other pixel empty."""
+    import zoomscape.pointcloud as pc_module
+    rng = np.random.default_rng(11)
+    cam = camera((0, -5, 0), (0, 0, 0), 48, 40)
+    n = 4000
+    xyz = np.concatenate([rng.uniform(-1.5, 1.5, (n - 200, 3)), rng.uniform(-9, 9, (200, 3))])
+    cloud = PointCloud(xyz, rng.random((n, 3), dtype=np.float32),
+                       rng.uniform(0.0, 0.15, n).astype(np.float32))
+    cloud.xyz[100:110] = cloud.xyz[0]                        # ties: the lower index wins
+    cloud.radius[::7] = np.nan                               # treated as a one-pixel splat
+    cloud.xyz[7] = np.nan
+    S = rng.random((40, 48)) < 0.3
+    S[10:20, 5:30] = True
+    for chunk in (pc_module.FRAGMENT_CHUNK, 300):
+        monkeypatch.setattr(pc_module, "FRAGMENT_CHUNK", chunk)
+        full, part = project(cloud, cam), project(cloud, cam, pixels=S)
+        assert full.mask[S].mean() > 0.5 and full.mask[~S].any()
+        for a, b in ((full.index, part.index), (full.depth, part.depth), (full.image, part.image),
+                     (full.mask, part.mask)):
+            np.testing.assert_array_equal(a[S], b[S])
+        assert not part.mask[~S].any() and (part.index[~S] == -1).all()
+        assert np.isinf(part.depth[~S]).all() and not part.image[~S].any()
+    assert not project(cloud, cam, pixels=np.zeros((40, 48), bool)).mask.any()
+    with pytest.raises(ValueError, match="pixels"):
+        project(cloud, cam, pixels=np.ones((48, 40), bool))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from plyfile import PlyData
 
-from tests.helpers import BAD_REQUESTS, bad_request, job_request
+from tests.helpers import BAD_REQUESTS, bad_request, job_request, user_views
 from tests.helpers.backend_process import backend_server, http_json, http_request, wait_for_job
 
 PLY_PROPERTIES = ["x", "y", "z", "red", "green", "blue", "radius"]
@@ -80,7 +80,8 @@ def test_job_runs_queued_running_done_and_results_download(idle):
     assert manifest["job_id"] == created["id"]
     assert (manifest["engine"], manifest["seed"], manifest["scene_prompt"]) == ("procedural", 7, req["scene_prompt"])
     assert manifest["pointcloud"]["file"] == "pointcloud.ply"
-    assert [v["camera"] for v in manifest["views"]] == [c["name"] for c in req["cameras"]]
+    user_views(manifest, req)
+    assert len(manifest["views"]) > len(req["cameras"])  # extra views are on by default
     assert sum(v["new_points"] for v in manifest["views"]) == manifest["pointcloud"]["points"]
     zoom, cam0 = manifest["zoom"], req["cameras"][0]
     assert zoom["camera"] == cam0["name"] and zoom["factor"] == 4.0 and zoom["levels"] == req["zoom"]["levels"]

@@ -15,7 +15,7 @@ if str(REPO) not in sys.path:
 pytest.importorskip("diffusers")
 plyfile = pytest.importorskip("plyfile")
 
-from tests.helpers import job_request  # noqa: E402
+from tests.helpers import job_request, user_views  # noqa: E402
 from tests.helpers.backend_process import (backend_python, backend_server, free_port,  # noqa: E402
                                            http_json, http_request, wait_for_job)
 from tests.helpers.tiny_models import model_env  # noqa: E402
@@ -57,7 +57,7 @@ def test_three_translating_cameras_end_to_end(tmp_path, tiny_env):
         progress = [s["progress"] for s in seen]
         assert progress == sorted(progress) and final["progress"] == 1.0
         assert manifest["engine"] == "diffusers" and manifest["seed"] == 7
-        assert [v["camera"] for v in manifest["views"]] == [c["name"] for c in request["cameras"]]
+        user_views(manifest, request)
         assert manifest["views"][0]["new_points"] > 0
         (tmp_path / "a.ply").write_bytes(ply)
         vertex = plyfile.PlyData.read(str(tmp_path / "a.ply"))["vertex"]

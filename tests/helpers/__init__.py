@@ -40,6 +40,16 @@ def job_request(n_cameras: int = 3, *, size: int = 96, step: float = 0.4, seed: 
             "init_rgbd": None}
 
 
+def user_views(manifest: dict, request: dict) -> list[str]:
+    """The manifest's views as the user's cameras: asserts they come first, in the request's order
+    and not flagged extra, and that every later view is an extra one → their camera names."""
+    views = manifest["views"]
+    n = len(request["cameras"])
+    assert [v["camera"] for v in views[:n]] == [c["name"] for c in request["cameras"]]
+    assert [v["extra"] for v in views] == [False] * n + [True] * (len(views) - n)
+    return [v["camera"] for v in views[:n]]
+
+
 def _set(path, value):
     def apply(req):
         target = req

@@ -192,23 +192,28 @@ class ZoomInfo:
 
 @dataclass(frozen=True)
 class ViewSummary:
-    """What the dream did with one camera: points it added, its depth scale d_i and the fraction
-    of its pixels the earlier views already covered."""
+    """What the dream did with one camera: points it added, its depth scale d_i, the fraction
+    of its pixels the earlier views already covered, and whether it is an extra view the dream
+    planned (not one of the user's cameras; absent in older manifests: false)."""
 
     camera: str
     new_points: int
     scale: float
     overlap: float
+    extra: bool = False
 
     def to_dict(self) -> dict:
         return {"camera": self.camera, "new_points": int(self.new_points), "scale": float(self.scale),
-                "overlap": float(self.overlap)}
+                "overlap": float(self.overlap), "extra": bool(self.extra)}
 
     @staticmethod
     def from_dict(d: Any, where: str) -> "ViewSummary":
+        extra = d.get("extra", False) if isinstance(d, dict) else False
+        if not isinstance(extra, bool):
+            raise ManifestError(f"{where}.extra: {str(extra)[:80]!r} must be true or false")
         return ViewSummary(str(_get(d, "camera", where)), _int(_get(d, "new_points", where), f"{where}.new_points"),
                            _number(_get(d, "scale", where), f"{where}.scale"),
-                           _number(_get(d, "overlap", where), f"{where}.overlap"))
+                           _number(_get(d, "overlap", where), f"{where}.overlap"), extra)
 
 
 @dataclass(frozen=True)
@@ -235,7 +240,9 @@ class ConsensusSummary:
 @dataclass(frozen=True)
 class Manifest:
     """A job's results (docs/API.md "Results of a job"): the point cloud's file and size, the
-    dream's views and consensus, the zoom and its levels (sorted by index, indices 0..n−1)."""
+    dream's views and consensus, the zoom and its levels (sorted by index, indices 0..n−1), and
+    the world as Gaussians (world_file, a 3DGS PLY in world coordinates, with world_gaussians of
+    them; None and 0 in older manifests: JSON "world": {"file", "gaussians"} or null)."""
 
     job_id: Optional[str]
     pointcloud_file: str
@@ -248,6 +255,8 @@ class Manifest:
     zoom: Optional[ZoomInfo] = None
     levels: list[Level] = field(default_factory=list)
     version: int = FORMAT_VERSION
+    world_file: Optional[str] = None
+    world_gaussians: int = 0
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": self.version, "job_id": self.job_id,
@@ -256,7 +265,9 @@ class Manifest:
                 "views": [v.to_dict() for v in self.views],
                 "consensus": None if self.consensus is None else self.consensus.to_dict(),
                 "zoom": None if self.zoom is None else self.zoom.to_dict(),
-                "levels": [lv.to_dict() for lv in self.levels]}
+                "levels": [lv.to_dict() for lv in self.levels],
+                "world": None if self.world_file is None else {"file": self.world_file,
+                                                               "gaussians": int(self.world_gaussians)}}
 
     @staticmethod
     def from_dict(d: Any) -> "Manifest":
@@ -287,13 +298,21 @@ class Manifest:
         if levels and zoom is None:
             raise ManifestError("zoom: missing; the levels need the zoom camera and factor")
         seed = d.get("seed", 0)
+        world = d.get("world")
+        world_file, world_gaussians = None, 0
+        if world is not None:
+            world_file = plain_file_name(_get(world, "file", "world"), "world.file")
+            world_gaussians = _int(world.get("gaussians", 0), "world.gaussians")
+            if world_gaussians < 0:
+                raise ManifestError(f"world.gaussians: {world_gaussians} must be ≥ 0")
         return Manifest(job_id=None if job_id is None else str(job_id), pointcloud_file=file,
                         points=points, engine=str(d.get("engine", "")),
                         seed=seed if isinstance(seed, int) else 0,
                         scene_prompt=str(d.get("scene_prompt", "")),
                         views=[ViewSummary.from_dict(v, f"views[{j}]") for j, v in enumerate(views)],
                         consensus=None if d.get("consensus") is None else ConsensusSummary.from_dict(d["consensus"]),
-                        zoom=zoom, levels=levels, version=version)
+                        zoom=zoom, levels=levels, version=version,
+                        world_file=world_file, world_gaussians=world_gaussians)
 
     def image_files(self) -> list[tuple[int, str, str]]:
         """(level index, prompt, file) of every level image, by index (levels without one are

@@ -17,6 +17,7 @@ MAX_MODEL_CHARS = 500
 ZOOM_FACTOR_RANGE = (1.5, 8.0)
 MAX_LEVELS = 16
 SEED_LIMIT = 2**32
+MAX_EXTRA_VIEWS = 16   # extra_views: views dreamed beyond the user's cameras (0 = off)
 MIN_KNOWN_PIXELS = 16  # init_rgbd: fewer pixels with depth cannot anchor a world (nor fit a scale)
 
 # ---------------------------------------------------------------- the network
@@ -29,6 +30,7 @@ FORMAT = "zoomscape-results"  # manifest.json "format"
 FORMAT_VERSION = 1            # manifest.json "version"
 MANIFEST_FILE = "manifest.json"
 POINTCLOUD_FILE = "pointcloud.ply"
+WORLD_FILE = "world.ply"  # the world as 3D Gaussians (Inria 3DGS layout), next to the point cloud
 LEVEL_IMAGE = "level_{:02d}.png"
 LEVEL_GAUSSIANS = "level_{:02d}.ply"
 STACK_FILE = "zoom_stack.png"
