@@ -190,12 +190,14 @@ def nearer_surface(D: np.ndarray, D_tilde: np.ndarray, M: np.ndarray, residual: 
 
 
 def in_free_space(xyz: np.ndarray, cam: Camera, observed: np.ndarray, tol: float, *,
-                  filtered: bool = False) -> np.ndarray:
+                  filtered: bool = False, at_points: bool = False) -> np.ndarray:
     """Points an earlier camera saw through: [N] bool.
 
     xyz: [N, 3] world; observed: [H, W] depth that cam saw (+inf = no claim). A point is in cam's
     free space when it projects into the image in front of the camera with
-    z < (1 − tol)·min₃ₓ₃(observed) at its pixel. filtered: observed is min₃ₓ₃ already.
+    z < (1 − tol)·min₃ₓ₃(observed) at its pixel. filtered: observed is min₃ₓ₃ already;
+    at_points: min₃ₓ₃ read at the points' pixels only, not filtered over the whole image (the
+    same values; cheaper for a few points).
     """
     uv, z = world_to_pixels(cam, xyz)
     H, W = observed.shape
@@ -204,10 +206,13 @@ def in_free_space(xyz: np.ndarray, cam: Camera, observed: np.ndarray, tol: float
     out = np.zeros(len(xyz), bool)
     idx = np.flatnonzero(inside)
     if idx.size:
-        O = observed if filtered else min_filter3(observed)
         col = np.floor(uv[idx, 0]).astype(np.int64)
         row = np.floor(uv[idx, 1]).astype(np.int64)
-        out[idx] = z[idx] < (1.0 - tol) * O[row, col]
+        if at_points:
+            O = _min3_at(observed, row, col)
+        else:
+            O = (observed if filtered else min_filter3(observed))[row, col]
+        out[idx] = z[idx] < (1.0 - tol) * O
     return out
 
 
@@ -616,7 +621,7 @@ def fill_pinholes(P: PointCloud, cams: list[Camera], source: np.ndarray,
                 free = np.zeros(len(Q), bool)
                 for j, other in enumerate(cams):
                     if j != v:
-                        free |= _seen_through(Q.xyz, other, observed[j], free_space_tol)
+                        free |= in_free_space(Q.xyz, other, observed[j], free_space_tol, at_points=True)
                 Q, pix = Q.select(~free), pix[~free]
                 # nor may v's new claims put a later view's point into v's free space
                 later = cur.xyz[np.concatenate([source] + added_src) > v]
@@ -646,22 +651,6 @@ def _min3_at(a: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
         for dc in (-1, 0, 1):
             x = a[r, np.clip(col + dc, 0, W - 1)]
             out = x if out is None else np.minimum(out, x)
-    return out
-
-
-def _seen_through(xyz: np.ndarray, cam: Camera, observed: np.ndarray, tol: float) -> np.ndarray:
-    """in_free_space(xyz, cam, observed, tol), with min₃ₓ₃ observed read at the points' pixels
-    only (not filtered over the whole image): [N] bool."""
-    uv, z = world_to_pixels(cam, xyz)
-    H, W = observed.shape
-    with np.errstate(invalid="ignore"):
-        inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
-    out = np.zeros(len(xyz), bool)
-    idx = np.flatnonzero(inside)
-    if idx.size:
-        col = np.floor(uv[idx, 0]).astype(np.int64)
-        row = np.floor(uv[idx, 1]).astype(np.int64)
-        out[idx] = z[idx] < (1.0 - tol) * _min3_at(observed, row, col)
     return out
 
 

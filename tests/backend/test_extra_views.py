@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation, Slerp
 
-from zoomscape.cameras import Camera, blender_intrinsics, from_wire, look_at, world_to_pixels
+from zoomscape.cameras import Camera, from_wire, look_at, world_to_pixels
 from zoomscape.dream import dream
 from zoomscape.engines.procedural import ProceduralEngine, World
 from zoomscape.extra_views import (ExtraViewPlanner, candidates, hole_depth, rig_pairs,
@@ -20,29 +20,21 @@ from zoomscape.extra_views import (ExtraViewPlanner, candidates, hole_depth, rig
 from zoomscape.pointcloud import project
 from zoomscape.schema import MAX_EXTRA_VIEWS, RequestError, validate_request
 from zoomscape.wire.manifest import Manifest, ManifestError, ViewSummary
+from tests.helpers.demo_rig import RIG, intrinsics as demo_intrinsics, wire_cam
 
 PROMPT = "a misty harbour town at dawn"
 SEED = 7
 W, H = 128, 96
-DEMO = [("Cam.000", (-2.0, -1.0, 1.7), (-12.0, 25.0)),     # the demo's: name, location,
-        ("Cam.001", (-0.7, -0.5, 1.8), (-14.0, 8.0)),      # (pitch, yaw) in degrees
-        ("Cam.002", (0.7, -0.5, 1.8), (-14.0, -8.0)),
-        ("Cam.003", (2.0, -1.0, 1.7), (-12.0, -25.0))]
+DEMO = RIG
 WORLD = World(PROMPT, SEED)
 
 
 def intrinsics(w=W, h=H):
-    return blender_intrinsics(30.0, 36.0, 24.0, "AUTO", 0.0, 0.0, w, h)
+    return demo_intrinsics(w, h)
 
 
 def blender_cam(name, loc, pitch, yaw, w=W, h=H):
-    """A Blender camera at loc with rotation_euler (90° + pitch, 0, yaw), as the demo builds it."""
-    ax, az = math.radians(90.0 + pitch), math.radians(yaw)
-    Rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
-    Rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
-    M = np.eye(4)
-    M[:3, :3], M[:3, 3] = Rz @ Rx, loc
-    return from_wire(dict(name=name, matrix_world=M.tolist(), **intrinsics(w, h)))
+    return from_wire(wire_cam(name, loc, pitch, yaw, w, h))
 
 
 def ground(x, y):

@@ -5,36 +5,25 @@ pinholes.
 
 The rig is the demo's (scripts/demo_blender.py RIG) at 160×120: from Cam.001 a box that Cam.000
 never saw stands in front of ground Cam.000 did see."""
-import math
 
 import numpy as np
 import pytest
 
-from zoomscape.cameras import blender_intrinsics, from_wire, pixel_grid, pixels_to_world, \
+from zoomscape.cameras import from_wire, pixel_grid, pixels_to_world, \
     world_to_pixels
 from zoomscape.dream import depth_on_surface, dream, in_free_space, nearer_surface
 from zoomscape.engines.procedural import OBJECT, ProceduralEngine, World
 from zoomscape.pointcloud import project
+from tests.helpers.demo_rig import RIG, wire_cam
 
 PROMPT = "a misty harbour town at dawn"
 SEED = 7
 W, H = 160, 120
-RIG = [("Cam.000", (-2.0, -1.0, 1.7), (-12.0, 25.0)),      # the demo's: name, location,
-       ("Cam.001", (-0.7, -0.5, 1.8), (-14.0, 8.0)),       # (pitch, yaw) in degrees
-       ("Cam.002", (0.7, -0.5, 1.8), (-14.0, -8.0)),
-       ("Cam.003", (2.0, -1.0, 1.7), (-12.0, -25.0))]
 WORLD = World(PROMPT, SEED)
 
 
 def blender_cam(name, loc, pitch, yaw):
-    """A Blender camera at loc with rotation_euler (90° + pitch, 0, yaw), as the demo builds it."""
-    ax, az = math.radians(90.0 + pitch), math.radians(yaw)
-    Rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
-    Rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
-    M = np.eye(4)
-    M[:3, :3], M[:3, 3] = Rz @ Rx, loc
-    return from_wire(dict(name=name, matrix_world=M.tolist(),
-                          **blender_intrinsics(30.0, 36.0, 24.0, "AUTO", 0.0, 0.0, W, H)))
+    return from_wire(wire_cam(name, loc, pitch, yaw, W, H))
 
 
 CAMS = [blender_cam(n, loc, *angles) for n, loc, angles in RIG]
@@ -257,7 +246,7 @@ def test_the_pinhole_fill_reads_only_the_pixels_it_needs():
     """fill_pinholes reads min₃ₓ₃, the crack rule and the free-space rule at the pixels it asks
     about only: each helper agrees exactly with the whole-image rule (edges, NaN and +inf
     included), and the claims that stay are those the one-pass-per-drop loop keeps."""
-    from zoomscape.dream import _claims_clear, _crack_at, _min3_at, _seen_through, crack_behind, \
+    from zoomscape.dream import _claims_clear, _crack_at, _min3_at, crack_behind, \
         min_filter3
     rng = np.random.default_rng(3)
     cam = CAMS[1]
@@ -274,7 +263,8 @@ def test_the_pinhole_fill_reads_only_the_pixels_it_needs():
     xyz = pixels_to_world(cam, pixel_grid(W, H)[pix], rng.uniform(1.0, 10.0, len(pix)))
     xyz[:50] = cam.center - (xyz[:50] - cam.center)                  # behind the camera
     assert in_free_space(xyz, cam, a, 0.03).any()
-    np.testing.assert_array_equal(_seen_through(xyz, cam, a, 0.03), in_free_space(xyz, cam, a, 0.03))
+    np.testing.assert_array_equal(in_free_space(xyz, cam, a, 0.03, at_points=True),
+                                  in_free_space(xyz, cam, a, 0.03))
 
     # what the view saw and its claims on the right half (5 m seen: a claim at 15 m; 12 m seen:
     # a claim at 7 m); later points at 6 and 8 m that lie in none of what it saw (the dream's own

@@ -6,7 +6,6 @@ Ground truth: the demo's rig (scripts/demo_blender.py RIG) at 80×60 on the proc
 the honest engine tells the true depth, so the Gaussians' normals can be checked against the
 procedural world's."""
 import json
-import math
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ import torch
 
 from zoomscape import gaussians, world as world_mod
 from zoomscape.align import depth_edges
-from zoomscape.cameras import blender_intrinsics, from_wire, world_to_pixels
+from zoomscape.cameras import from_wire, world_to_pixels
 from zoomscape.dream import dream
 from zoomscape.engines.procedural import GROUND, ProceduralEngine, World
 from zoomscape.gaussians import FLATNESS, NORMAL_SMOOTH, SIGMA_PX, psnr, render_level, torch_threads
@@ -23,24 +22,15 @@ from zoomscape.settings import Settings, SettingsError
 from zoomscape.wire.manifest import Manifest, ManifestError
 from zoomscape.wire.splats import PROPERTIES, read_splat_ply, write_splat_ply
 from zoomscape.world import WORLD_FRAME, refine_world, view_psnrs, world_gaussians
+from tests.helpers.demo_rig import RIG, wire_cam as demo_wire_cam
 
 PROMPT, SEED = "a misty harbour town at dawn", 7
 W, H = 80, 60
-RIG = [("Cam.000", (-2.0, -1.0, 1.7), (-12.0, 25.0)),      # the demo's: name, location,
-       ("Cam.001", (-0.7, -0.5, 1.8), (-14.0, 8.0)),       # (pitch, yaw) in degrees
-       ("Cam.002", (0.7, -0.5, 1.8), (-14.0, -8.0)),
-       ("Cam.003", (2.0, -1.0, 1.7), (-12.0, -25.0))]
 
 
 def wire_cam(name, loc, pitch, yaw, w=W, h=H):
-    """A Blender camera at loc with rotation_euler (90° + pitch, 0, yaw), as the demo builds it."""
-    ax, az = math.radians(90.0 + pitch), math.radians(yaw)
-    Rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
-    Rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
-    M = np.eye(4)
-    M[:3, :3], M[:3, 3] = Rz @ Rx, loc
-    return dict(name=name, matrix_world=M.tolist(),
-                **blender_intrinsics(30.0, 36.0, 24.0, "AUTO", 0.0, 0.0, w, h))
+    return demo_wire_cam(name, loc, pitch, yaw, w, h)
+
 
 
 CAMS = [from_wire(wire_cam(n, loc, *angles)) for n, loc, angles in RIG]
