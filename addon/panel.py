@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import colour, preferences, runner, thumbnails
+from . import colour, preferences, runner, thumbnails, world
 from .properties import server_default
 from .wire.names import MODEL_ROLES
 
@@ -126,12 +126,13 @@ class ZOOMSCAPE_PT_panel(bpy.types.Panel):
 
 def draw_world(layout, props) -> None:
     """The job's views (the user's and the extra ones dreamed) and how the world renders."""
-    views = runner.view_counts(props.job_id)
+    objs = world.world_objects(props.job_id)   # one scan of bpy.data.objects per redraw
+    views = runner.view_counts(props.job_id, objs)
     if views is not None:
         own, extra = views
         layout.label(text=f"World: {own} of your views + {extra} extra views dreamed",
                      icon="WORLD")
-    if runner.has_world_gaussians(props.job_id):
+    if runner.has_world_gaussians(props.job_id, objs):
         layout.row(align=True).prop(props, "world_display", expand=True)
     else:
         layout.label(text="World renders as points (the job has no world Gaussians)", icon="INFO")

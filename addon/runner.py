@@ -222,16 +222,17 @@ def import_results(scene, out_dir: str):
     return points
 
 
-def view_counts(job_id: str) -> tuple[int, int] | None:
-    """(the user's views, the extra views) the imported job dreamed, or None before an import."""
-    obj = world.world_objects(job_id)["POINTS"]
+def view_counts(job_id: str, objs: dict | None = None) -> tuple[int, int] | None:
+    """(the user's views, the extra views) the imported job dreamed, or None before an import.
+    objs: world.world_objects(job_id) when the caller has it (one scan of bpy.data.objects)."""
+    obj = (objs or world.world_objects(job_id))["POINTS"]
     counts = obj.get("zoomscape_views") if obj is not None else None
     return (int(counts[0]), int(counts[1])) if counts is not None and len(counts) == 2 else None
 
 
-def has_world_gaussians(job_id: str) -> bool:
-    """Whether the imported job has its world as Gaussians (world.ply)."""
-    return world.world_objects(job_id)["GAUSSIANS"] is not None
+def has_world_gaussians(job_id: str, objs: dict | None = None) -> bool:
+    """Whether the imported job has its world as Gaussians (world.ply); objs as for view_counts."""
+    return (objs or world.world_objects(job_id))["GAUSSIANS"] is not None
 
 
 def colour_note(scene) -> str:

@@ -37,7 +37,7 @@ import numpy as np
 import bpy
 
 from .importers import (JOB_KEY, current_group, ensure_collection, named_attribute,  # noqa: F401
-                        set_modifier_input, srgb_to_linear)
+                        prepare_render_settings, set_modifier_input, srgb_to_linear)
 from .wire.splats import Gaussians
 
 COLOR_ATTR, OPACITY_ATTR, SCALE_ATTR, ROTATION_ATTR = "color", "opacity", "scale", "rotation"
@@ -313,14 +313,6 @@ def splat_material(name: str) -> "bpy.types.Material":
     out.location = (550, 100)
     links.new(mix.outputs[0], out.inputs["Surface"])
     return mat
-
-
-def prepare_render_settings(scene, min_transparent_bounces: int = 64) -> None:
-    """Cycles stops a path after transparent_max_bounces transparent hits; overlapping splats need
-    more than the default 8 (raised, never lowered)."""
-    cycles = getattr(scene, "cycles", None)
-    if cycles is not None and cycles.transparent_max_bounces < min_transparent_bounces:
-        cycles.transparent_max_bounces = min_transparent_bounces
 
 
 def modifier_input(mod, identifier: str):

@@ -373,7 +373,9 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="default REPO_OF_THIS_SCRIPT/out/bench_fidelity")
     ap.add_argument("--rigs", default="demo,orbit,walk")
     ap.add_argument("--size", type=int, default=320, help="render width (height = 3/4)")
-    ap.add_argument("--samples", type=int, default=16, help="Cycles samples per pixel")
+    ap.add_argument("--samples", type=int, default=8,
+                    help="Cycles samples per pixel (the import turns off the roulette through splats, "
+                         "so the noise is anti-aliasing only: the noise check prints its cost)")
     ap.add_argument("--frames-per-level", type=int, default=12)
     ap.add_argument("--dive-every", type=int, default=6)
     ap.add_argument("--seed", type=int, default=7)

@@ -9,15 +9,19 @@ Files: pointcloud.ply, level_NN.png + level_NN.ply per zoom level, zoom_stack.pn
 world as 3D Gaussians, world.py), manifest.json.
 Progress stages: "dream" (per view, or per denoising step), "zoom" (per denoising step or level),
 "lift" (per level), "world" (lift, colour and refine the world's Gaussians, write world.ply), "write".
+The world stage runs in a worker thread beside "zoom" and "lift" (background.BackgroundStage: it
+needs only the dream); its reports are handed on after "lift", in stage order.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
 from .cameras import Camera, aim_at, from_wire, pixel_grid, pixels_to_world
+from .background import BackgroundStage
 from .dream import dream
 from .engines.base import DepthFor
 from .errors import JobCancelled
@@ -118,33 +122,19 @@ def run_job(request: JobRequest, out_dir: Path, progress: Optional[Progress] = N
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_ply(out_dir / POINTCLOUD_FILE, result.cloud)
-    report("zoom", 0, 1, f"wrote {POINTCLOUD_FILE} ({len(result.cloud)} points); "
-                         f"painting {len(zoom.levels)} zoom levels")
-
-    # Zoom levels: paint the stack from the zoom camera (aimed so the anchor is at the image centre,
-    # where levels are centred), holding level 0 to the view of the world, then lift each level.
-    zcam = aim_at(cams[zi], anchor)
-    prompts = [lv.prompt for lv in zoom.levels]
-    factor = float(zoom.factor)
-
-    def photo(width: int, height: int):
-        view = project(result.cloud, zcam.scaled(width, height))
-        return view.image, view.mask
-
-    stack = engine.paint_zoom_stack(zcam, prompts, factor, seed,
-                                    scene_prompt=request.scene_prompt, photo=photo,
-                                    progress=report, should_cancel=should_cancel)
-    H, W = stack.levels[0].shape[:2]
-    lcam = zcam.scaled(W, H)
-    depth0 = project(result.cloud, lcam).depth.astype(np.float64)
-    lifted = lift_levels(stack.levels, lcam, anchor, factor,
-                         DepthFor(engine, seed, "level"), depth0=depth0,
-                         progress=report, should_cancel=should_cancel)
+    # the world's Gaussians need only the dream: they are made beside the zoom levels
+    world = BackgroundStage("world", lambda rep, cancel: write_world(
+        out_dir, result, cams, engine, seed, resolve(settings), rep, cancel), should_cancel)
+    try:
+        levels = _zoom_levels(request, result, cams, engine, anchor, report, should_cancel)
+        n_world = world.wait(report)
+    except BaseException:
+        world.stop()
+        raise
     check_cancel()
-    n_world = write_world(out_dir, result, cams, engine, seed, resolve(settings), report, should_cancel)
-    check_cancel()
-    report("write", 1, 2, f"writing {len(lifted)} zoom levels")
-    levels = write_levels(out_dir, prompts, stack.levels, lifted)
+    report("write", 1, 2, f"writing {len(levels)} zoom levels")
+    lcam, prompts, factor = levels.camera, levels.prompts, levels.factor
+    written = write_levels(out_dir, prompts, levels.images, levels.lifted)
 
     consensus = result.consensus
     manifest = Manifest(
@@ -156,11 +146,51 @@ def run_job(request: JobRequest, out_dir: Path, progress: Optional[Progress] = N
             float(np.abs(consensus.factor).max(initial=0.0))),
         zoom=ZoomInfo(zoom.camera, lcam.matrix_world, lcam.intrinsics, factor, prompts,
                       np.asarray(anchor, np.float64), anchor_source, STACK_FILE),
-        levels=levels, world_file=WORLD_FILE, world_gaussians=n_world)
+        levels=written, world_file=WORLD_FILE, world_gaussians=n_world)
     check_cancel()
     write_manifest(out_dir, manifest)
     report("write", 2, 2, "done")
     return manifest
+
+
+@dataclass
+class ZoomLevels:
+    """The zoom stack painted from the zoom camera and its levels lifted to Gaussians."""
+    camera: Camera          # the level camera: the zoom camera aimed at the anchor, at the stack's size
+    prompts: list[str]
+    factor: float
+    images: list[np.ndarray]
+    lifted: list
+
+    def __len__(self) -> int:
+        return len(self.lifted)
+
+
+def _zoom_levels(request: JobRequest, result, cams: list[Camera], engine, anchor,
+                 report: Progress, should_cancel: Optional[Callable[[], bool]]) -> ZoomLevels:
+    """Paint the stack from the zoom camera (aimed so the anchor is at the image centre, where
+    levels are centred), holding level 0 to the view of the world, then lift each level."""
+    zoom, seed = request.zoom, request.seed
+    zcam = aim_at(cams[[c.name for c in request.cameras].index(zoom.camera)], anchor)
+    prompts = [lv.prompt for lv in zoom.levels]
+    factor = float(zoom.factor)
+
+    def photo(width: int, height: int):
+        view = project(result.cloud, zcam.scaled(width, height))
+        return view.image, view.mask
+
+    report("zoom", 0, 1, f"wrote {POINTCLOUD_FILE} ({len(result.cloud)} points); "
+                         f"painting {len(zoom.levels)} zoom levels")
+    stack = engine.paint_zoom_stack(zcam, prompts, factor, seed,
+                                    scene_prompt=request.scene_prompt, photo=photo,
+                                    progress=report, should_cancel=should_cancel)
+    H, W = stack.levels[0].shape[:2]
+    lcam = zcam.scaled(W, H)
+    depth0 = project(result.cloud, lcam).depth.astype(np.float64)
+    lifted = lift_levels(stack.levels, lcam, anchor, factor,
+                         DepthFor(engine, seed, "level"), depth0=depth0,
+                         progress=report, should_cancel=should_cancel)
+    return ZoomLevels(lcam, prompts, factor, list(stack.levels), lifted)
 
 
 def write_world(out_dir: Path, result, cams: list[Camera], engine, seed: int, settings: Settings,

@@ -1,5 +1,6 @@
 """run_job: request → dream → anchor → pointcloud.ply + manifest.json (docs/API.md)."""
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from zoomscape.cameras import blender_intrinsics, from_wire, look_at, pixels_to_world
 from zoomscape.engines.procedural import ProceduralEngine, World
 from zoomscape.errors import JobCancelled
+from zoomscape import pipeline
 from zoomscape.pipeline import run_job, surface_anchor
 from zoomscape.schema import validate_request
 from zoomscape.pointcloud import read_ply
@@ -150,6 +152,61 @@ def test_cancel_leaves_no_manifest(tmp_path):
         run(request(), out, progress=lambda *a: steps.append(a),
                 should_cancel=lambda: any(s[0] == "write" for s in steps), engine=ProceduralEngine())
     assert not (out / "manifest.json").exists()
+
+
+def test_the_world_is_made_beside_the_zoom_levels_and_reported_after_them(tmp_path, monkeypatch):
+    """write_world runs in its own thread while the levels are painted and lifted; its progress
+    comes after the last "lift" report, before "write"."""
+    seen, started = {}, threading.Event()
+    write_world, lift_levels = pipeline.write_world, pipeline.lift_levels
+
+    def world(*a, **k):
+        seen["world thread"] = threading.current_thread().name
+        started.set()
+        return write_world(*a, **k)
+
+    def lift(*a, **k):
+        seen["world started before the lift"] = started.wait(10)
+        seen["lift thread"] = threading.current_thread().name
+        return lift_levels(*a, **k)
+
+    monkeypatch.setattr(pipeline, "write_world", world)
+    monkeypatch.setattr(pipeline, "lift_levels", lift)
+    steps = []
+    manifest = run(request(), tmp_path / "results", progress=lambda *a: steps.append(a),
+                   engine=ProceduralEngine())
+    assert seen == {"world thread": "zoomscape-world", "world started before the lift": True,
+                    "lift thread": threading.current_thread().name}
+    order = [s[0] for s in steps]
+    firsts = sorted(set(order), key=order.index)
+    assert firsts == ["dream", "zoom", "lift", "world", "write"]
+    last = {st: max(i for i, s in enumerate(order) if s == st) for st in firsts}
+    first = {st: order.index(st) for st in firsts}
+    assert last["lift"] < first["world"] and last["world"] < first["write"]
+    assert manifest["world"]["gaussians"] == manifest["pointcloud"]["points"] > 0
+    assert (tmp_path / "results" / "world.ply").exists()
+
+
+def test_a_failing_world_fails_the_job_and_writes_no_manifest(tmp_path, monkeypatch):
+    def world(*a, **k):
+        raise RuntimeError("world: out of memory")
+
+    monkeypatch.setattr(pipeline, "write_world", world)
+    with pytest.raises(RuntimeError, match="world: out of memory"):
+        run(request(), tmp_path / "results", engine=ProceduralEngine())
+    assert not (tmp_path / "results" / "manifest.json").exists()
+
+
+def test_a_cancel_during_the_levels_stops_the_world_before_it_writes(tmp_path, monkeypatch):
+    """Cancelled while the levels lift: the job raises, and the world thread has stopped (it
+    wrote no world.ply after the job ended)."""
+    steps = []
+    out = tmp_path / "results"
+    with pytest.raises(JobCancelled):
+        run(request(), out, progress=lambda *a: steps.append(a),
+            should_cancel=lambda: any(s[0] == "lift" for s in steps), engine=ProceduralEngine())
+    assert not any(t.name == "zoomscape-world" for t in threading.enumerate())
+    assert not (out / "manifest.json").exists() and not (out / "world.ply").exists()
 
 
 def test_bad_zoom_camera_is_named(tmp_path):
