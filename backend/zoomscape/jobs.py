@@ -178,6 +178,11 @@ def default_runner(pool: EnginePool) -> Runner:
                                 engine=pool.get(job.engine, models or None),
                                 settings=pool.settings).to_dict()
 
+    def warm_up() -> None:
+        """Import the pipeline (torch and the numerics: ~3 s) before the first job needs it."""
+        import zoomscape.pipeline  # noqa: F401
+
+    run.warm_up = warm_up
     return run
 
 
@@ -389,6 +394,12 @@ class JobStore:
             return job_id  # the others moved up one place: positions are computed on read
 
     def _work(self) -> None:
+        warm_up = getattr(self.runner, "warm_up", None)
+        if warm_up is not None:   # while the server waits for its first job
+            try:
+                warm_up()
+            except Exception as exc:  # noqa: BLE001 - the first job reports it properly
+                log.warning("warm-up failed: %s", exc)
         while True:
             job_id = self._next()
             if job_id is None:

@@ -398,3 +398,31 @@ def test_symlinks_in_results_are_neither_listed_nor_served(store_factory, tmp_pa
     assert store.files(j) == []
     with pytest.raises(JobNotFound):
         store.file_path(j, "manifest.json")
+
+
+def test_the_worker_warms_the_runner_up_before_its_first_job(store_factory):
+    """The default runner imports the pipeline (torch, ~3 s) when the worker starts, not in the
+    user's first job; a runner's failing warm-up only logs, and jobs still run."""
+    from zoomscape.jobs import EnginePool, default_runner
+
+    assert callable(default_runner(EnginePool()).warm_up)
+    order = []
+    runner = GatedRunner(steps=1)
+    runner.warm_up = lambda: order.append(("warm", len(runner.ran)))   # jobs run so far
+    store = store_factory(runner)
+    store.start()
+    job = store.submit(named("after the warm-up"))
+    runner.release()
+    wait_state(store, job["id"], {"done"})
+    assert order == [("warm", 0)] and runner.ran == ["after the warm-up"]
+
+    failing = GatedRunner(steps=1)
+    failing.warm_up = lambda: 1 / 0
+    store2 = JobStore(store.data_dir.parent / "data2", runner=failing)
+    try:
+        store2.start()
+        job = store2.submit(named("despite a failed warm-up"))
+        failing.release()
+        assert wait_state(store2, job["id"], {"done"})["state"] == "done"
+    finally:
+        store2.stop(timeout=10)
