@@ -51,7 +51,7 @@ class GsplatStandIn:
     def __call__(self, means, quats, scales, opacities, colors, viewmats, Ks, width, height, *,
                  near_plane, far_plane, eps2d, packed, rasterize_mode, backgrounds):
         self.calls.append({"device": means.device, "n": len(means), "packed": packed,
-                           "mode": rasterize_mode, "grad": means.requires_grad})
+                           "mode": rasterize_mode, "eps2d": eps2d, "grad": means.requires_grad})
         info = {}
         rgb, alpha = raster.rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width,
                                       height, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
@@ -82,8 +82,9 @@ def test_lift_and_refine_take_gsplats_branch_for_the_engines_device(monkeypatch)
     # level 1: coarse background + psnr_init + 3 refine steps + psnr; level 0 the same minus the background
     assert len(stand_in.calls) == 2 * 5 + 1
     assert sum(c["grad"] for c in stand_in.calls) == 2 * 3       # the refinement steps backpropagate
+    # the image formation Blender renders (gaussians.EPS2D, ANTIALIASED): no dilation, classic
     assert all(c["device"] == torch.device(engine.device) and not c["packed"]
-               and c["mode"] == "antialiased" for c in stand_in.calls)
+               and c["mode"] == "classic" and c["eps2d"] == 0.0 for c in stand_in.calls)
     assert all(lv.stats["refined"] and lv.stats["psnr"] > 25 for lv in levels)
 
 
