@@ -203,10 +203,9 @@ def test_stacked_splats_composite_without_russian_roulette_noise(zs, tmp_path):
     """Thirty faint dark splats (α 0.05: like the tails a pixel crosses in a splat world) in front
     of an opaque white one, each far wider than the view (a uniform colour over it): the import
     raises Cycles' Min Transparent Bounces to its Max, so every transparent hit is composited
-    exactly and two renders with different seeds agree at 2 samples. With Cycles' default (0) and a transparent film (a path that has crossed
-    only transparent surfaces counts its transparent bounces for the roulette), a path through the
-    stack is ended by Russian roulette, kept with probability √throughput, and the white splat
-    behind shows as speckle."""
+    exactly and two renders with different seeds agree at 2 samples. With Cycles' default (0) a
+    path through the stack is ended by Russian roulette, kept with probability √throughput, and
+    the white splat behind shows as speckle (measured here over a transparent film)."""
     si = zs.splat_import
     scene = bpy.context.scene
     scene.cycles.min_transparent_bounces, scene.cycles.transparent_max_bounces = 0, 8  # defaults
