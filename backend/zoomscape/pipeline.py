@@ -126,7 +126,7 @@ def run_job(request: JobRequest, out_dir: Path, progress: Optional[Progress] = N
     world = BackgroundStage("world", lambda rep, cancel: write_world(
         out_dir, result, cams, engine, seed, resolve(settings), rep, cancel), should_cancel)
     try:
-        levels = _zoom_levels(request, result, cams, engine, anchor, report, should_cancel)
+        levels = _zoom_levels(request, result, cams[zi], engine, anchor, report, should_cancel)
         n_world = world.wait(report)
     except BaseException:
         world.stop()
@@ -166,12 +166,12 @@ class ZoomLevels:
         return len(self.lifted)
 
 
-def _zoom_levels(request: JobRequest, result, cams: list[Camera], engine, anchor,
+def _zoom_levels(request: JobRequest, result, zoom_cam: Camera, engine, anchor,
                  report: Progress, should_cancel: Optional[Callable[[], bool]]) -> ZoomLevels:
-    """Paint the stack from the zoom camera (aimed so the anchor is at the image centre, where
-    levels are centred), holding level 0 to the view of the world, then lift each level."""
+    """Paint the stack from zoom_cam (request.zoom.camera) aimed so the anchor is at the image
+    centre, where levels are centred, holding level 0 to the view of the world; lift each level."""
     zoom, seed = request.zoom, request.seed
-    zcam = aim_at(cams[[c.name for c in request.cameras].index(zoom.camera)], anchor)
+    zcam = aim_at(zoom_cam, anchor)
     prompts = [lv.prompt for lv in zoom.levels]
     factor = float(zoom.factor)
 
