@@ -34,7 +34,8 @@ ALL_INTERFACES = "0.0.0.0"
 
 # The flags every command that builds an engine takes, named as settings.Settings' fields.
 ENGINE_FLAGS = ("device", "steps", "cpu_offload", "attention_slicing", "model_dir",
-                "text2img_model", "inpaint_model", "depth_model")
+                "text2img_model", "inpaint_model", "depth_model", "level_refine_seconds",
+                "world_refine_seconds")
 
 
 def build_settings(args, environ=None, **given):
@@ -287,6 +288,12 @@ def _add_engine_flags(parser) -> None:
     parser.add_argument("--attention-slicing", action="store_true", default=None,
                         help="diffusers engine: attention slicing (default $ZOOMSCAPE_ATTENTION_SLICING, "
                              "else on for CUDA cards with at most 10 GB)")
+    parser.add_argument("--level-refine-seconds", type=float, metavar="S",
+                        help="refine each zoom level's Gaussians for at most S seconds (0: off; default "
+                             "$ZOOMSCAPE_LEVEL_REFINE_SECONDS, else 20 with CUDA, 0 on the CPU)")
+    parser.add_argument("--world-refine-seconds", type=float, metavar="S",
+                        help="refine the world's Gaussians for at most S seconds (0: off; default "
+                             "$ZOOMSCAPE_WORLD_REFINE_SECONDS, else 60 with CUDA, 0 on the CPU)")
 
 
 # ------------------------------------------------------------------------------------- discover

@@ -22,7 +22,10 @@ same pose, f_i = p^i·f. For each level, top to bottom (``lift_levels``):
     refine with the coarser levels frozen: render level i over levels < i (their image is the
         background), minimise 0.8·L1 + 0.2·(1 − SSIM) against I_i with Adam, densify/prune with
         gsplat's DefaultStrategy (its ops are plain PyTorch, so the same code runs on CPU on the
-        reference rasterizer, raster.py, at small sizes; with CUDA on gsplat's rasterizer).
+        reference rasterizer, raster.py, at small sizes; with CUDA on gsplat's rasterizer);
+        at most LEVEL_REFINE_STEPS steps and a time budget per level (refine_level; the pipeline
+        takes it from settings.Settings.level_refine_budget: 20 s with CUDA, off on the CPU),
+        kept only when the level's PSNR does not drop.
 
 Level 0 has no coarser level: with a reference depth (the dream cloud's z-buffer in the zoom
 camera) it is fitted like the others; without one its scale is set so that the depth at the
@@ -75,6 +78,8 @@ SHIFT_MIN_SPREAD = 0.2  # fit a shift only when ref's (p90 − p10)/median excee
 NORMAL_SMOOTH = 2       # box radius (pixels) of the depth smoothing for normals
 NEAR_LOCAL = 1e-6       # near plane in local units (a level 4^10 deep sits ~10^6 units from its camera)
 SERIAL_PIXELS = 512 * 512  # levels up to this size lift on one torch thread (see torch_threads)
+LEVEL_REFINE_STEPS = 1000  # a level's refinement step cap (the time budget is settings.level_refine_seconds)
+STEP_ESTIMATE = 3.0     # a refinement step ≈ this many forward renders (forward + backward + Adam)
 
 
 from .errors import JobCancelled  # noqa: E402 - raised when should_cancel() turns True
@@ -487,6 +492,45 @@ def refine(g: Gaussians, image: np.ndarray, cam: Camera, frame: LevelFrame, *, s
     return out, {"loss": stats["loss"], "count": stats["count"]}
 
 
+def refine_level(g: Gaussians, image: np.ndarray, cam: Camera, frame: LevelFrame, *, steps: int,
+                 seconds: Optional[float] = None, background: Optional[torch.Tensor] = None,
+                 clock: Callable[[], float] = time.monotonic, backend: str = "auto",
+                 should_cancel: Optional[Callable[[], bool]] = None,
+                 device=None) -> tuple[Gaussians, dict]:
+    """refine within a budget: at most `steps` Adam steps and `seconds` of wall time on `clock`
+    (None: no time limit), the level's PSNR (over background) measured before and after.
+
+    The first PSNR pass times a forward render; STEP_ESTIMATE of it is the budget's guess for the
+    first step, and the second pass is kept out of the steps' share, so the whole call keeps to
+    `seconds` (refine_views: a step starts only when the slowest step so far still fits). The
+    refined Gaussians are kept only when their PSNR is not lower. → (Gaussians, stats: psnr_init,
+    psnr (of the returned Gaussians), refined (kept), refine_steps, refine_seconds (the whole
+    call's time on clock), loss_first, loss_last).
+    """
+    if seconds is not None and not (np.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"seconds: must be a finite number ≥ 0 or None, got {seconds!r}")
+
+    def level_psnr(gs: Gaussians) -> float:
+        with torch.no_grad():
+            return psnr(render_level(gs, cam, frame, background=background, backend=backend,
+                                     device=device)[0], image)
+
+    t0 = clock()
+    before = level_psnr(g)
+    t1 = clock()
+    share = None if seconds is None else max(0.0, seconds - 2 * (t1 - t0))
+    out, rs = refine_views(g, [image], [cam], frame, steps=steps, backgrounds=[background],
+                           seconds=share, clock=clock, step_estimate=STEP_ESTIMATE * (t1 - t0),
+                           backend=backend, densify=True, should_cancel=should_cancel, device=device)
+    after = level_psnr(out) if rs["steps"] else before
+    keep = rs["steps"] > 0 and after >= before
+    return (out if keep else g), {
+        "psnr_init": before, "psnr": after if keep else before, "psnr_refined": after,
+        "refined": bool(keep), "refine_steps": rs["steps"], "refine_seconds": clock() - t0,
+        "loss_first": rs["loss"][0] if rs["loss"] else None,
+        "loss_last": rs["loss"][-1] if rs["loss"] else None}
+
+
 def refine_views(g: Gaussians, images: list, cams: list[Camera], frame: LevelFrame, *, steps: int,
                  backgrounds: Optional[list] = None, order: Optional[list[int]] = None,
                  seconds: Optional[float] = None, clock: Callable[[], float] = time.monotonic,
@@ -635,10 +679,12 @@ def _fit_level0(D_hat: np.ndarray, cam: Camera, anchor: np.ndarray, depth0) -> t
 
 
 def lift_levels(level_images, zoom_cam: Camera, anchor, factor: float, engine, *,
-                refine_steps: int = 0, colour_steps: int = COLOUR_STEPS, progress: Optional[Progress] = None,
+                refine_steps: int = 0, refine_seconds: Optional[float] = None,
+                colour_steps: int = COLOUR_STEPS, progress: Optional[Progress] = None,
                 should_cancel: Optional[Callable[[], bool]] = None, depth0=None,
                 refine_max_pixels: Optional[int] = None, backend: str = "auto",
-                sigma_px: float = SIGMA_PX, opacity: float = OPACITY0, device=None) -> list[LevelGaussians]:
+                sigma_px: float = SIGMA_PX, opacity: float = OPACITY0, device=None,
+                clock: Callable[[], float] = time.monotonic) -> list[LevelGaussians]:
     """Lift the zoom stack to Gaussians, level by level (the module docstring's loop).
 
     level_images: list of [H, W, 3] float32 in [0, 1] (level i seen by zoom_level_camera(i));
@@ -646,7 +692,8 @@ def lift_levels(level_images, zoom_cam: Camera, anchor, factor: float, engine, *
     engine: has estimate_depth(image, cam) (engines.base.DepthEstimator); depth0: optional
     [H, W] reference z-depth of level 0 (e.g. the dream cloud's z-buffer in the zoom camera).
     colour_steps: steps of the colour deconvolution (fit_colors) of the per-pixel Gaussians;
-    refine_steps: Adam steps per level (0 = none). Off CUDA, levels with more than
+    refine_steps: Adam steps per level (0 = none); refine_seconds: each level's time budget on
+    clock (refine_level; None: no time limit, 0: no refinement). Off CUDA, levels with more than
     refine_max_pixels pixels (default 128², None on CUDA) are not refined (stats["refined"]).
     device: where the Gaussians are rendered, fitted and refined (default: engine.device when it
     is a CUDA device, so a CUDA engine renders with gsplat; else the CPU, where the reference
@@ -680,23 +727,18 @@ def lift_levels(level_images, zoom_cam: Camera, anchor, factor: float, engine, *
         with torch_threads(serial):
             g = pixel_gaussians(cam, I_i, D, frame, sigma_px=sigma_px, opacity=opacity)
             stats = {"scale": fit.scale, "shift": fit.shift, "fit_residual": fit.residual,
-                     "pixels": len(g), "refined": False}
+                     "pixels": len(g), "refined": False, "refine_steps": 0}
             bg = (coarse_background(levels, cam, frame, backend=backend, device=device)
                   if (colour_steps or refine_steps) else None)
             if colour_steps > 0:
                 g = g.replace(colors=fit_colors(g, I_i, cam, frame, steps=colour_steps, background=bg,
                                                 backend=backend, device=device))
-            if refine_steps > 0 and cam.width * cam.height <= refine_max_pixels:
-                def level_psnr(gs: Gaussians) -> float:
-                    with torch.no_grad():
-                        return psnr(render_level(gs, cam, frame, background=bg, backend=backend,
-                                                 device=device)[0], I_i)
-
-                stats["psnr_init"] = level_psnr(g)
-                g, rs = refine(g, I_i, cam, frame, steps=refine_steps, background=bg,
-                               backend=backend, should_cancel=should_cancel, device=device)
-                stats["psnr"] = level_psnr(g)
-                stats.update(refined=True, loss_first=rs["loss"][0], loss_last=rs["loss"][-1])
+            if (refine_steps > 0 and refine_seconds != 0
+                    and cam.width * cam.height <= refine_max_pixels):
+                g, rs = refine_level(g, I_i, cam, frame, steps=refine_steps, seconds=refine_seconds,
+                                     background=bg, clock=clock, backend=backend,
+                                     should_cancel=should_cancel, device=device)
+                stats.update(rs)
         lv = LevelGaussians(index=i, gaussians=g, frame=frame, zoom_range=(p ** i, p ** (i + 1)),
                             depth=D, stats=stats)
         levels.append(lv)

@@ -25,7 +25,7 @@ from .background import BackgroundStage
 from .dream import dream
 from .engines.base import DepthFor
 from .errors import JobCancelled
-from .gaussians import lift_levels
+from .gaussians import LEVEL_REFINE_STEPS, lift_levels
 from .pointcloud import PointCloud, project, write_ply
 from .schema import JobRequest
 from .settings import Settings, resolve
@@ -84,7 +84,8 @@ def run_job(request: JobRequest, out_dir: Path, progress: Optional[Progress] = N
     every field is already within its limits. engine: an engines.base.Engine, or None to build
     request.engine with engines.get_engine. Raises JobCancelled (and writes no manifest) when
     should_cancel() turns True. settings: the backend's settings.Settings (None: from the
-    environment); the world's refinement budget comes from it (world_refine_budget).
+    environment); the refinement budgets of the zoom levels and the world come from it
+    (level_refine_budget, world_refine_budget).
     """
     if not isinstance(request, JobRequest):
         raise TypeError(f"request: must be a validated schema.JobRequest, got {type(request).__name__} "
@@ -126,7 +127,8 @@ def run_job(request: JobRequest, out_dir: Path, progress: Optional[Progress] = N
     world = BackgroundStage("world", lambda rep, cancel: write_world(
         out_dir, result, cams, engine, seed, resolve(settings), rep, cancel), should_cancel)
     try:
-        levels = _zoom_levels(request, result, cams[zi], engine, anchor, report, should_cancel)
+        levels = _zoom_levels(request, result, cams[zi], engine, anchor, report, should_cancel,
+                              resolve(settings))
         n_world = world.wait(report)
     except BaseException:
         world.stop()
@@ -167,9 +169,12 @@ class ZoomLevels:
 
 
 def _zoom_levels(request: JobRequest, result, zoom_cam: Camera, engine, anchor,
-                 report: Progress, should_cancel: Optional[Callable[[], bool]]) -> ZoomLevels:
+                 report: Progress, should_cancel: Optional[Callable[[], bool]],
+                 settings: Settings) -> ZoomLevels:
     """Paint the stack from zoom_cam (request.zoom.camera) aimed so the anchor is at the image
-    centre, where levels are centred, holding level 0 to the view of the world; lift each level."""
+    centre, where levels are centred, holding level 0 to the view of the world; lift each level,
+    refining each within settings.level_refine_budget(device) seconds (0: not refined)."""
+    from .world import world_device
     zoom, seed = request.zoom, request.seed
     zcam = aim_at(zoom_cam, anchor)
     prompts = [lv.prompt for lv in zoom.levels]
@@ -187,8 +192,11 @@ def _zoom_levels(request: JobRequest, result, zoom_cam: Camera, engine, anchor,
     H, W = stack.levels[0].shape[:2]
     lcam = zcam.scaled(W, H)
     depth0 = project(result.cloud, lcam).depth.astype(np.float64)
+    # the levels lift where the world refines: the engine's CUDA device, else the CPU
+    budget = settings.level_refine_budget(world_device(engine))
     lifted = lift_levels(stack.levels, lcam, anchor, factor,
                          DepthFor(engine, seed, "level"), depth0=depth0,
+                         refine_steps=LEVEL_REFINE_STEPS if budget > 0 else 0, refine_seconds=budget,
                          progress=report, should_cancel=should_cancel)
     return ZoomLevels(lcam, prompts, factor, list(stack.levels), lifted)
 

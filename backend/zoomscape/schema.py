@@ -314,6 +314,12 @@ class Health(BaseModel):
     device: str
     models: list[Any]
     auth_required: bool
+    level_refine_seconds: float = Field(ge=0, description=(
+        "seconds each zoom level's Gaussians are refined for on this server's device "
+        "(settings.level_refine_budget; 0: not refined)"))
+    world_refine_seconds: float = Field(ge=0, description=(
+        "seconds the world's Gaussians are refined for on this server's device "
+        "(settings.world_refine_budget; 0: not refined)"))
 
 
 class FieldProblem(BaseModel):

@@ -175,8 +175,11 @@ def create_app(store: JobStore, engine_name: str, token: Optional[str] = None, *
 
     @app.get("/v1/health", response_model=Health)
     def health() -> dict:
+        settings = store.engines.settings
         return {"status": "ok", "version": __version__, "engine": engine.name, "engines": engine_names(),
-                "device": str(engine.device), "models": list(engine.models), "auth_required": token is not None}
+                "device": str(engine.device), "models": list(engine.models), "auth_required": token is not None,
+                "level_refine_seconds": settings.level_refine_budget(engine.device),
+                "world_refine_seconds": settings.world_refine_budget(engine.device)}
 
     api = APIRouter(prefix="/v1", dependencies=[Depends(bearer_checker(token))])
 

@@ -20,6 +20,8 @@ without flags would build.
     depth_model        ZOOMSCAPE_DEPTH_MODEL
     data_dir           ZOOMSCAPE_DATA_DIR              ~/.local/share/zoomscape (jobs and results)
     world_refine_seconds ZOOMSCAPE_WORLD_REFINE_SECONDS None: 60 s with CUDA, 0 on the CPU (0..3600 s)
+    level_refine_seconds ZOOMSCAPE_LEVEL_REFINE_SECONDS None: 20 s per zoom level with CUDA, 0 on the CPU
+                                                       (0..600 s)
     host, port, token  -                               127.0.0.1, 8765, None (what the server binds)
 
 world_refine_seconds bounds the world Gaussians' refinement (world.refine_world, LucidDreamer's
@@ -27,6 +29,13 @@ world_refine_seconds bounds the world Gaussians' refinement (world.refine_world,
 rasterizer at the demo's size (4 views at 320×240, ~200k Gaussians) costs 1.3–2 s on one core;
 4 steps lower the views' PSNR, 16 (~26 s, the demo job's whole time again) raise it by 0.4 dB, so
 the CPU default is 0: no refinement (world_refine_budget; world.py says more).
+
+level_refine_seconds bounds each zoom level's refinement (gaussians.refine_level: Adam on the
+level's image with the coarser levels frozen) in wall time; gaussians.LEVEL_REFINE_STEPS bounds its
+steps. On the CPU the default is 0 (off): a level at 512² is 262k Gaussians, and even at the demo's
+size a step of the reference rasterizer costs about a second; when set there, levels above
+128² pixels are still not refined (gaussians.lift_levels' refine_max_pixels). Both budgets are what
+/v1/health reports (level_refine_seconds, world_refine_seconds) for the engine's device.
 
 Blank environment values count as unset. Every bad value is a SettingsError naming the field (or
 the variable it came from). stdlib only: no torch, nothing heavy.
@@ -56,6 +65,11 @@ STEPS_RANGE = (1, 1000)
 PIXEL_BUDGET_RANGE = (64 * 64, 4096 * 4096)
 WORLD_REFINE_SECONDS_MAX = 3600.0
 WORLD_REFINE_DEFAULT = {"cuda": 60.0, "cpu": 0.0}  # seconds by device type; others: the CPU's
+LEVEL_REFINE_SECONDS_MAX = 600.0
+LEVEL_REFINE_DEFAULT = {"cuda": 20.0, "cpu": 0.0}  # seconds per zoom level by device type
+# the seconds fields: field → (largest value, defaults by device type)
+REFINE_BUDGETS = {"world_refine_seconds": (WORLD_REFINE_SECONDS_MAX, WORLD_REFINE_DEFAULT),
+                  "level_refine_seconds": (LEVEL_REFINE_SECONDS_MAX, LEVEL_REFINE_DEFAULT)}
 LOOPBACK = "127.0.0.1"
 
 # field → environment variable (the only ZOOMSCAPE_* names the backend reads)
@@ -71,6 +85,7 @@ ENV = {
     "depth_model": "ZOOMSCAPE_DEPTH_MODEL",
     "data_dir": "ZOOMSCAPE_DATA_DIR",
     "world_refine_seconds": "ZOOMSCAPE_WORLD_REFINE_SECONDS",
+    "level_refine_seconds": "ZOOMSCAPE_LEVEL_REFINE_SECONDS",
 }
 MODEL_ENV = {role: ENV[f"{role}_model"] for role in ROLES}  # role → its variable
 
@@ -111,6 +126,7 @@ class Settings:
     port: int = DEFAULT_PORT
     token: Optional[str] = None
     world_refine_seconds: Optional[float] = None
+    level_refine_seconds: Optional[float] = None
 
     def __post_init__(self):
         if self.engine not in ENGINE_NAMES:
@@ -146,14 +162,15 @@ class Settings:
         _check_int("port", self.port, 0, 65535)
         if self.token is not None and (not isinstance(self.token, str) or not self.token.strip()):
             raise SettingsError("token", "must not be blank (leave it unset for no token)")
-        v = self.world_refine_seconds
-        if v is not None:
+        for name, (top, _) in REFINE_BUDGETS.items():
+            v = getattr(self, name)
+            if v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise SettingsError("world_refine_seconds", f"must be a number of seconds, got {v!r}")
-            if not 0 <= v <= WORLD_REFINE_SECONDS_MAX:
-                raise SettingsError("world_refine_seconds",
-                                    f"{v:g} must be within 0..{WORLD_REFINE_SECONDS_MAX:g} seconds")
-            object.__setattr__(self, "world_refine_seconds", float(v))
+                raise SettingsError(name, f"must be a number of seconds, got {v!r}")
+            if not 0 <= v <= top:
+                raise SettingsError(name, f"{v:g} must be within 0..{top:g} seconds")
+            object.__setattr__(self, name, float(v))
 
     @property
     def models(self) -> dict[str, str]:
@@ -163,10 +180,20 @@ class Settings:
     def world_refine_budget(self, device) -> float:
         """Seconds the world's refinement may take on device (a torch.device or its name):
         world_refine_seconds when set, else WORLD_REFINE_DEFAULT for the device's type."""
-        if self.world_refine_seconds is not None:
-            return self.world_refine_seconds
+        return self._budget("world_refine_seconds", device)
+
+    def level_refine_budget(self, device) -> float:
+        """Seconds each zoom level's refinement may take on device (a torch.device or its name):
+        level_refine_seconds when set, else LEVEL_REFINE_DEFAULT for the device's type."""
+        return self._budget("level_refine_seconds", device)
+
+    def _budget(self, name: str, device) -> float:
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        defaults = REFINE_BUDGETS[name][1]
         kind = str(getattr(device, "type", device) or "cpu").split(":")[0]
-        return WORLD_REFINE_DEFAULT.get(kind, WORLD_REFINE_DEFAULT["cpu"])
+        return defaults.get(kind, defaults["cpu"])
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
@@ -183,7 +210,7 @@ class Settings:
                     values[name] = int(raw)
                 except ValueError:
                     raise SettingsError(var, f"{raw!r} is not an integer") from None
-            elif name == "world_refine_seconds":
+            elif name in REFINE_BUDGETS:
                 try:
                     values[name] = float(raw)
                 except ValueError:

@@ -34,10 +34,11 @@ def test_environment_beats_defaults_and_blank_is_unset(tmp_path):
            "ZOOMSCAPE_MODEL_DIR": str(tmp_path / "m"), "ZOOMSCAPE_DEPTH_MODEL": " me/depth ",
            "ZOOMSCAPE_INPAINT_MODEL": "  ", "ZOOMSCAPE_TEXT2IMG_MODEL": str(tmp_path / "sd"),
            "ZOOMSCAPE_DATA_DIR": str(tmp_path / "d"), "ZOOMSCAPE_WORLD_REFINE_SECONDS": "30",
+           "ZOOMSCAPE_LEVEL_REFINE_SECONDS": "5",
            "OTHER": "ignored"}
     s = Settings.from_env(env)
     assert (s.device, s.steps, s.pixel_budget, s.cpu_offload, s.attention_slicing) == ("cpu", 12, 65536, True, False)
-    assert s.world_refine_seconds == 30
+    assert s.world_refine_seconds == 30 and s.level_refine_seconds == 5
     assert s.model_dir == tmp_path / "m" and s.data_dir == tmp_path / "d"
     assert s.models == {"text2img": str(tmp_path / "sd"), "inpaint": DEFAULT_MODELS["inpaint"],
                         "depth": "me/depth"}                          # blank inpaint: the default

@@ -39,6 +39,7 @@ def test_health_needs_no_token_and_describes_the_backend(server):
     assert {"procedural", "diffusers"} <= set(body["engines"])
     assert body["device"] and isinstance(body["models"], list)
     assert body["auth_required"] is False
+    assert body["level_refine_seconds"] == 0.0 and body["world_refine_seconds"] == 0.0   # CPU: off
     import zoomscape
     assert body["version"] == zoomscape.__version__
 
