@@ -11,7 +11,7 @@ from bpy.props import EnumProperty, FloatProperty, StringProperty
 from . import runner, thumbnails
 from .client import ClientError
 from .discovery import Browser, DiscoveryError
-from .properties import set_server_models
+from .properties import refine_summary, set_server_models
 from .scene_io import SceneError, build_request
 from .wire.names import MAX_LEVELS
 
@@ -105,10 +105,11 @@ class ZOOMSCAPE_OT_connect(bpy.types.Operator):
         try:
             info = runner.client_for(props).health()
         except ClientError as e:
-            props.server_info = ""
+            props.server_info = props.server_refine = ""
             return fail(self, props, str(e))
         props.connected, props.error = True, ""
         set_server_models(props, info.get("models"))
+        props.server_refine = refine_summary(info)
         props.server_info = (f"zoomscape {info.get('version', '?')} · {info.get('engine', '?')} · "
                              f"{info.get('device', '?')}" + (" · token" if info.get("auth_required") else ""))
         self.report({"INFO"}, f"Connected: {props.server_info}")

@@ -46,6 +46,8 @@ class ZOOMSCAPE_PT_panel(bpy.types.Panel):
             box.prop(prefs, "token")
         box.label(text=props.server_info if props.connected else "Not connected",
                   icon="CHECKMARK" if props.connected else "UNLINKED")
+        if props.connected and props.server_refine:   # the server's refinement budgets (health)
+            box.label(text=props.server_refine, icon="TIME")
 
         box = layout.box()
         box.label(text="Prompts", icon="TEXT")

@@ -90,6 +90,8 @@ class ZOOMSCAPE_PG_settings(bpy.types.PropertyGroup):
     backends_index: IntProperty(default=-1, update=_backend_selected)
     connected: BoolProperty(name="Connected")
     server_info: StringProperty(name="Server")
+    server_refine: StringProperty(name="Refinement", description="How long the connected server "
+                                  "refines each zoom level's and the world's Gaussians")
     server_models: CollectionProperty(type=ZOOMSCAPE_PG_model)
 
     # Prompts
@@ -172,6 +174,20 @@ def set_server_models(props, models) -> None:
         item = props.server_models.add()
         item.name, item.role = str(model_id)[:MAX_MODEL_CHARS], entry["role"]
         item.available = bool(entry.get("available", entry.get("status") not in ("missing",)))
+
+
+def refine_summary(info) -> str:
+    """What a health answer's refinement budgets mean, for the panel: "" when the server does not
+    say (an older backend); else e.g. "Refine: 20 s per level, 60 s world" or "Refine: off"."""
+    try:
+        level = float(info.get("level_refine_seconds"))
+        world = float(info.get("world_refine_seconds"))
+    except (AttributeError, TypeError, ValueError):
+        return ""
+    if level <= 0 and world <= 0:
+        return "Refine: off"
+    part = lambda s, what: f"{s:g} s {what}" if s > 0 else f"{what} off"  # noqa: E731
+    return f"Refine: {part(level, 'per level')}, {part(world, 'world')}"
 
 
 def server_default(props, role: str) -> str:

@@ -147,3 +147,26 @@ def test_a_done_job_shows_one_thumbnail_per_level_with_its_prompt(zs, tmp_path):
     props.import_levels = False
     drawn = [a[0] for name, a, kw in draw(zs) if name == "prop"]
     assert {"import_levels", "fade_width"} <= set(drawn)
+
+
+def test_the_panel_shows_the_servers_refinement_budgets(zs):
+    """Connect keeps the health answer's budgets (level_refine_seconds, world_refine_seconds) as
+    a line the backend box draws while connected; an older server that does not say draws none."""
+    props = bpy.context.scene.zoomscape
+    summary = zs.properties.refine_summary
+    assert summary({"level_refine_seconds": 20.0, "world_refine_seconds": 60.0}) == \
+        "Refine: 20 s per level, 60 s world"
+    assert summary({"level_refine_seconds": 0.0, "world_refine_seconds": 0.0}) == "Refine: off"
+    assert summary({"level_refine_seconds": 7.5, "world_refine_seconds": 0}) == "Refine: 7.5 s per level, world off"
+    assert summary({"engine": "procedural"}) == "" and summary(None) == ""
+
+    props.connected, props.server_info = True, "zoomscape 0.1 · diffusers · cuda"
+    props.server_refine = summary({"level_refine_seconds": 20.0, "world_refine_seconds": 60.0})
+    labels = [(kw.get("text", ""), kw.get("icon")) for name, a, kw in draw(zs) if name == "label"]
+    assert ("Refine: 20 s per level, 60 s world", "TIME") in labels
+    props.connected = False
+    labels = [kw.get("text", "") for name, a, kw in draw(zs) if name == "label"]
+    assert not any(t.startswith("Refine") for t in labels)
+    props.connected, props.server_refine = True, ""
+    labels = [kw.get("text", "") for name, a, kw in draw(zs) if name == "label"]
+    assert not any(t.startswith("Refine") for t in labels)
