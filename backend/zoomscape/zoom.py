@@ -83,6 +83,36 @@ def _area_weights(n_out: int, n_in: int, s: float, device, dtype) -> torch.Tenso
     return torch.as_tensor(_area_weights_np(n_out, n_in, round(float(s), 12)), device=device, dtype=dtype)
 
 
+@dataclass(frozen=True)
+class _Resampling:
+    """What resample_level needs of one (H, W, s) on one device, computed once: the area matrices
+    Ay [H, H], Ax [W, W], cov and var [H, W], and the rows/columns the matrices touch."""
+    Ay: torch.Tensor
+    Ax: torch.Tensor
+    cov: torch.Tensor
+    var: torch.Tensor
+    support: tuple
+
+
+@lru_cache(maxsize=128)
+def _resampling(H: int, W: int, s: float, device: torch.device, dtype: torch.dtype) -> _Resampling:
+    """The geometry of drawing an H×W level s times smaller (s > 1) or larger into another, cached:
+    every denoising step blends the same shapes, and on a GPU each small tensor op is a launch."""
+    Ay_np, Ax_np = _area_weights_np(H, H, s), _area_weights_np(W, W, s)
+    Ay = torch.as_tensor(Ay_np, device=device, dtype=dtype)
+    Ax = torch.as_tensor(Ax_np, device=device, dtype=dtype)
+    cov = Ay.sum(1)[:, None] * Ax.sum(1)[None, :]
+    var = (Ay ** 2).sum(1)[:, None] * (Ax ** 2).sum(1)[None, :]
+    return _Resampling(Ay, Ax, cov, var, (*_support_np(Ay_np), *_support_np(Ax_np)))
+
+
+def _support_np(A: np.ndarray) -> tuple[slice, slice]:
+    """The contiguous row and column ranges where A: [n_out, n_in] is non-zero."""
+    nz = A > 0
+    rows, cols = np.flatnonzero(nz.any(1)), np.flatnonzero(nz.any(0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
 def _aligned(n: int, r: int, down: bool) -> bool:
     """True when an integer zoom r between two n-pixel levels lands on whole pixels."""
     m = n // r
@@ -104,10 +134,8 @@ def resample_level(x: torch.Tensor, rel: int, p: float) -> tuple[torch.Tensor, t
         one = torch.ones(H, W, device=x.device, dtype=x.dtype)
         return x, one, one
     s = float(p) ** rel
-    Ay = _area_weights(H, H, s, x.device, x.dtype)
-    Ax = _area_weights(W, W, s, x.device, x.dtype)
-    cov = Ay.sum(1)[:, None] * Ax.sum(1)[None, :]
-    var = (Ay ** 2).sum(1)[:, None] * (Ax ** 2).sum(1)[None, :]
+    geo = _resampling(int(H), int(W), round(s, 12), x.device, x.dtype)   # cached: never modify it
+    Ay, Ax, cov, var = geo.Ay, geo.Ax, geo.cov, geo.var
     q = _int_factor(p)
     if q is not None:
         r = q ** abs(rel)
@@ -121,19 +149,10 @@ def resample_level(x: torch.Tensor, rel: int, p: float) -> tuple[torch.Tensor, t
                 img = _nearest_up(x[..., oh:oh + mh, ow:ow + mw], r)
             return img, cov, var
     # general case: separable area matrices, restricted to the rows/columns they touch
-    ry, cy = _support(Ay)
-    rx, cx = _support(Ax)
+    ry, cy, rx, cx = geo.support
     img = x.new_zeros(x.shape)
     img[..., ry, rx] = Ay[ry, cy] @ x[..., cy, cx] @ Ax[rx, cx].T
     return img, cov, var
-
-
-def _support(A: torch.Tensor) -> tuple[slice, slice]:
-    """The contiguous row and column ranges where A: [n_out, n_in] is non-zero."""
-    nz = A > 0
-    rows = torch.nonzero(nz.any(1)).flatten()
-    cols = torch.nonzero(nz.any(0)).flatten()
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def _box_down(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -263,6 +282,26 @@ def collapse_pyramid(bands: Sequence[torch.Tensor], q: int) -> torch.Tensor:
     return x
 
 
+@lru_cache(maxsize=64)
+def _blend_weights(H: int, W: int, p: float, rels: tuple, q: int, D: int, device: torch.device,
+                   dtype: torch.dtype) -> tuple:
+    """The band masks of one level's blend, stacked, and their sums, cached per shape and window:
+    rels = (j − i for every level j in the window) → ((m_k [M, 1, h_k, w_k], Σ_j m_jk clamped)
+    for every band k). They depend only on the geometry, which every denoising step repeats."""
+    masks = []
+    for rel in rels:
+        if rel == 0:
+            cov = torch.ones(H, W, device=device, dtype=dtype)
+        else:
+            cov = _resampling(H, W, round(float(p) ** rel, 12), device, dtype).cov
+        masks.append(_band_masks(cov[None], q, D, _coarse_k0(-rel, p, q) if rel < 0 else 0))
+    out = []
+    for k in range(D + 1):
+        m = torch.cat([mk[k] for mk in masks])                      # [M, 1, h_k, w_k]
+        out.append((m, m.sum(0).clamp_min(1e-12)))
+    return tuple(out)
+
+
 def _band_masks(cov: torch.Tensor, q: int, D: int, k0: int) -> list[torch.Tensor]:
     """Where an observation with coverage cov: [M, H, W] sees each band: [M, 1, H/q^k, W/q^k] each.
 
@@ -320,17 +359,12 @@ def blend(xhat: torch.Tensor, p: float) -> torch.Tensor:
     coarse, fine = blend_window(H, W, p)
     out = []
     for i in range(N):
-        obs, masks = [], []
-        for j in range(max(0, i - coarse), min(N, i + fine + 1)):
-            img, cov, _ = resample_level(xhat[j], j - i, p)
-            k0 = _coarse_k0(i - j, p, q) if j < i else 0
-            obs.append(img)
-            masks.append(_band_masks(cov[None], q, D, k0))
+        window = range(max(0, i - coarse), min(N, i + fine + 1))
+        obs = [resample_level(xhat[j], j - i, p)[0] for j in window]
+        weights = _blend_weights(H, W, float(p), tuple(j - i for j in window), q, D,
+                                 xhat.device, xhat.dtype)
         bands = laplacian_pyramid(torch.stack(obs), q, D)          # [M, C, h_k, w_k] per band
-        blended = []
-        for k, band in enumerate(bands):
-            m = torch.cat([mk[k] for mk in masks])                  # [M, 1, h_k, w_k]
-            blended.append((m * band).sum(0) / m.sum(0).clamp_min(1e-12))
+        blended = [(m * band).sum(0) / m_sum for band, (m, m_sum) in zip(bands, weights)]
         out.append(collapse_pyramid(blended, q))
     return torch.stack(out)
 
