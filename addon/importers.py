@@ -68,6 +68,8 @@ def remove_job_objects(job_id: str, kinds=("points",)) -> int:
         if data is not None and data.users == 0:
             if isinstance(data, bpy.types.Mesh):
                 bpy.data.meshes.remove(data)
+            elif isinstance(data, bpy.types.PointCloud):  # native splats (Blender 5.3+)
+                bpy.data.pointclouds.remove(data)
             elif isinstance(data, bpy.types.Camera):
                 bpy.data.cameras.remove(data)
     return len(doomed)

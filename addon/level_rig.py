@@ -148,7 +148,8 @@ def build_level_rig(scene, levels: list[Level], gaussians_of, job_id: str = "",
                                          coll, kind=LEVEL_KIND, extra=extra)
         obj["zoomscape_level"] = lv.index
         obj["zoomscape_zoom_range"] = list(lv.zoom_range)
-        obj.data.materials[0][JOB_KEY] = job_id
+        for mat in obj.data.materials:  # the quads' own material (native splats have none)
+            mat[JOB_KEY] = job_id
         parent_to(obj, root, level_local_matrix(lv, anchor, rotation))
         objs.append(obj)
     return root, objs

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import colour, preferences, runner, thumbnails, world
+from . import colour, preferences, runner, splat_import, thumbnails, world
 from .properties import server_default
 from .wire.names import MODEL_ROLES
 
@@ -127,7 +127,8 @@ class ZOOMSCAPE_PT_panel(bpy.types.Panel):
 
 
 def draw_world(layout, props) -> None:
-    """The job's views (the user's and the extra ones dreamed) and how the world renders."""
+    """The job's views (the user's and the extra ones dreamed), how the world renders, and whether
+    the Gaussians render as Blender's native splats (5.3+) or as instanced quads."""
     objs = world.world_objects(props.job_id)   # one scan of bpy.data.objects per redraw
     views = runner.view_counts(props.job_id, objs)
     if views is not None:
@@ -138,6 +139,8 @@ def draw_world(layout, props) -> None:
         layout.row(align=True).prop(props, "world_display", expand=True)
     else:
         layout.label(text="World renders as points (the job has no world Gaussians)", icon="INFO")
+    # which path this Blender renders the Gaussians with (splat_import.native_splats)
+    layout.label(text=f"Splats: {splat_import.splat_path_label()}", icon="OUTLINER_OB_POINTCLOUD")
 
 
 def draw_colour(layout, context, prefs) -> None:

@@ -29,6 +29,32 @@ transparent quads of a covered level. From the frame "Hidden from" on, renders d
 (a level whose visible rest has left the screen for good). Everything moves in bulk with
 ``foreach_set``; every Gaussian is kept (no subsampling). Thin Gaussians (3DGS fits to surfaces,
 the lifted zoom levels are flat) render exactly; the thin axis of a thick one is ignored.
+
+Native splats (Blender 5.3 and later, ``native_splats()``: the one version check). A PointCloud of
+type GAUSSIAN_SPLAT renders each point as a 3D Gaussian in Cycles, EEVEE and Workbench. It holds
+the attributes Blender's own PLY importer writes (source/blender/io/ply/importer/ply_import_gsplat.cc)
+
+    position       FLOAT_VECTOR the means
+    radiance:base  FLOAT4       (f_dc_0, f_dc_1, f_dc_2, α): the file's SH0 coefficients, unchanged
+                                (rgb = 0.5 + C0·f_dc), and the activated opacity
+    scale          FLOAT_VECTOR the activated scales s
+    rotation       QUATERNION   the unit wxyz quaternions
+
+plus ``color`` (the clipped colours in scene-linear, as on the quad path) and the optional
+``zs_cover``. Blender treats the SH colour as display sRGB (measured on 5.3: rgb (0.2, 0.5, 0.8)
+renders as (0.196, 0.498, 0.800) through the Standard view transform, in Cycles and EEVEE), which
+is what the files hold, so radiance:base keeps the file's f_dc and the object has no material:
+Blender's own splat shading reproduces the colours. The modifier (native_node_group) writes the
+same opacity law into the splat's own α,
+
+    radiance:base.w = α · clamp(fade · (1 − cover · fade_next), 0, 1)
+
+(Blender's splat then adds its Gaussian falloff exp(…)) from its inputs "Fade" and "Fade next",
+which the level rig keys as it keys the quads' material, and then applies the quad path's
+render-time cull (Cover start, Cover frames, Hidden from); Delete Geometry keeps the splat type.
+A faded splat must be faded in its α, not by a transparent material: Cycles skips splats of α 0,
+while a material-transparent splat still takes its place on the ray (a covered level over the
+next darkened a test frame from 0.49 to 0.29).
 """
 from __future__ import annotations
 
@@ -38,7 +64,7 @@ import bpy
 
 from .importers import (JOB_KEY, current_group, ensure_collection, named_attribute,  # noqa: F401
                         prepare_render_settings, set_modifier_input, srgb_to_linear)
-from .wire.splats import Gaussians
+from .wire.splats import Gaussians, rgb_to_sh0
 
 COLOR_ATTR, OPACITY_ATTR, SCALE_ATTR, ROTATION_ATTR = "color", "opacity", "scale", "rotation"
 DISC_ROT_ATTR, DISC_SCALE_ATTR = "zs_disc_rotation", "zs_disc_scale"
@@ -52,6 +78,10 @@ COVER_START, COVER_FRAMES = "Cover start", "Cover frames"  # node group inputs: 
 HIDDEN_FROM = "Hidden from"  # node group input: renders drop the whole object from this frame on
 NEVER = 1.0e9  # Cover start of a splat object that no finer level covers
 COVER_EPS = 1e-3  # a Gaussian keeping less than this fraction of its opacity is dropped in renders
+NATIVE_SINCE = (5, 3, 0)  # the first Blender whose PointCloud renders 3D Gaussians (GAUSSIAN_SPLAT)
+BASE_ATTR = "radiance:base"  # native splats: (f_dc_0..2, α), Blender's importer's layout
+NATIVE_GROUP_NAME = "Zoomscape Native Splats"
+FADE_INPUT, FADE_NEXT_INPUT = "Fade", "Fade next"  # native: the modifier inputs the level rig keys
 
 # q ⊗ CYCLE[a] turns axis a into the local z axis (x→y→z→x is +120° about (1, 1, 1)).
 CYCLE = {0: np.array([0.5, 0.5, 0.5, 0.5], np.float32), 1: np.array([0.5, -0.5, -0.5, -0.5], np.float32)}
@@ -116,29 +146,98 @@ def splat_mesh(name: str, gaussians: Gaussians, extra: dict | None = None) -> "b
     return mesh
 
 
+def native_splats() -> bool:
+    """Does this Blender render Gaussian splats natively (PointCloud type GAUSSIAN_SPLAT)? The one
+    version check between the two paths: 5.3 and later native, 4.2 to 5.2 instanced quads."""
+    return tuple(bpy.app.version) >= NATIVE_SINCE
+
+
+def splat_path_label() -> str:
+    """How this Blender renders splats, for the panel: "native (Blender 5.3)" or "instanced quads"."""
+    major, minor = bpy.app.version[:2]
+    return f"native (Blender {major}.{minor})" if native_splats() else "instanced quads"
+
+
+def checked_gaussians(g: Gaussians) -> dict:
+    """g's fields as float32 arrays {means [N, 3], quats [N, 4], scales [N, 3], opacities [N],
+    colors [N, 3]}; ValueError naming the field for a wrong shape or non-finite values."""
+    n = int(np.shape(g.means)[0]) if np.ndim(g.means) == 2 else -1
+    out = {}
+    for field, width in (("means", 3), ("quats", 4), ("scales", 3), ("opacities", 0), ("colors", 3)):
+        a = np.asarray(getattr(g, field), dtype=np.float32)
+        want = (n, width) if width else (n,)
+        if n < 0 or a.shape != want:
+            raise ValueError(f"gaussians.{field}: shape {a.shape}, expected {want}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"gaussians.{field}: has non-finite values")
+        out[field] = a
+    return out
+
+
+def splat_pointcloud(name: str, gaussians: Gaussians, extra: dict | None = None) -> "bpy.types.PointCloud":
+    """A GAUSSIAN_SPLAT point cloud of len(gaussians) points with Blender's native splat attributes
+    (position, radiance:base, scale, rotation: the module docstring), COLOR_ATTR and extra FLOAT
+    point attributes {name: [N]}; every array moves with one foreach_set (Blender 5.3+)."""
+    g = checked_gaussians(gaussians)
+    n = len(g["means"])
+    for k, v in (extra or {}).items():
+        if np.shape(v) != (n,):
+            raise ValueError(f"extra['{k}']: shape {np.shape(v)}, expected ({n},)")
+    pc = bpy.data.pointclouds.new(name)
+    pc.resize(n)
+    pc.type = "GAUSSIAN_SPLAT"
+    base = np.empty((n, 4), dtype=np.float32)
+    base[:, :3] = rgb_to_sh0(g["colors"])  # the file's f_dc: Blender decodes it as display sRGB
+    base[:, 3] = g["opacities"]
+    quats = g["quats"] / np.linalg.norm(g["quats"], axis=1, keepdims=True).clip(1e-30)
+    rgba = np.ones((n, 4), dtype=np.float32)
+    rgba[:, :3] = srgb_to_linear(g["colors"])
+    values = {"position": ("vector", g["means"]), BASE_ATTR: ("vector", base),
+              SCALE_ATTR: ("vector", g["scales"]), ROTATION_ATTR: ("value", quats),
+              COLOR_ATTR: ("color", rgba)}
+    values.update({k: ("value", v) for k, v in (extra or {}).items()})
+    types = {BASE_ATTR: "FLOAT4", SCALE_ATTR: "FLOAT_VECTOR", ROTATION_ATTR: "QUATERNION",
+             COLOR_ATTR: "FLOAT_COLOR"}
+    types.update({k: "FLOAT" for k in (extra or {})})
+    # Create every attribute first, then fill each looked up by name (as splat_mesh).
+    for attr, data_type in types.items():
+        if attr not in pc.attributes:
+            pc.attributes.new(attr, data_type, "POINT")
+    for attr, (prop, arr) in values.items():
+        pc.attributes[attr].data.foreach_set(prop, np.ascontiguousarray(arr, dtype=np.float32).ravel())
+    pc.update_tag()
+    return pc
+
+
+def splat_count(obj) -> int:
+    """How many Gaussians a splat object holds (a mesh's vertices or a point cloud's points)."""
+    return len(obj.data.attributes["position"].data)
+
+
+def opacities(data) -> np.ndarray:
+    """The opacities α of a splat mesh or point cloud: [N] float64 (OPACITY_ATTR on the quad path,
+    the w of BASE_ATTR on the native one)."""
+    n = len(data.attributes["position"].data)
+    if OPACITY_ATTR in data.attributes and data.attributes[OPACITY_ATTR].data_type == "FLOAT":
+        out = np.empty(n, dtype=np.float32)
+        data.attributes[OPACITY_ATTR].data.foreach_get("value", out)
+        return out.astype(np.float64)
+    out = np.empty(4 * n, dtype=np.float32)
+    data.attributes[BASE_ATTR].data.foreach_get("vector", out)
+    return out.reshape(n, 4)[:, 3].astype(np.float64)
+
+
 def enabled(sockets, name: str):
     """The first enabled socket called name (4.2 keeps one hidden socket per data type)."""
     return next(s for s in sockets if s.name == name and s.enabled)
 
 
-def splat_node_group() -> "bpy.types.GeometryNodeTree":
-    """Geometry nodes: a ±1 quad (Set Material ← the Material input) instanced on every point,
-    rotated by DISC_ROT_ATTR and scaled by K_SIGMA·DISC_SCALE_ATTR, then lifted by a random
-    ±DEPTH_JITTER (in its own half-size) along its normal. In renders, points with
-    COVER_ATTR · clamp((frame − Cover start) / Cover frames, 0, 1) ≥ 1 − COVER_EPS are deleted
-    first, and every point from the frame Hidden from on. Shared by all splat objects."""
-    group = current_group(GROUP_NAME, ("Material", COVER_START, COVER_FRAMES, HIDDEN_FROM))
-    if group is not None:
-        return group
-    group = bpy.data.node_groups.new(GROUP_NAME, "GeometryNodeTree")
-    group.interface.new_socket(name="Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
-    group.interface.new_socket(name="Material", in_out="INPUT", socket_type="NodeSocketMaterial")
-    for name, default in ((COVER_START, NEVER), (COVER_FRAMES, 1.0), (HIDDEN_FROM, NEVER)):
-        sock = group.interface.new_socket(name=name, in_out="INPUT", socket_type="NodeSocketFloat")
-        sock.default_value = default
-    group.interface.new_socket(name="Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+def render_cull(group, gin, geometry) -> "bpy.types.Node":
+    """Add to group the render-time cull of the module docstring → its Delete Geometry node (input:
+    the socket geometry). In renders (not the viewport) it drops the points with
+    COVER_ATTR · clamp((frame − Cover start) / Cover frames, 0, 1) ≥ 1 − COVER_EPS, and every point
+    from the frame Hidden from on; gin is the group's input node (with those three inputs)."""
     nodes, links = group.nodes, group.links
-    gin, gout = nodes.new("NodeGroupInput"), nodes.new("NodeGroupOutput")
     # cull: fade_next = clamp((frame − start) / frames); drop cover · fade_next ≥ 1 − ε in renders
     time = nodes.new("GeometryNodeInputSceneTime")
     since = nodes.new("ShaderNodeMath")
@@ -160,13 +259,6 @@ def splat_node_group() -> "bpy.types.GeometryNodeTree":
     render_only.operation = "NIMPLY"  # gone and not viewport
     cull = nodes.new("GeometryNodeDeleteGeometry")
     cull.domain = "POINT"
-    # the depth jitter below is random per Gaussian; key it by the index before the cull (the
-    # ``id`` attribute) so the Gaussians that remain keep their depth order when others are dropped
-    index = nodes.new("GeometryNodeInputIndex")
-    keep_id = nodes.new("GeometryNodeStoreNamedAttribute")
-    keep_id.data_type, keep_id.domain = "INT", "POINT"
-    keep_id.inputs["Name"].default_value = "id"
-    gid = nodes.new("GeometryNodeInputID")
     links.new(time.outputs["Frame"], since.inputs[0])
     links.new(gin.outputs[COVER_START], since.inputs[1])
     links.new(since.outputs[0], fade_next.inputs[0])
@@ -180,10 +272,49 @@ def splat_node_group() -> "bpy.types.GeometryNodeTree":
     links.new(late.outputs[0], either.inputs[1])
     links.new(either.outputs[0], render_only.inputs[0])
     links.new(viewport.outputs[0], render_only.inputs[1])
+    links.new(geometry, cull.inputs["Geometry"])
+    links.new(render_only.outputs[0], cull.inputs["Selection"])
+    for node, (x, y) in ((time, (-1500, -500)), (since, (-1300, -500)), (fade_next, (-1100, -500)),
+                         (cover, (-1300, -700)), (hidden, (-900, -550)), (gone, (-700, -550)),
+                         (viewport, (-700, -750)), (render_only, (-500, -600)), (cull, (-300, -100)),
+                         (late, (-900, -850)), (either, (-700, -650))):
+        node.location = (x, y)
+    return cull
+
+
+def cull_inputs(group) -> None:
+    """The render-time cull's inputs Cover start, Cover frames and Hidden from on group."""
+    for name, default in ((COVER_START, NEVER), (COVER_FRAMES, 1.0), (HIDDEN_FROM, NEVER)):
+        sock = group.interface.new_socket(name=name, in_out="INPUT", socket_type="NodeSocketFloat")
+        sock.default_value = default
+
+
+def splat_node_group() -> "bpy.types.GeometryNodeTree":
+    """Geometry nodes: a ±1 quad (Set Material ← the Material input) instanced on every point,
+    rotated by DISC_ROT_ATTR and scaled by K_SIGMA·DISC_SCALE_ATTR, then lifted by a random
+    ±DEPTH_JITTER (in its own half-size) along its normal. In renders, points with
+    COVER_ATTR · clamp((frame − Cover start) / Cover frames, 0, 1) ≥ 1 − COVER_EPS are deleted
+    first, and every point from the frame Hidden from on. Shared by all splat objects."""
+    group = current_group(GROUP_NAME, ("Material", COVER_START, COVER_FRAMES, HIDDEN_FROM))
+    if group is not None:
+        return group
+    group = bpy.data.node_groups.new(GROUP_NAME, "GeometryNodeTree")
+    group.interface.new_socket(name="Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    group.interface.new_socket(name="Material", in_out="INPUT", socket_type="NodeSocketMaterial")
+    cull_inputs(group)
+    group.interface.new_socket(name="Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    nodes, links = group.nodes, group.links
+    gin, gout = nodes.new("NodeGroupInput"), nodes.new("NodeGroupOutput")
+    # the depth jitter below is random per Gaussian; key it by the index before the cull (the
+    # ``id`` attribute) so the Gaussians that remain keep their depth order when others are dropped
+    index = nodes.new("GeometryNodeInputIndex")
+    keep_id = nodes.new("GeometryNodeStoreNamedAttribute")
+    keep_id.data_type, keep_id.domain = "INT", "POINT"
+    keep_id.inputs["Name"].default_value = "id"
+    gid = nodes.new("GeometryNodeInputID")
     links.new(gin.outputs["Geometry"], keep_id.inputs["Geometry"])
     links.new(index.outputs[0], enabled(keep_id.inputs, "Value"))
-    links.new(keep_id.outputs["Geometry"], cull.inputs["Geometry"])
-    links.new(render_only.outputs[0], cull.inputs["Selection"])
+    cull = render_cull(group, gin, keep_id.outputs["Geometry"])
     quad = nodes.new("GeometryNodeMeshGrid")
     quad.inputs["Size X"].default_value = quad.inputs["Size Y"].default_value = 2.0
     quad.inputs["Vertices X"].default_value = quad.inputs["Vertices Y"].default_value = 2
@@ -231,14 +362,116 @@ def splat_node_group() -> "bpy.types.GeometryNodeTree":
                          (rot, (-700, 200)), (scale, (-1100, 450)), (sep, (-900, 450)),
                          (widest, (-700, 500)), (comb, (-500, 450)), (k, (-300, 450)),
                          (inst, (-100, 0)), (rand, (-100, -300)), (lift, (100, -300)),
-                         (move, (150, 0)), (gout, (350, 0)), (time, (-1500, -500)),
-                         (since, (-1300, -500)), (fade_next, (-1100, -500)), (cover, (-1300, -700)),
-                         (hidden, (-900, -550)), (gone, (-700, -550)), (viewport, (-700, -750)),
-                         (render_only, (-500, -600)), (cull, (-300, -100)), (index, (-1300, -150)),
-                         (keep_id, (-1100, -100)), (gid, (-300, -400)), (late, (-900, -850)),
-                         (either, (-700, -650))):
+                         (move, (150, 0)), (gout, (350, 0)), (index, (-1300, -150)),
+                         (keep_id, (-1100, -100)), (gid, (-300, -400))):
         node.location = (x, y)
     return group
+
+
+def native_node_group() -> "bpy.types.GeometryNodeTree":
+    """Geometry nodes for native splat point clouds, shared by all of them (the points stay
+    GAUSSIAN_SPLAT):
+      1. a random depth jitter: Set Position by up to ±DEPTH_JITTER·K·σ_max per axis (below);
+      2. the opacity law: radiance:base.w ← α · clamp(Fade · (1 − cover · Fade next), 0, 1), with
+         Fade and Fade next the modifier inputs the level rig keys (FADE_INPUT, FADE_NEXT_INPUT);
+      3. the render-time cull (render_cull: Cover start, Cover frames, Hidden from)."""
+    group = current_group(NATIVE_GROUP_NAME, (FADE_INPUT, FADE_NEXT_INPUT, COVER_START, COVER_FRAMES, HIDDEN_FROM))
+    if group is not None:
+        return group
+    group = bpy.data.node_groups.new(NATIVE_GROUP_NAME, "GeometryNodeTree")
+    group.interface.new_socket(name="Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    for name, default in ((FADE_INPUT, 1.0), (FADE_NEXT_INPUT, 0.0)):
+        sock = group.interface.new_socket(name=name, in_out="INPUT", socket_type="NodeSocketFloat")
+        sock.default_value, sock.min_value, sock.max_value = default, 0.0, 1.0
+    cull_inputs(group)
+    group.interface.new_socket(name="Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    nodes, links = group.nodes, group.links
+    gin, gout = nodes.new("NodeGroupInput"), nodes.new("NodeGroupOutput")
+
+    def math(op, a, b, clamp=False):
+        node = nodes.new("ShaderNodeMath")
+        node.operation, node.use_clamp = op, clamp
+        for k, v in enumerate((a, b)):
+            if isinstance(v, (int, float)):
+                node.inputs[k].default_value = v
+            else:
+                links.new(v, node.inputs[k])
+        return node.outputs[0]
+
+    # 1. Exactly coplanar splats (a flat surface, one level over the next) must not share a
+    # depth: a Cycles ray continuing through a transparent hit skips splats at the same distance
+    # (a wall of them measured 0.80 instead of 0.86 red). Seeded by the index, before the cull,
+    # so the offsets stay the same when Gaussians are dropped.
+    scale = named_attribute(nodes, SCALE_ATTR, "FLOAT_VECTOR")
+    sep = nodes.new("ShaderNodeSeparateXYZ")
+    links.new(scale.outputs["Attribute"], sep.inputs[0])
+    reach = math("MULTIPLY", math("MAXIMUM", math("MAXIMUM", sep.outputs["X"], sep.outputs["Y"]), sep.outputs["Z"]),
+                 K_SIGMA * DEPTH_JITTER)
+    rand = nodes.new("FunctionNodeRandomValue")
+    rand.data_type = "FLOAT_VECTOR"
+    enabled(rand.inputs, "Min").default_value = (-1.0, -1.0, -1.0)
+    enabled(rand.inputs, "Max").default_value = (1.0, 1.0, 1.0)
+    offset = nodes.new("ShaderNodeVectorMath")
+    offset.operation = "SCALE"
+    links.new(enabled(rand.outputs, "Value"), offset.inputs[0])
+    links.new(reach, offset.inputs["Scale"])
+    move = nodes.new("GeometryNodeSetPosition")
+    links.new(gin.outputs["Geometry"], move.inputs["Geometry"])
+    links.new(offset.outputs["Vector"], move.inputs["Offset"])
+    # 2. The opacity law in the splat's own α: Cycles skips a splat whose α is 0 (a splat made
+    # transparent by a material instead still takes its place on the ray: measured, a covered
+    # level over the next darkened a frame from 0.49 to 0.29). radiance:base is read and written
+    # as a colour (Named Attribute has no FLOAT4; the colour keeps values outside [0, 1]).
+    base = named_attribute(nodes, BASE_ATTR, "FLOAT_COLOR")
+    split = nodes.new("FunctionNodeSeparateColor")
+    links.new(enabled(base.outputs, "Attribute"), split.inputs["Color"])
+    cover = named_attribute(nodes, COVER_ATTR, "FLOAT")
+    keep = math("SUBTRACT", 1.0, math("MULTIPLY", enabled(cover.outputs, "Attribute"), gin.outputs[FADE_NEXT_INPUT]))
+    alpha = math("MULTIPLY", split.outputs["Alpha"], math("MULTIPLY", gin.outputs[FADE_INPUT], keep, clamp=True))
+    join = nodes.new("FunctionNodeCombineColor")
+    for channel in ("Red", "Green", "Blue"):
+        links.new(split.outputs[channel], join.inputs[channel])
+    links.new(alpha, join.inputs["Alpha"])
+    store = nodes.new("GeometryNodeStoreNamedAttribute")
+    store.data_type, store.domain = "FLOAT_COLOR", "POINT"
+    store.inputs["Name"].default_value = BASE_ATTR
+    links.new(move.outputs["Geometry"], store.inputs["Geometry"])
+    links.new(join.outputs["Color"], enabled(store.inputs, "Value"))
+    # 3. the cull
+    cull = render_cull(group, gin, store.outputs["Geometry"])
+    links.new(cull.outputs["Geometry"], gout.inputs[0])
+    for node, (x, y) in ((gin, (-1900, 0)), (scale, (-1900, 500)), (sep, (-1700, 500)), (rand, (-1300, 700)),
+                         (offset, (-1100, 600)), (move, (-900, 300)), (base, (-1300, 300)), (split, (-1100, 300)),
+                         (cover, (-1300, 150)), (join, (-700, 300)), (store, (-500, 200)), (gout, (0, 0))):
+        node.location = (x, y)
+    return group
+
+
+def fade_channel(obj) -> tuple:
+    """Where the level rig keys obj's cross-fade → (the ID holding the F-curves, the data path of
+    fade, the data path of fade_next): the material's FADE_NODE / FADE_NEXT_NODE Value nodes on
+    the quad path, the modifier's FADE_INPUT / FADE_NEXT_INPUT on the native one."""
+    mod = next((m for m in obj.modifiers if m.type == "NODES" and m.node_group is not None
+                and FADE_INPUT in m.node_group.interface.items_tree), None)
+    if mod is None:
+        paths = (f'nodes["{node}"].outputs[0].default_value' for node in (FADE_NODE, FADE_NEXT_NODE))
+        return (obj.data.materials[0].node_tree, *paths)
+    items = mod.node_group.interface.items_tree
+    return (obj, *(input_path(mod, items[name].identifier) for name in (FADE_INPUT, FADE_NEXT_INPUT)))
+
+
+def input_path(mod, identifier: str) -> str:
+    """The data path from the object to a geometry nodes modifier input (5.x: properties.inputs)."""
+    props = getattr(mod, "properties", None)
+    if props is not None and hasattr(props, "inputs"):
+        return getattr(props.inputs, identifier).path_from_id("value")
+    return f'modifiers["{mod.name}"]["{identifier}"]'
+
+
+def fade_values(obj) -> tuple[float, float]:
+    """obj's current (fade, fade_next), as the level rig keyed them (either path)."""
+    owner, *paths = fade_channel(obj)
+    return tuple(float(owner.path_resolve(p)) for p in paths)
 
 
 def no_light_sampling(mat) -> None:
@@ -323,18 +556,30 @@ def modifier_input(mod, identifier: str):
 
 
 def import_splats(scene, gaussians: Gaussians, name: str, job_id: str = "", collection=None,
-                  kind: str = KIND, extra: dict | None = None) -> "bpy.types.Object":
-    """A splat object for activated gaussians (mesh + attributes + instancing modifier + its own
-    material, whose FADE_NODE the level rig keys), linked to collection (default: the Zoomscape one)."""
-    mesh = splat_mesh(name, gaussians, extra)
-    obj = bpy.data.objects.new(name, mesh)
+                  kind: str = KIND, extra: dict | None = None, native: bool | None = None) -> "bpy.types.Object":
+    """A splat object for activated gaussians, linked to collection (default: the Zoomscape one):
+    a native GAUSSIAN_SPLAT point cloud (native_splats(): Blender 5.3+) with its modifier, whose
+    Fade inputs the level rig keys, or (4.2–5.2) a mesh with the instancing modifier and its own
+    material, whose FADE_NODE the level rig keys (fade_channel). native: force a path (None:
+    this Blender's; True before 5.3 is an error)."""
+    if native is None:
+        native = native_splats()
+    elif native and not native_splats():
+        raise ValueError(f"native splats: need Blender {'.'.join(map(str, NATIVE_SINCE))} or later, "
+                         f"this is {bpy.app.version_string}")
+    data = splat_pointcloud(name, gaussians, extra) if native else splat_mesh(name, gaussians, extra)
+    obj = bpy.data.objects.new(name, data)
     obj[JOB_KEY], obj["zoomscape_kind"] = job_id, kind
-    mat = splat_material(name)
-    mesh.materials.append(mat)
+    obj["zoomscape_splats"] = "native" if native else "quads"
     mod = obj.modifiers.new("Zoomscape Splats", "NODES")
-    group = splat_node_group()
-    mod.node_group = group
-    set_modifier_input(mod, group.interface.items_tree["Material"].identifier, mat)
+    if native:  # no material: Blender's own splat shading renders radiance:base as generated
+        mod.node_group = native_node_group()
+    else:
+        mat = splat_material(name)
+        data.materials.append(mat)
+        group = splat_node_group()
+        mod.node_group = group
+        set_modifier_input(mod, group.interface.items_tree["Material"].identifier, mat)
     if "visible_shadow" in obj.bl_rna.properties:  # emissive splats cast no shadows
         obj.visible_shadow = False
     prepare_render_settings(scene)

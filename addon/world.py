@@ -41,7 +41,8 @@ def import_world(scene, manifest: Manifest, out_dir: str, job_id: str = ""):
     gaussians = read_splat_ply(path)
     obj = splat_import.import_splats(scene, gaussians, f"Zoomscape {job_id[:8]} World", job_id,
                                      ensure_collection(scene), kind=KIND)
-    obj.data.materials[0][JOB_KEY] = job_id
+    for mat in obj.data.materials:  # the quads' own material (native splats have none)
+        mat[JOB_KEY] = job_id
     return obj
 
 

@@ -153,11 +153,11 @@ def frame_changes(frames: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, n
 
 
 def point_attribute(mesh, name: str, width: int, prop: str = "value") -> np.ndarray | None:
-    """A point attribute of mesh as float64 [N, width] (None when missing)."""
+    """A point attribute of mesh (or point cloud) as float64 [N, width] (None when missing)."""
     attr = mesh.attributes.get(name)
     if attr is None:
         return None
-    out = np.empty(len(mesh.vertices) * width, dtype=np.float32)
+    out = np.empty(len(attr.data) * width, dtype=np.float32)
     attr.data.foreach_get(prop, out)
     return out.reshape(-1, width).astype(np.float64)
 
@@ -223,7 +223,7 @@ def covered_from(obj, view: ZoomView, first: int, eps: float = WEIGHT_EPS) -> in
     scaled by p^−τ about a point inside it lies inside it), so a bisection over frames finds it.
     """
     mesh = obj.data
-    opacity = point_attribute(mesh, splat_import.OPACITY_ATTR, 1)[:, 0]
+    opacity = splat_import.opacities(mesh)
     cover = point_attribute(mesh, splat_import.COVER_ATTR, 1)
     weight = opacity * (1.0 - (cover[:, 0] if cover is not None else 0.0))
     keep = weight > eps
@@ -232,9 +232,10 @@ def covered_from(obj, view: ZoomView, first: int, eps: float = WEIGHT_EPS) -> in
         return first
     L = np.array(obj.matrix_basis, dtype=np.float64)
     pos = point_attribute(mesh, "position", 3, "vector")[keep]
-    disc = point_attribute(mesh, splat_import.DISC_SCALE_ATTR, 3, "vector")[keep]
+    scale = point_attribute(mesh, splat_import.SCALE_ATTR, 3, "vector")[keep]  # both paths hold it
     y = pos @ L[:3, :3].T + L[:3, 3]
-    radius = splat_import.K_SIGMA * disc[:, :2].max(axis=1) * np.abs(L[:3, :3]).sum(axis=0).max()
+    # K·σ_max: the quad's half-size (the two in-plane axes are the largest), the native splat's reach
+    radius = splat_import.K_SIGMA * scale.max(axis=1) * np.abs(L[:3, :3]).sum(axis=0).max()
     lo, hi = first, T  # invariant: on screen before lo is possible, off screen from hi on
     while lo < hi:
         mid = (lo + hi) // 2
@@ -258,7 +259,6 @@ def key_fades(level_objs, frame_start: float, frames_per_level: int, fade_width:
     key_world_splats_fade), so at frame_start only the world shows.
     """
     si = level_rig.splat_import
-    path, path_next = (f'nodes["{node}"].outputs[0].default_value' for node in (si.FADE_NODE, si.FADE_NEXT_NODE))
     last = max(int(obj["zoomscape_level"]) for obj in level_objs)
     T = len(view.scales) if view is not None else last * frames_per_level + 1
 
@@ -276,7 +276,8 @@ def key_fades(level_objs, frame_start: float, frames_per_level: int, fade_width:
     for obj in level_objs:
         k = int(obj["zoomscape_level"])
         frames, w, tau = keys(k)
-        curves = channel_fcurves(obj.data.materials[0].node_tree, f"{obj.name} Fade")
+        owner, path, path_next = si.fade_channel(obj)  # the quads' material or the native modifier
+        curves = channel_fcurves(owner, f"{obj.name} Fade")
         set_keyframes(curves, path, 0, frames, w)
         if k < last:  # the part of this level that level k+1 covers fades out as k+1 fades in
             set_keyframes(curves, path_next, 0, *keys(k + 1)[:2])
@@ -353,9 +354,8 @@ def key_world_splats_fade(obj, frame_start: float, frames_per_level: int, fade_w
     linear) and drop it from renders once it is gone, as key_points_fade does for the points."""
     t0, t1 = level_rig.world_fade(fade_width)
     begin, end = frame_start + frames_per_level * t0, frame_start + frames_per_level * t1
-    mat = obj.data.materials[0]
-    path = f'nodes["{splat_import.FADE_NODE}"].outputs[0].default_value'
-    set_keyframes(channel_fcurves(mat.node_tree, f"{mat.name} Fade"), path, 0,
+    owner, path, _ = splat_import.fade_channel(obj)
+    set_keyframes(channel_fcurves(owner, f"{obj.name} Fade"), path, 0,
                   np.array([begin, end]), np.array([1.0, 0.0]))
     set_hidden_from(obj, float(np.ceil(end)))
 

@@ -163,9 +163,8 @@ def test_fade_width_reaches_the_level_fades(zs, tmp_path, width):
     write_level_results(zs, out_dir, n_levels=2, pngs=False, stack=False)
     zs.runner.finish(scene, out_dir)
     _, objs = zs.level_rig.rig_of("thumbs")
-    tree = objs[1].data.materials[0].node_tree
-    path = f'nodes["{zs.splat_import.FADE_NODE}"].outputs[0].default_value'
-    fc = zs.zoom_path.channel_fcurves(tree, "unused").find(path)
+    owner, path, _ = zs.splat_import.fade_channel(objs[1])  # quads' material or native modifier
+    fc = zs.zoom_path.channel_fcurves(owner, "unused").find(path)
     fpl = props.frames_per_level
     for tau in (0.25, 0.75):  # level 1 fades in over τ ∈ [1 − width, 1]
         expected = min(max((tau - (1 - width)) / width, 0.0), 1.0)

@@ -69,7 +69,7 @@ def test_the_world_renders_as_gaussians_and_points_are_the_fallback(zs, tmp_path
 
     objs = zs.world.world_objects("worldjob")
     splats, points = objs["GAUSSIANS"], objs["POINTS"]
-    assert splats is not None and len(splats.data.vertices) == n
+    assert splats is not None and zs.splat_import.splat_count(splats) == n
     assert splats.parent is not None and splats.parent == points.parent  # both in the level rig
     assert not splats.hide_render and points.hide_render  # one world renders: the Gaussians
     assert zs.runner.view_counts("worldjob") == (1, 1)
@@ -91,11 +91,10 @@ def test_the_world_renders_as_gaussians_and_points_are_the_fallback(zs, tmp_path
     mod = splats.modifiers[0]
     gone = zs.splat_import.modifier_input(mod, mod.node_group.interface.items_tree["Hidden from"].identifier)
     assert gone == math.ceil(s0 + 8 * 5 / 8)
-    fade = splats.data.materials[0].node_tree.nodes[zs.splat_import.FADE_NODE].outputs[0]
     seen = []
     for f in (s0, s0 + 1, s0 + 3, s0 + 5, s0 + 6):
         scene.frame_set(f)
-        seen.append(round(fade.default_value, 3))
+        seen.append(round(zs.splat_import.fade_values(splats)[0], 3))
     assert seen == [1.0, 1.0, 0.5, 0.0, 0.0], seen
     late = mean_colour(render_frames(scene, [s0 + 6], str(tmp_path))[0])
     assert late[1] < 0.5 or late[0] > 0.3, late  # the levels' pattern, not the green wall
