@@ -6,7 +6,8 @@ the code Î_i, D̂_i, D̃_i, P̂_i are spelled I_hat_i, D_hat_i, D_tilde_i, P_ha
     I_0 = S(blank, all hole, prompt),  D_0 = D(I_0),  P_0 = φ2→3([I_0, D_0], K_0, c2w_0)
     for i = 1 … N−1:
         Î_i, M_i, D̃_i = φ3→2(P_{i−1}, K_i, c2w_i)          image, covered mask, z-buffer depth
-        I_i = S(Î_i, ¬M_i, prompt)                          paint the holes only
+        R_i = M_i ∧ r_k·f_i / D̃_i > COARSE·√½               covered by points too coarse for view i
+        I_i = S(Î_i, ¬M_i ∨ R_i, prompt)                    paint the holes (and R_i)
         D̂_i = D(I_i)                                        depth up to an unknown scale/shift
         d_i = argmin_{s,t} Σ_{M_i} ρ((s·D̂_i + t − D̃_i) / D̃_i)   robust global fit (align.py)
         c_i = screened Poisson fill of log(D̃_i / d_i(D̂_i)) from M_i into ¬M_i   seam (align.py)
@@ -14,11 +15,22 @@ the code Î_i, D̂_i, D̃_i, P̂_i are spelled I_hat_i, D_hat_i, D_tilde_i, P_ha
         F_i = M_i ∧ D_i < (1 − τ_i)·D̃_i ∧ D_i ≤ (1 + τ_i)·min₃ₓ₃ D_i,  τ_i = max(τ, k·σ)
                                                              a nearer surface: the second pass
         I_i ← S(I_i, F_i, prompt),  M_i ← M_i ∧ ¬F_i        paint it, it is hole now (D_i kept)
-        P̂_i = φ2→3([I_i, D_i | ¬M_i ∧ kept], K_i, c2w_i)    new points from hole pixels only
-        P_i = P_{i−1} ∪ P̂_i
+        P̂_i = φ2→3([I_i, D_i | (¬M_i ∨ R_i) ∧ kept], K_i, c2w_i)   new points from hole pixels only
+        P_i = P_{i−1} ∪ P̂_i,  less the coarse points P̂_i wholly covers (they leave after the consensus)
     then (refine=True) all views' corrections are solved again together (consensus.py), so the
     views' depth bends average out instead of view 0's winning, and each view's pinholes that the
     move opened are filled again (refine_views)
+
+Resolution (coarse_cover, replaced_points). A point keeps the footprint of the pixel that lifted
+it, r_k = z·√½/f in its own view. Walking toward a surface, a later view sees the points of an
+earlier, farther one magnified: each spans several of its pixels and carries a blur of what it
+resolves. LucidDreamer counts them as coverage and never paints there again, so the world stays as
+sharp as the farthest view that saw it (on a forward walk the input views fell from 32 to 22 dB).
+Here a covered pixel whose point spans more than COARSE of the view's pixel footprints is R_i:
+painted and lifted like a hole, at the view's resolution, its depth aligned to the old surface by
+the same fit and seam (the overlap samples keep the old points there). The old points whose whole
+splat the view lifted again, unhidden, are then replaced: no longer shown to later views, they
+still hold the consensus's links and leave the cloud after it.
 
 The second pass (nearer_surface). M_i marks every pixel some old point covers, but an old point
 can be one the new camera cannot see: a box that no earlier camera saw (outside their frames, or
@@ -38,6 +50,7 @@ earlier camera saw through is dropped and the old point shows again. The old poi
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -51,10 +64,13 @@ from .consensus import Consensus, Link, apply_consensus, consensus, coupling, vi
 from .engines.base import check_image
 from .errors import JobCancelled  # the one JobCancelled (zoomscape.dream.JobCancelled is it)
 from .extra_views import ExtraViewPlanner, PlannedView
-from .pointcloud import PointCloud, merge, project, unproject
+from .pointcloud import FOOTPRINT_PX, PointCloud, footprint_pixels, merge, project, unproject
 from .wire.manifest import ViewSummary
 
 Progress = Callable[[str, int, int, str], None]
+# An old point whose splat in a new view spans more than COARSE of that view's pixel footprints is
+# no coverage there (coarse_cover): the view paints and lifts its pixels at its own resolution.
+COARSE = 1.3
 
 
 @dataclass
@@ -69,7 +85,10 @@ class ViewReport:
     cloud, or for lying in an earlier view's free space; nearer: new points on covered pixels
     where the view saw a nearer surface (F_i, the second pass); refilled: pinholes the consensus
     opened in this view's z-buffer, filled again (refine_views); extra: an extra view the dream
-    planned (extra_views.py), not one of the user's cameras.
+    planned (extra_views.py), not one of the user's cameras; sharpened: new points on covered
+    pixels whose old point was coarse there (R_i, coarse_cover); replaced: old points of earlier
+    views that those finer points replaced and the dream dropped (replaced_points; they are
+    counted off their own view's new_points).
     """
 
     camera: str
@@ -85,6 +104,8 @@ class ViewReport:
     nearer: int = 0
     refilled: int = 0
     extra: bool = False
+    sharpened: int = 0
+    replaced: int = 0
 
     def summary(self) -> ViewSummary:
         """The manifest's entry for this view."""
@@ -187,6 +208,98 @@ def nearer_surface(D: np.ndarray, D_tilde: np.ndarray, M: np.ndarray, residual: 
         if abs(med) > tau:
             return np.zeros(M.shape, bool)
         return both & (d < (1.0 - tau) * D_tilde) & (d <= (1.0 + tau) * min_filter3(d))
+
+
+def coarse_cover(P: PointCloud, proj, cam: Camera, ratio: float,
+                 fixed: Optional[np.ndarray] = None) -> np.ndarray:
+    """Covered pixels of cam whose old point is too coarse there to count as coverage: R_i.
+
+    proj: the Projection of P into cam. A point carries the footprint of the view that lifted it
+    (pointcloud.footprint_radius: r = z·√½/f at its own depth z and focal length f). Seen from cam
+    at z-depth z_i its splat spans r·f_i/z_i pixels; where that is more than ratio × √½ (the
+    footprint of cam's own pixel), the view that lifted it saw the surface at under 1/ratio of
+    cam's resolution (from farther away, or through a wider lens), and its colour is a blur of
+    what cam can resolve. fixed: [len(P)] bool, the user's own points (init): never coarse.
+    ratio ≤ 0 or inf: none. → [H, W] bool, a subset of proj.mask.
+    """
+    out = np.zeros(proj.mask.shape, bool)
+    if not (np.isfinite(ratio) and ratio > 0) or not proj.mask.any():
+        return out
+    k = proj.index[proj.mask]
+    z = proj.depth[proj.mask].astype(np.float64)
+    f = np.sqrt(cam.K[0, 0] * cam.K[1, 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        coarse = P.radius[k].astype(np.float64) * f / z > ratio * FOOTPRINT_PX
+    if fixed is not None:
+        coarse &= ~np.asarray(fixed, bool)[k]
+    out[proj.mask] = coarse
+    return out
+
+
+def coarse_points(P: PointCloud, cam: Camera, sharp: np.ndarray, D_old: np.ndarray, ratio: float,
+                  tol: float, fixed: Optional[np.ndarray] = None) -> np.ndarray:
+    """The old points that finer ones may replace in cam: indices [n] into P.
+
+    Every point on cam's visible surface (z ≤ (1 + tol)·D_old at its home pixel, D_old: [H, W]
+    the old cloud's z-buffer; not only the z-buffer's winners: overlapping splats of one surface
+    hide each other) whose home pixel is sharp ([H, W] bool: lifted again at cam's resolution)
+    and whose splat is coarse there (coarse_cover's rule with ratio); never the user's fixed
+    points ([len(P)] bool).
+    """
+    H, W = sharp.shape
+    uv, z = world_to_pixels(cam, P.xyz)
+    with np.errstate(invalid="ignore"):
+        inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
+    idx = np.flatnonzero(inside)
+    home = np.floor(uv[idx, 1]).astype(np.int64) * W + np.floor(uv[idx, 0]).astype(np.int64)
+    f = np.sqrt(cam.K[0, 0] * cam.K[1, 1])
+    zi = z[idx]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = sharp.reshape(-1)[home] & (zi <= (1.0 + tol) * D_old.reshape(-1)[home]) & \
+            (P.radius[idx].astype(np.float64) * f / zi > ratio * FOOTPRINT_PX)
+    if fixed is not None:
+        ok &= ~np.asarray(fixed, bool)[idx]
+    return idx[ok]
+
+
+def replaced_points(P: PointCloud, cam: Camera, candidates: np.ndarray, sharp: np.ndarray,
+                    fine: np.ndarray, D_new: np.ndarray, D_old: np.ndarray, tol: float) -> np.ndarray:
+    """Which old points finer ones replace: [n] bool over candidates [n] (indices into P).
+
+    sharp: [H, W] the covered pixels where the view lifted a new point because the old one was
+    coarse (R_i, kept); fine: [H, W] the covered pixels whose old point is fine enough for the
+    view (M_i ∧ ¬R_i, no nearer surface); D_new: [H, W] the view's aligned depth D_i; D_old:
+    [H, W] the old cloud's z-buffer D̃_i. A point k at z-depth z_k in cam is replaced when its
+    whole splat (as project() draws it, half-extent r pixels) lies inside the image and on every
+    pixel of it the surface in front is k's own,
+
+        D_old ≥ (1 − tol − g·(r + 1))·z_k,   g = |∇D_new| / D_new at k's pixel (per pixel),
+
+    (its surface's depth changes across the splat by about g·r: a ground seen at a slant), and is
+    fine, or sharp with the new point there (D_new above the same bound): no part of it is hidden
+    or left out, so finer points cover all the surface it stood for, from any camera.
+    """
+    candidates = np.asarray(candidates, np.int64)
+    if candidates.size == 0:
+        return np.zeros(0, bool)
+    sub = P.select(candidates)
+    pix, owner, whole = footprint_pixels(sub, cam)
+    uv, z = world_to_pixels(cam, sub.xyz)
+    H, W = D_new.shape
+    row = np.clip(np.floor(uv[:, 1]).astype(np.int64), 1, H - 2)
+    col = np.clip(np.floor(uv[:, 0]).astype(np.int64), 1, W - 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g = np.maximum(np.abs(D_new[row, col + 1] - D_new[row, col - 1]),
+                       np.abs(D_new[row + 1, col] - D_new[row - 1, col])) / (2.0 * D_new[row, col])
+        g = np.where(np.isfinite(g), g, np.inf)
+    f = np.sqrt(cam.K[0, 0] * cam.K[1, 1])
+    r = sub.radius.astype(np.float64) * f / z
+    lim = ((1.0 - tol - g * (r + 1.0)) * z)[owner]
+    with np.errstate(invalid="ignore"):
+        new_ok = sharp.reshape(-1)[pix] & (D_new.reshape(-1)[pix] >= lim)
+        good = (new_ok | fine.reshape(-1)[pix]) & (D_old.reshape(-1)[pix] >= lim)
+    bad = np.bincount(owner[~good], minlength=len(candidates)) > 0
+    return whole & ~bad
 
 
 def in_free_space(xyz: np.ndarray, cam: Camera, observed: np.ndarray, tol: float, *,
@@ -322,7 +435,8 @@ def check_init(init, cam: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def dream(cams: list[Camera], prompt: str, engine, seed: int,
           progress: Optional[Progress] = None, should_cancel: Optional[Callable[[], bool]] = None,
           *, crack_tol: float = 0.03, free_space_tol: float = 0.03, near_margin: float = 0.05,
-          near_min: int = 4, init=None, refine: bool = True, extra_views: int = 0) -> DreamResult:
+          near_min: int = 4, init=None, refine: bool = True, extra_views: int = 0,
+          coarse: float = COARSE) -> DreamResult:
     """Algorithm 1 over cams in order. engine: an engines.base.Engine. → DreamResult.
 
     init: None, or (I_0, D_0, M_0) for cams[0] (check_init): the user's image [H, W, 3], metric
@@ -333,6 +447,10 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
     the step opened in each view are filled again (refine_views).
     near_margin: τ of the second pass (nearer_surface); near_min: fewer nearer pixels than this
     in a view are not painted (an engine's paint costs as much for a few pixels as for many).
+    coarse: an old point whose splat in the new view spans more than this many of its pixel
+    footprints is no coverage there (coarse_cover): the view paints and lifts those pixels at its
+    own resolution, and the old points its finer ones wholly cover are dropped (replaced_points).
+    0 or inf: every old point is coverage (LucidDreamer's rule).
     extra_views: M ≥ 0. After the user's N cameras, dream up to M more views, each planned from
     the cloud and the observed depths so far (extra_views.ExtraViewPlanner: between, ahead of
     and around the user's cameras, never inside or behind a surface; greedily the one whose holes
@@ -377,11 +495,12 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         return on_step
 
     def view_report(cam, n_new, d, seam, fallback, overlap, kept, crack=0, free=0, nearer=0,
-                    extra=False):
+                    extra=False, sharpened=0):
         c = seam.correction[kept] if seam is not None and kept.any() else np.zeros(1)
         return ViewReport(cam.name, int(n_new), float(d.scale), float(d.shift), float(overlap),
                           bool(fallback), int(seam.used) if seam is not None else 0,
-                          float(np.abs(c).max()), int(crack), int(free), int(nearer), extra=extra)
+                          float(np.abs(c).max()), int(crack), int(free), int(nearer), extra=extra,
+                          sharpened=int(sharpened))
 
     # View 0: text-to-image, its depth sets the world's scale (d_0 = identity); or the user's
     # RGB-D: paint the unknown pixels, fit their depth to D_0 on the known ones, keep D_0 there.
@@ -423,6 +542,7 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         links.append(_link(P, cams, np.zeros(len(P), np.int32), 0, samples_0,
                            np.searchsorted(point_pix[0], samples_0.pix), D_hat_0, d_prev, seam))
     source = [np.zeros(len(P), np.int32)]
+    gone = np.zeros(len(P), bool)   # points finer ones of a later view replaced (replaced_points)
     masks = [M_0]
     images = [np.asarray(I_0, np.float32)]
     observed = [np.where(kept0, D_0, np.inf)]
@@ -439,7 +559,7 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
             check_cancel()
             if planner is None:
                 planner = ExtraViewPlanner(cams[:N], observed[:N], tol=free_space_tol)
-            nxt = planner.next(P, cams, observed)
+            nxt = planner.next(P.select(~gone), cams, observed)
             if nxt is None:
                 total[0] = len(cams)
                 view_done(len(cams), f"{len(planned)} extra views: no other leaves more than "
@@ -450,16 +570,24 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         check_cancel()
         cam = cams[i]
         H, W = cam.height, cam.width
-        proj = project(P, cam)
+        # the old points that finer ones replaced (gone) are no longer shown; they leave the
+        # cloud after the consensus, whose links still hold them
+        alive = np.flatnonzero(~gone)
+        P_alive = P if alive.size == len(P) else P.select(alive)
+        proj = project(P_alive, cam)
         I_hat_i, M_i, D_tilde_i = proj.image, proj.mask, proj.depth.astype(np.float64)
         overlap = float(M_i.mean())
+        index_i = np.where(M_i, alive[np.maximum(proj.index, 0)], -1)   # proj.index into P
+        # R_i: covered by old points too coarse for this view: painted and lifted like the hole
+        R_i = coarse_cover(P_alive, proj, cam, coarse, np.concatenate(fixed)[alive])
 
-        I_i = engine.inpaint(I_hat_i, ~M_i, prompt, cam, seed, on_step=on_step_of(i),
+        I_i = engine.inpaint(I_hat_i, ~M_i | R_i, prompt, cam, seed, on_step=on_step_of(i),
                              should_cancel=should_cancel)
         D_hat_i = np.asarray(engine.estimate_depth(I_i, cam, seed=seed, role="view"), dtype=np.float64)
 
         # d_i: robust global fit on the overlap, then c_i: the seam; D_i = d_i(D̂_i) · exp(c_i)
-        samples_i = overlap_samples(P, proj, cam, D_hat_i)
+        samples_i = overlap_samples(P_alive, proj, cam, D_hat_i)
+        samples_i = dataclasses.replace(samples_i, point=alive[samples_i.point])
         D_i, d_i, seam_i, fallback, note = align_view(D_hat_i, D_tilde_i, M_i, samples_i, d_prev,
                                                       space)
 
@@ -467,12 +595,12 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         # (F_i); paint it (the depth that found it is kept) and lift it like the hole
         F_i = np.zeros_like(M_i)
         if not fallback:
-            F_i = nearer_surface(D_i, D_tilde_i, M_i, d_i.residual, margin=near_margin)
+            F_i = nearer_surface(D_i, D_tilde_i, M_i, d_i.residual, margin=near_margin) & ~R_i
             if int(F_i.sum()) >= near_min:
                 I_i = engine.inpaint(I_i, F_i, prompt, cam, seed, should_cancel=should_cancel)
             else:
                 F_i[:] = False
-        covered = M_i & ~F_i
+        covered = M_i & ~F_i & ~R_i
         with np.errstate(invalid="ignore"):
             hole = ~covered & np.isfinite(D_i) & (D_i > 0)
         crack = hole & crack_behind(D_i, D_tilde_i, covered, crack_tol)
@@ -486,7 +614,13 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         kept[_pixel_of_points(cam, hole)[~free]] = True
         kept = kept.reshape(H, W)
         nearer = F_i & kept           # where a new point was dropped, the old one shows again
-        M_i = M_i & ~nearer
+        sharp = R_i & kept
+        M_i = M_i & ~nearer & ~sharp
+        # the old points the finer ones wholly cover go (after the merge: indices stay until then)
+        candidates = coarse_points(P, cam, sharp, D_tilde_i, coarse, crack_tol,
+                                   np.concatenate(fixed) | gone)
+        replaced = candidates[replaced_points(P, cam, candidates, sharp, covered & ~R_i, D_i, D_tilde_i,
+                                                crack_tol)]
 
         if seam_i is not None:
             if nearer.any():          # the old points there are hidden: no longer the overlap
@@ -498,7 +632,7 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         fixed.append(np.zeros(len(pix_i), bool))
         point_c.append(seam_i.correction.reshape(-1)[pix_i] if seam_i is not None
                        else np.zeros(len(pix_i)))
-        winners.append(np.where(M_i, proj.index, -1))
+        winners.append(np.where(M_i, index_i, -1))
 
         P = merge(P, P_hat_i)
         source.append(np.full(len(P_hat_i), i, np.int32))
@@ -506,23 +640,34 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         images.append(np.asarray(I_i, np.float32))
         observed.append(np.where(M_i, D_tilde_i, np.where(kept, D_i, np.inf)))
         views.append(view_report(cam, len(P_hat_i), d_i, seam_i, fallback, overlap, kept,
-                                 crack.sum(), free.sum(), nearer.sum(), extra=i >= N))
+                                 crack.sum(), free.sum(), nearer.sum(), extra=i >= N,
+                                 sharpened=sharp.sum()))
+        gone = np.concatenate([gone, np.zeros(len(P_hat_i), bool)])
+        if replaced.size:
+            gone[replaced] = True
+            for v, n in enumerate(np.bincount(np.concatenate(source)[replaced], minlength=i)):
+                views[v].new_points -= int(n)
+            views[i].replaced = int(replaced.size)
         d_prev = d_i
         what = "" if i < N else f" (extra, {planned[i - N].kind}, {planned[i - N].empty:.0%} empty)"
+        finer = f", {int(sharp.sum())} sharper than before" if sharp.any() else ""
         view_done(i + 1, f"view {i + 1}/{total[0]} '{cam.name}'{what}: overlap {overlap:.0%}, "
-                         f"scale {d_i.scale:.3f}, {len(P_hat_i)} new points{note}")
+                         f"scale {d_i.scale:.3f}, {len(P_hat_i)} new points{finer}{note}")
 
     source = np.concatenate(source)
     agreed = None
     if refine and links:
         P, source, observed, agreed, dropped, filled = refine_views(
             P, cams, source, np.concatenate(point_pix), np.concatenate(point_c),
-            np.concatenate(fixed), links, observed, winners, free_space_tol, crack_tol)
+            np.concatenate(fixed), links, observed, winners, free_space_tol, crack_tol,
+            superseded=gone)
         for v, n, f in zip(views, dropped, filled.count):
             v.new_points += int(f) - int(n)
             v.dropped_free_space += int(n)
             v.refilled = int(f)
         masks = [m & ~f for m, f in zip(masks, filled.pixels)]
+    elif gone.any():
+        P, source = P.select(~gone), source[~gone]
     return DreamResult(cloud=P, views=views, source=source, masks=masks, observed=observed,
                        consensus=agreed, images=images, cameras=cams, planned=planned)
 
@@ -772,12 +917,14 @@ def depth_on_surface(cam: Camera, pix: np.ndarray, z0: np.ndarray, other: Camera
 def refine_views(P: PointCloud, cams: list[Camera], source: np.ndarray, point_pix: np.ndarray,
                  point_c: np.ndarray, fixed: np.ndarray, links: list[Link],
                  observed: list[np.ndarray], winners: list[np.ndarray], free_space_tol: float,
-                 pinhole_tol: float = 0.03):
+                 pinhole_tol: float = 0.03, superseded: Optional[np.ndarray] = None):
     """The consensus step (consensus.py) and what it changes: points moved along their rays, the
     observed depths re-read, any point the move put into an earlier view's free space dropped
     again (the dream's rule holds for the final cloud), and the pinholes the move opened in each
-    view filled again (fill_pinholes). → (cloud, source, observed, Consensus, points dropped per
-    view, Refill)."""
+    view filled again (fill_pinholes). superseded: [len(P)] bool, points finer ones of a later
+    view replaced (dream's replaced_points): they take part in the consensus (its links hold
+    them) and leave the cloud after it, before the pinholes are filled; they are not counted in
+    the points dropped. → (cloud, source, observed, Consensus, points dropped per view, Refill)."""
     agreed = consensus(P, cams, source, point_pix, point_c, fixed, links)
     P = apply_consensus(P, cams, source, agreed.factor)
     parts = view_parts(source, len(cams))
@@ -793,7 +940,12 @@ def refine_views(P: PointCloud, cams: list[Camera], source: np.ndarray, point_pi
         observed[i].reshape(-1)[point_pix[parts[i]][own]] = np.inf
         if i < len(cams) - 1:
             seen.append(min_filter3(observed[i]))
+    if superseded is not None:
+        superseded = np.asarray(superseded, bool)
+        drop &= ~superseded
     dropped = np.bincount(source[drop], minlength=len(cams))
+    if superseded is not None:
+        drop |= superseded
     if drop.any():
         P, source = P.select(~drop), source[~drop]
     filled = fill_pinholes(P, cams, source, observed, winners, ~drop, tol=pinhole_tol,

@@ -84,14 +84,17 @@ def unproject(cam: Camera, image: np.ndarray, depth: np.ndarray, mask: np.ndarra
     return PointCloud(xyz, rgb, footprint_radius(cam, z))
 
 
-def _splat_spans(c: np.ndarray, r: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _splat_spans(c: np.ndarray, r: np.ndarray, size: int, clip: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Pixel span [lo, hi] along one axis covered by splats at continuous positions c: [N] with
     half-extents r: [N] (pixels). A pixel is covered when its centre lies within r of c; the pixel
-    containing c always is. Spans are clipped to [0, size-1] (empty when lo > hi).
+    containing c always is. clip: spans are clipped to [0, size-1] (empty when lo > hi).
     """
     home = np.floor(c)
     lo = np.minimum(np.ceil(c - r - 0.5), home)
     hi = np.maximum(np.floor(c + r - 0.5), home)
+    if not clip:
+        return lo.astype(np.int64), hi.astype(np.int64)
     return np.maximum(lo, 0).astype(np.int64), np.minimum(hi, size - 1).astype(np.int64)
 
 
@@ -188,6 +191,32 @@ def project(cloud: PointCloud, cam: Camera, *, near: float = 1e-6, max_splat: fl
     image[covered] = cloud.rgb[index[covered]]
     return Projection(image=image.reshape(H, W, 3), mask=covered.reshape(H, W),
                       depth=zbuf.astype(np.float32).reshape(H, W), index=index.reshape(H, W))
+
+
+def footprint_pixels(cloud: PointCloud, cam: Camera, *, max_splat: float = 8.0
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pixels each point's splat covers in cam, exactly as project() draws it, for the points
+    whose whole splat lies inside the image and in front of the camera.
+
+    → (pix [F] flat pixel index, owner [F] index of the point in cloud, whole [N] bool: which
+    points those are). No z-buffer: a splat's pixels are listed whatever hides them.
+    """
+    H, W = cam.height, cam.width
+    uv, z = world_to_pixels(cam, cloud.xyz)
+    radius = cloud.radius.astype(np.float64)
+    radius = np.where(np.isfinite(radius) & (radius > 0), radius, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        front = np.isfinite(z) & (z > 0) & np.isfinite(uv).all(axis=1)
+        zs = np.where(front, z, 1.0)
+        rx = np.minimum(radius * cam.K[0, 0] / zs, max_splat)
+        ry = np.minimum(radius * cam.K[1, 1] / zs, max_splat)
+        u, v = np.where(front, uv[:, 0], -1e9), np.where(front, uv[:, 1], -1e9)
+        j0, j1 = _splat_spans(u, rx, W, clip=False)
+        i0, i1 = _splat_spans(v, ry, H, clip=False)
+    whole = front & (j0 >= 0) & (j1 <= W - 1) & (i0 >= 0) & (i1 <= H - 1)
+    pts = np.flatnonzero(whole)
+    pix, owner = _fragments(W, j0[pts], i0[pts], j1[pts] - j0[pts] + 1, i1[pts] - i0[pts] + 1)
+    return pix, pts[owner], whole
 
 
 def merge(*clouds: PointCloud) -> PointCloud:

@@ -259,11 +259,16 @@ def test_init_keeps_the_users_depth_and_fits_the_painted_rest_to_it():
     assert v0.scale * 2.5 == pytest.approx(1.0, abs=0.01) and not v0.fallback
     assert v0.seam_used > 1000
     P0 = res.cloud.select(res.source == 0)
-    assert len(P0) == CAMS[0].width * CAMS[0].height                          # painted the rest
+    # painted the rest: one point per pixel, less those B's finer points replaced (never the user's)
+    assert len(P0) == CAMS[0].width * CAMS[0].height - res.views[1].replaced
     grey = np.all(P0.rgb == 0.5, axis=1)
     assert grey.sum() == known.sum()                                           # not repainted
     user = unproject(CAMS[0], image, D_user, has_depth)                        # never moved
-    np.testing.assert_array_equal(P0.xyz[has_depth.reshape(-1)], user.xyz)
+    uv, _ = world_to_pixels(CAMS[0], P0.xyz)
+    home = np.floor(uv[:, 1]).astype(int) * CAMS[0].width + np.floor(uv[:, 0]).astype(int)
+    on_user = has_depth.reshape(-1)[home]
+    assert on_user.sum() == has_depth.sum()
+    np.testing.assert_array_equal(P0.xyz[on_user], user.xyz)
     assert res.consensus is not None and res.consensus.used > 1000
     # the whole world stays in the user's metres: every point near the true surface
     near, _ = surface_errors(WORLD, res.cloud, CAMS[:2])

@@ -325,6 +325,8 @@ class World:
             idx, t, fv = idx[~below], t[~below], fv[~below]
             t_prev = t
             t = t + np.maximum(fv / rate[idx], 0.02 * t + 1e-3)
+        if not lo_i:        # no ray to march (none falls toward the ground)
+            return out
         ii, a, b = np.concatenate(lo_i), np.concatenate(lo_t), np.concatenate(hi_t)
         for _ in range(14):  # bisection: f(a) > 0 ≥ f(b)
             m = 0.5 * (a + b)
