@@ -19,6 +19,13 @@ weights paint noise, so the figures are time and memory, never image quality.
                                64² (a smoke run: seconds, figures meaningless).
 Options: --models DIR (keep the written model folders: reused next time), --size, --cameras,
 --levels, --steps, --factor, --threads (--cpu), --level-refine-seconds, --world-refine-seconds.
+Each stage's first report is printed as it starts ("[  12.3 s] zoom: ..."), so a run stopped at a
+time limit still shows where its time went.
+
+On the device machine (python3 there has CUDA torch, transformers, accelerate, nvcc and ninja;
+diffusers, gsplat and pydantic travel as wheels in .whl/, see README.md "GPU"): gsplat compiles
+its CUDA extension on first use (TORCH_CUDA_ARCH_LIST=9.0 for Hopper only), which this script
+triggers before the job (printed as "gsplat's CUDA extension: ... s").
 """
 from __future__ import annotations
 
@@ -194,6 +201,7 @@ def bench_job(args) -> int:
         folders = fsm.write_models(root, device=device, dtype=torch.float16)
         paths = {"text2img": str(folders.text2img), "inpaint": str(folders.inpaint), "depth": str(folders.depth)}
     t_models = time.perf_counter() - t
+    print(f"models written in {t_models:.1f} s to {root}", flush=True)
     settings = Settings(engine="diffusers", device=device, steps=args.steps, text2img_model=paths["text2img"],
                         inpaint_model=paths["inpaint"], depth_model=paths["depth"],
                         level_refine_seconds=args.level_refine_seconds,
@@ -203,7 +211,11 @@ def bench_job(args) -> int:
     t_load = time.perf_counter() - t
     level_budget = settings.level_refine_budget(device)
     world_budget = settings.world_refine_budget(device)
-    backend = raster.choose_backend(torch.device(device))
+    t = time.perf_counter()
+    backend = raster.choose_backend(torch.device(device))     # on CUDA: compiles gsplat on first use
+    if device == "cuda":
+        print(f"gsplat's CUDA extension: {'ready' if backend == 'gsplat' else 'NOT available (the reference rasterizer renders)'}"
+              f" after {time.perf_counter() - t:.1f} s", flush=True)
     print(f"bench_gpu: {'TINY models on the CPU (smoke run)' if args.tiny else 'full-size random-weight models'}"
           f" on {torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu'}, {engine.dtype}; "
           f"{args.cameras} cameras at {args.size}², {args.levels} zoom levels (p={args.factor:g}), "
@@ -225,8 +237,15 @@ def bench_job(args) -> int:
     timers.wrap(gaussians, "fit_colors", "level colours")
     out = root / "results"
     t = time.perf_counter()
+    seen = set()
+
+    def progress(stage, step, total, message=""):
+        if stage not in seen:
+            seen.add(stage)
+            print(f"[{time.perf_counter() - t:7.1f} s] {stage}: {message}", flush=True)
+
     with peak_memory(device):
-        pipeline.run_job(validate_request(job(args)), out, engine=engine, settings=settings)
+        pipeline.run_job(validate_request(job(args)), out, progress=progress, engine=engine, settings=settings)
     t_job = time.perf_counter() - t
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda" else float("nan")
     reserved = torch.cuda.max_memory_reserved() / 2 ** 30 if device == "cuda" else float("nan")

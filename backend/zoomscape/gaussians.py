@@ -323,13 +323,14 @@ def coarse_background(levels: list[LevelGaussians], cam: Camera, frame: LevelFra
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Peak signal-to-noise ratio (dB) of images in [0, 1]."""
-    mse = float(torch.mean((torch.as_tensor(a).detach().float().cpu() - torch.as_tensor(b).float().cpu()) ** 2))
+    cpu = lambda x: torch.as_tensor(x, dtype=torch.float32, device="cpu").detach()  # noqa: E731 (any device)
+    mse = float(torch.mean((cpu(a) - cpu(b)) ** 2))
     return float("inf") if mse == 0 else -10.0 * math.log10(mse)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Mean SSIM (Wang et al. 2004, Gaussian window, C1 = 0.01², C2 = 0.03²) of a, b: [H, W, 3]."""
-    x = torch.arange(window, dtype=a.dtype) - (window - 1) / 2
+    x = torch.arange(window, dtype=a.dtype, device=a.device) - (window - 1) / 2
     g = torch.exp(-x ** 2 / (2 * sigma ** 2))
     g = g / g.sum()
     k = (g[:, None] * g[None, :]).expand(3, 1, window, window)
@@ -375,7 +376,7 @@ def _csr(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int
     with warnings.catch_warnings():   # "sparse CSR support is in beta": matmul is all we use
         warnings.simplefilter("ignore")
         return torch.sparse_csr_tensor(crow, cols[order], vals[order], (n_rows, n_cols),
-                                       check_invariants=False)
+                                       device=rows.device, check_invariants=False)
 
 
 def fit_colors(g: Gaussians, image: np.ndarray, cam: Camera, frame: LevelFrame, *, steps: int = COLOUR_STEPS,

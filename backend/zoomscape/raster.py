@@ -170,13 +170,14 @@ def _intersections(p: Projected, width: int, height: int, tile: int):
     i1 = torch.floor(m[:, 1] + e[:, 1] - 0.5).clamp(0, height - 1).long() // tile
     nx, ny = (j1 - j0 + 1).clamp_min(0), (i1 - i0 + 1).clamp_min(0)
     count = nx * ny
-    owner = torch.repeat_interleave(torch.arange(len(count)), count)
-    k = torch.arange(len(owner)) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+    dev = count.device                  # every tensor made here lives where the Gaussians do (CUDA too)
+    owner = torch.repeat_interleave(torch.arange(len(count), device=dev), count)
+    k = torch.arange(len(owner), device=dev) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
     nx_o = nx[owner]
     tiles = cam[owner] * (Tx * Ty) + (i0[owner] + k // nx_o) * Tx + (j0[owner] + k % nx_o)
     gauss = cam[owner] * N + g[owner]
-    rank = torch.empty(C * N, dtype=torch.long)
-    rank[torch.argsort(p.sort_depths.detach().reshape(-1), stable=True)] = torch.arange(C * N)
+    rank = torch.empty(C * N, dtype=torch.long, device=dev)
+    rank[torch.argsort(p.sort_depths.detach().reshape(-1), stable=True)] = torch.arange(C * N, device=dev)
     order = torch.argsort(tiles * (C * N) + rank[gauss])
     return gauss[order], tiles[order], C * Tx * Ty
 
@@ -218,20 +219,22 @@ def _walk_tiles(p: Projected, width: int, height: int, tile_size: int, budget: i
     op = torch.cat([p.opacities.reshape(-1), p.opacities.new_zeros(1)])
     null = C * N
 
-    ty, tx = torch.meshgrid(torch.arange(tile_size), torch.arange(tile_size), indexing="ij")
+    dev = mu.device
+    ty, tx = torch.meshgrid(torch.arange(tile_size, device=dev), torch.arange(tile_size, device=dev),
+                            indexing="ij")
     local = torch.stack([tx.reshape(-1), ty.reshape(-1)], -1).to(mu.dtype) + 0.5      # [P, 2]
     for batch in _tile_batches(counts, P, budget):
         n_b, K = len(batch), int(counts[batch].max())
         cam_tile = batch % (Tx * Ty)
         origin = torch.stack([(cam_tile % Tx) * tile_size, (cam_tile // Tx) * tile_size], -1)
         pix = origin[:, None, :].to(mu.dtype) + local[None]                          # [B, P, 2]
-        slot = torch.arange(K)
+        slot = torch.arange(K, device=dev)
         with torch.no_grad():
             pos = starts[batch, None] + slot[None, :]
             ids = torch.where(slot[None, :] < counts[batch, None],
                               gauss[pos.clamp_max(len(gauss) - 1)], torch.full_like(pos, null))
         T = mu.new_ones(n_b, P)
-        stopped = torch.zeros(n_b, P, dtype=torch.bool)
+        stopped = torch.zeros(n_b, P, dtype=torch.bool, device=dev)
         chunks = []
         k_chunk = max(1, budget // (n_b * P))
         for k0 in range(0, K, k_chunk):                 # Gaussians of the tiles, front to back
@@ -296,10 +299,12 @@ def composite_weights(p: Projected, width: int, height: int, *, tile_size: int =
     """
     C, N = p.depths.shape
     Tx, Ty = math.ceil(width / tile_size), math.ceil(height / tile_size)
-    ly, lx = torch.meshgrid(torch.arange(tile_size), torch.arange(tile_size), indexing="ij")
+    dev = p.means2d.device
+    ly, lx = torch.meshgrid(torch.arange(tile_size, device=dev), torch.arange(tile_size, device=dev),
+                            indexing="ij")
     ly, lx = ly.reshape(-1), lx.reshape(-1)                                                # [P]
     rows, cols, vals = [], [], []
-    out_T = torch.ones(C * Ty * Tx, tile_size * tile_size, dtype=p.means2d.dtype)
+    out_T = torch.ones(C * Ty * Tx, tile_size * tile_size, dtype=p.means2d.dtype, device=dev)
     with torch.no_grad():
         for batch, chunks, T in _walk_tiles(p, width, height, tile_size, budget):
             cam, t = batch // (Tx * Ty), batch % (Tx * Ty)
@@ -314,7 +319,7 @@ def composite_weights(p: Projected, width: int, height: int, *, tile_size: int =
                 cols.append(idk[b, k])
                 vals.append(w[b, u, k])
             out_T[batch] = T
-    cat = lambda xs, dt: torch.cat(xs) if xs else torch.zeros(0, dtype=dt)  # noqa: E731
+    cat = lambda xs, dt: torch.cat(xs) if xs else torch.zeros(0, dtype=dt, device=dev)  # noqa: E731
     T_img = _untile(out_T.detach()[..., None], C, width, height, tile_size)[..., 0]
     return cat(rows, torch.long), cat(cols, torch.long), cat(vals, p.means2d.dtype), T_img
 

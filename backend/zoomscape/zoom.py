@@ -386,7 +386,7 @@ def consistency_error(L: torch.Tensor, p: float, size: Optional[int] = None) -> 
             full = _box_down(full.to(d.dtype), size) >= _FULL
             d = d * full
         errs.append(d.sum() / (full.sum() * L.shape[1]).clamp_min(1))
-    return torch.stack(errs) if errs else torch.zeros(0)
+    return torch.stack(errs) if errs else torch.zeros(0, device=L.device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -608,7 +608,7 @@ def paint_zoom_stack(denoiser, prompts: list[str], factor, seed: int, *, steps: 
     gen = torch.Generator().manual_seed(int(seed))
 
     def fresh_noise():
-        E = torch.randn((N, denoiser.latent_channels, h, w), generator=gen).to(device)
+        E = torch.randn((N, denoiser.latent_channels, h, w), generator=gen, device="cpu").to(device)
         return pi_noise_all(E, p) if joint else E
 
     render = (lambda L: pi_image_all(L, p)) if joint else (lambda L: L)
