@@ -559,7 +559,9 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
             check_cancel()
             if planner is None:
                 planner = ExtraViewPlanner(cams[:N], observed[:N], tol=free_space_tol)
-            nxt = planner.next(P.select(~gone), cams, observed)
+            # the whole cloud, the replaced points too: the planner takes in what was added since
+            # its last call (the cloud only grows), and finer points cover the replaced ones
+            nxt = planner.next(P, cams, observed)
             if nxt is None:
                 total[0] = len(cams)
                 view_done(len(cams), f"{len(planned)} extra views: no other leaves more than "

@@ -100,8 +100,10 @@ def walk():
     truth = ProceduralEngine(depth_scale_range=(1, 1), first_scale_jitter=0, depth_shift=0,
                              depth_noise=0, depth_warp=0)
     lies = ProceduralEngine()
-    return world, cams, {(name, c): dream(cams, PROMPT, eng, SEED, coarse=c)
-                         for name, eng in (("truth", truth), ("lies", lies)) for c in (COARSE, 0.0)}
+    runs = {(name, c): dream(cams, PROMPT, eng, SEED, coarse=c)
+            for name, eng in (("truth", truth), ("lies", lies)) for c in (COARSE, 0.0)}
+    runs["extra", COARSE] = dream(cams, PROMPT, lies, SEED, coarse=COARSE, extra_views=3)
+    return world, cams, runs
 
 
 def coarse_fraction(res, cams) -> list[float]:
@@ -135,12 +137,11 @@ def test_along_a_walk_every_view_is_painted_and_kept_at_its_own_resolution(walk,
 
 
 def test_the_cloud_keeps_its_books_after_replacing_points(walk):
-    """The replaced points leave the cloud: each view's count is its new_points, the user's views'
-    own points never leave their pixels, and no view's z-buffer has pinholes the dream did not
-    have without the rule."""
+    """The replaced points leave the cloud: each view's count is its new_points (with extra views
+    planned too), and no view's z-buffer has pinholes the dream did not have without the rule."""
     world, cams, runs = walk
-    for c in (COARSE, 0.0):
-        res = runs["lies", c]
+    assert len(runs["extra", COARSE].planned) == 3      # planned from the whole cloud as it grows
+    for res in (runs["lies", COARSE], runs["lies", 0.0], runs["extra", COARSE]):
         counts = np.bincount(res.source, minlength=len(res.views))
         assert counts.tolist() == [v.new_points for v in res.views]
         assert len(res.cloud) == len(res.source)
