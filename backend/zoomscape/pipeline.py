@@ -212,9 +212,9 @@ def write_world(out_dir: Path, result, cams: list[Camera], engine, seed: int, se
     device = world_device(engine)
     budget = settings.world_refine_budget(device)
     report("world", 0, 2, f"lifting {len(result.cloud)} points to Gaussians over {len(views)} views")
-    # the colour solve runs where the reference rasterizer's sparse weights are built and tested:
-    # the CPU (one torch thread at these sizes); the refinement on the engine's device
-    world = world_gaussians(result, views, device="cpu", measure=False)
+    # the colour solve and the refinement run where the levels' do: the engine's CUDA device (the
+    # reference rasterizer's sparse weights there, gsplat for the refinement), else the CPU
+    world = world_gaussians(result, views, device=device, measure=False)
     report("world", 1, 2, f"coloured {len(world)} Gaussians over {len(views)} views"
                           + (f"; refining for up to {budget:g} s" if budget > 0 else ""))
     world = refine_world(world, result.images, views, seconds=budget, seed=seed,

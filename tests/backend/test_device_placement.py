@@ -89,3 +89,32 @@ def test_the_joint_zoom_sampler_stays_on_the_denoisers_device(tmp_path):
     with torch.device("meta"):
         out = zoom.paint_zoom_stack(d, ["a", "b", "c"], 2, 0, steps=2, guidance=3.0, size=(64, 64), photo=photo)
     assert np.array_equal(np.stack(out.levels), np.stack(ref.levels))
+
+
+@pytest.mark.parametrize("engine_device, expected, budget", [("cuda:0", "cuda:0", 60.0), ("mps", "cpu", 0.0),
+                                                             ("cpu", "cpu", 0.0)])
+def test_the_world_is_coloured_and_refined_where_the_levels_are(monkeypatch, tmp_path, engine_device,
+                                                               expected, budget):
+    """pipeline.write_world: the colour solve and LucidDreamer's 3DGS stage both on the engine's
+    CUDA device (gsplat there), else the CPU, with the device's budget (60 s with CUDA)."""
+    from zoomscape import pipeline, world
+    from zoomscape.settings import Settings
+
+    seen = {}
+
+    def colour(result, views, *, device=None, measure=True):
+        seen["colour"] = str(device)
+        return "coloured"
+
+    def refine(w, images, views, *, seconds, seed, should_cancel, device):
+        seen["refine"], seen["seconds"] = str(device), seconds
+        return type("W", (), {"gaussians": None, "stats": {"refine_steps": 0}, "__len__": lambda self: 0})()
+
+    monkeypatch.setattr(world, "world_gaussians", colour)
+    monkeypatch.setattr(world, "refine_world", refine)
+    monkeypatch.setattr(world, "dreamed_cameras", lambda result, cams: cams)
+    monkeypatch.setattr(pipeline, "write_splat_ply", lambda path, g: None)
+    engine = type("E", (), {"device": engine_device})()
+    result = type("R", (), {"cloud": [], "images": []})()
+    pipeline.write_world(tmp_path, result, [], engine, 0, Settings(), lambda *a: None)
+    assert seen == {"colour": expected, "refine": expected, "seconds": budget}
