@@ -17,6 +17,8 @@ weights paint noise, so the figures are time and memory, never image quality.
                                blend/UNet (target: under 10%).
   scripts/bench_gpu --tiny     the CUDA mode's code path with the tests' tiny models on the CPU at
                                64² (a smoke run: seconds, figures meaningless).
+  scripts/bench_gpu --prepare --models DIR   only write the models and compile gsplat (a first
+                               device call, so the job's call has its whole time limit).
 Options: --models DIR (keep the written model folders: reused next time), --size, --cameras,
 --levels, --steps, --factor, --threads (--cpu), --level-refine-seconds, --world-refine-seconds.
 Each stage's first report is printed as it starts ("[  12.3 s] zoom: ..."), so a run stopped at a
@@ -206,9 +208,6 @@ def bench_job(args) -> int:
                         inpaint_model=paths["inpaint"], depth_model=paths["depth"],
                         level_refine_seconds=args.level_refine_seconds,
                         world_refine_seconds=args.world_refine_seconds)
-    t = time.perf_counter()
-    engine = DiffusersEngine(settings=settings)
-    t_load = time.perf_counter() - t
     level_budget = settings.level_refine_budget(device)
     world_budget = settings.world_refine_budget(device)
     t = time.perf_counter()
@@ -216,6 +215,11 @@ def bench_job(args) -> int:
     if device == "cuda":
         print(f"gsplat's CUDA extension: {'ready' if backend == 'gsplat' else 'NOT available (the reference rasterizer renders)'}"
               f" after {time.perf_counter() - t:.1f} s", flush=True)
+    if args.prepare:
+        return 0 if backend == "gsplat" or device != "cuda" else 1
+    t = time.perf_counter()
+    engine = DiffusersEngine(settings=settings)
+    t_load = time.perf_counter() - t
     print(f"bench_gpu: {'TINY models on the CPU (smoke run)' if args.tiny else 'full-size random-weight models'}"
           f" on {torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu'}, {engine.dtype}; "
           f"{args.cameras} cameras at {args.size}², {args.levels} zoom levels (p={args.factor:g}), "
@@ -288,6 +292,9 @@ def main(argv=None) -> int:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--cpu", action="store_true", help="one full-size UNet step against its blending, on the CPU")
     mode.add_argument("--tiny", action="store_true", help="the CUDA mode's code path with tiny models on the CPU")
+    mode.add_argument("--prepare", action="store_true",
+                      help="only write the models (--models DIR) and compile gsplat's CUDA extension, then stop "
+                           "(a first device call; the job then runs with the same --models)")
     ap.add_argument("--models", help="folder for the written models (kept and reused; default: a temp folder)")
     ap.add_argument("--size", type=int, default=None, help="camera side in pixels (default 512; --tiny 64)")
     ap.add_argument("--cameras", type=int, default=4)
