@@ -35,6 +35,10 @@ from .wire.names import MAX_LEVELS
 Progress = Callable[[str, int, int, str], None]
 
 MIN_FACTOR, MAX_FACTOR = 1.0, 8.0
+# Levels up to this many pixels (latents: 64² for 512² images) keep their resampling and blending
+# geometry cached between calls (every denoising step repeats it); the one pixel-space pass at the
+# end computes its own, so the cache stays a few MB.
+CACHE_PIXELS = 128 * 128
 _FULL = 1.0 - 1e-6  # coverage counted as full
 
 
@@ -134,7 +138,8 @@ def resample_level(x: torch.Tensor, rel: int, p: float) -> tuple[torch.Tensor, t
         one = torch.ones(H, W, device=x.device, dtype=x.dtype)
         return x, one, one
     s = float(p) ** rel
-    geo = _resampling(int(H), int(W), round(s, 12), x.device, x.dtype)   # cached: never modify it
+    geometry = _resampling if H * W <= CACHE_PIXELS else _resampling.__wrapped__
+    geo = geometry(int(H), int(W), round(s, 12), x.device, x.dtype)   # cached: never modify it
     Ay, Ax, cov, var = geo.Ay, geo.Ax, geo.cov, geo.var
     q = _int_factor(p)
     if q is not None:
@@ -293,7 +298,8 @@ def _blend_weights(H: int, W: int, p: float, rels: tuple, q: int, D: int, device
         if rel == 0:
             cov = torch.ones(H, W, device=device, dtype=dtype)
         else:
-            cov = _resampling(H, W, round(float(p) ** rel, 12), device, dtype).cov
+            geometry = _resampling if H * W <= CACHE_PIXELS else _resampling.__wrapped__
+            cov = geometry(H, W, round(float(p) ** rel, 12), device, dtype).cov
         masks.append(_band_masks(cov[None], q, D, _coarse_k0(-rel, p, q) if rel < 0 else 0))
     out = []
     for k in range(D + 1):
@@ -361,8 +367,8 @@ def blend(xhat: torch.Tensor, p: float) -> torch.Tensor:
     for i in range(N):
         window = range(max(0, i - coarse), min(N, i + fine + 1))
         obs = [resample_level(xhat[j], j - i, p)[0] for j in window]
-        weights = _blend_weights(H, W, float(p), tuple(j - i for j in window), q, D,
-                                 xhat.device, xhat.dtype)
+        weights = (_blend_weights if H * W <= CACHE_PIXELS else _blend_weights.__wrapped__)(
+            H, W, float(p), tuple(j - i for j in window), q, D, xhat.device, xhat.dtype)
         bands = laplacian_pyramid(torch.stack(obs), q, D)          # [M, C, h_k, w_k] per band
         blended = [(m * band).sum(0) / m_sum for band, (m, m_sum) in zip(bands, weights)]
         out.append(collapse_pyramid(blended, q))

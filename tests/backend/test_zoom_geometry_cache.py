@@ -82,3 +82,14 @@ def test_the_cached_geometry_is_not_changed_by_its_callers():
     zoom.pi_noise_all(x, 2.0), zoom.pi_image_all(x, 2.0), zoom.consistency_error(x, 2.0, size=4)
     _, cov2, var2 = zoom.resample_level(x[0], 1, 2.0)
     assert cov2 is cov and torch.equal(cov, before[0]) and torch.equal(var, before[1])
+
+
+def test_pixel_sized_levels_are_not_cached():
+    """Only latent-sized levels (≤ zoom.CACHE_PIXELS) keep their geometry: the pixel pass at the
+    end of a job would hold megabytes per window for nothing."""
+    zoom._resampling.cache_clear()
+    zoom._blend_weights.cache_clear()
+    x = torch.randn(3, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    assert 256 * 256 > zoom.CACHE_PIXELS
+    assert torch.equal(zoom.blend(x, 2.0), uncached_blend(x, 2.0))
+    assert zoom._resampling.cache_info().currsize == 0 and zoom._blend_weights.cache_info().currsize == 0
