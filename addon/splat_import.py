@@ -40,8 +40,7 @@ the attributes Blender's own PLY importer writes (source/blender/io/ply/importer
     scale          FLOAT_VECTOR the activated scales s
     rotation       QUATERNION   the unit wxyz quaternions
 
-plus ``color`` (the clipped colours in scene-linear, as on the quad path) and the optional
-``zs_cover``. Blender treats the SH colour as display sRGB (measured on 5.3: rgb (0.2, 0.5, 0.8)
+plus the optional ``zs_cover``. Blender treats the SH colour as display sRGB (measured on 5.3: rgb (0.2, 0.5, 0.8)
 renders as (0.196, 0.498, 0.800) through the Standard view transform, in Cycles and EEVEE), which
 is what the files hold, so radiance:base keeps the file's f_dc and the object has no material:
 Blender's own splat shading reproduces the colours. The modifier (native_node_group) writes the
@@ -54,7 +53,10 @@ which the level rig keys as it keys the quads' material, and then applies the qu
 render-time cull (Cover start, Cover frames, Hidden from); Delete Geometry keeps the splat type.
 A faded splat must be faded in its α, not by a transparent material: Cycles skips splats of α 0,
 while a material-transparent splat still takes its place on the ray (a covered level over the
-next darkened a test frame from 0.49 to 0.29).
+next darkened a test frame from 0.49 to 0.29). Cycles samples native splats stochastically where
+it composites the quads exactly: at the demo's 4 samples the levels render at 0.18–0.44× the
+quads' time but 3.7–5.0 dB further from the level images; at 64 samples 0.4 dB
+(scripts/bench_splats_native).
 """
 from __future__ import annotations
 
@@ -176,8 +178,8 @@ def checked_gaussians(g: Gaussians) -> dict:
 
 def splat_pointcloud(name: str, gaussians: Gaussians, extra: dict | None = None) -> "bpy.types.PointCloud":
     """A GAUSSIAN_SPLAT point cloud of len(gaussians) points with Blender's native splat attributes
-    (position, radiance:base, scale, rotation: the module docstring), COLOR_ATTR and extra FLOAT
-    point attributes {name: [N]}; every array moves with one foreach_set (Blender 5.3+)."""
+    (position, radiance:base, scale, rotation: the module docstring) and extra FLOAT point
+    attributes {name: [N]}; every array moves with one foreach_set (Blender 5.3+)."""
     g = checked_gaussians(gaussians)
     n = len(g["means"])
     for k, v in (extra or {}).items():
@@ -190,14 +192,10 @@ def splat_pointcloud(name: str, gaussians: Gaussians, extra: dict | None = None)
     base[:, :3] = rgb_to_sh0(g["colors"])  # the file's f_dc: Blender decodes it as display sRGB
     base[:, 3] = g["opacities"]
     quats = g["quats"] / np.linalg.norm(g["quats"], axis=1, keepdims=True).clip(1e-30)
-    rgba = np.ones((n, 4), dtype=np.float32)
-    rgba[:, :3] = srgb_to_linear(g["colors"])
     values = {"position": ("vector", g["means"]), BASE_ATTR: ("vector", base),
-              SCALE_ATTR: ("vector", g["scales"]), ROTATION_ATTR: ("value", quats),
-              COLOR_ATTR: ("color", rgba)}
+              SCALE_ATTR: ("vector", g["scales"]), ROTATION_ATTR: ("value", quats)}
     values.update({k: ("value", v) for k, v in (extra or {}).items()})
-    types = {BASE_ATTR: "FLOAT4", SCALE_ATTR: "FLOAT_VECTOR", ROTATION_ATTR: "QUATERNION",
-             COLOR_ATTR: "FLOAT_COLOR"}
+    types = {BASE_ATTR: "FLOAT4", SCALE_ATTR: "FLOAT_VECTOR", ROTATION_ATTR: "QUATERNION"}
     types.update({k: "FLOAT" for k in (extra or {})})
     # Create every attribute first, then fill each looked up by name (as splat_mesh).
     for attr, data_type in types.items():
