@@ -121,6 +121,8 @@ def test_the_pipeline_hands_the_devices_budget_to_the_lift(tmp_path, monkeypatch
         return real(*args, **dict(kw, refine_steps=0, device="cpu"))
 
     monkeypatch.setattr(pipeline, "lift_levels", spy)
+    # the world's Gaussians would be made on the engine's (here pretended) CUDA device: not this test's
+    monkeypatch.setattr(pipeline, "write_world", lambda *a, **kw: 0)
     engine = ProceduralEngine()
     engine.device = device           # only the budget's device rule looks at it (the lift is real, on the CPU)
     req = {"engine": "procedural", "seed": SEED, "scene_prompt": PROMPT,
