@@ -51,6 +51,7 @@ def test_discover_generate_import_render_reload(zs, server, tmp_path):
     assert (props.host, props.port) == ("127.0.0.1", server.port)
     assert bpy.ops.zoomscape.connect() == {"FINISHED"}
     assert props.connected and "procedural" in props.server_info
+    assert props.server_refine == "Refine: off"      # the CPU server refines nothing (its health says 0 s)
 
     props.output_dir = str(tmp_path / "results")
     assert bpy.ops.zoomscape.generate(timeout=300) == {"FINISHED"}
