@@ -93,3 +93,9 @@ def test_pixel_sized_levels_are_not_cached():
     assert 256 * 256 > zoom.CACHE_PIXELS
     assert torch.equal(zoom.blend(x, 2.0), uncached_blend(x, 2.0))
     assert zoom._resampling.cache_info().currsize == 0 and zoom._blend_weights.cache_info().currsize == 0
+
+
+@pytest.mark.parametrize("r, shape", [(2, (3, 4, 8, 8)), (4, (2, 5, 7)), (3, (6, 6))])
+def test_nearest_up_in_one_copy_is_the_repeat_it_replaced(r, shape):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(r))
+    assert torch.equal(zoom._nearest_up(x, r), x.repeat_interleave(r, dim=-2).repeat_interleave(r, dim=-1))
