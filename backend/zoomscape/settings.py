@@ -32,10 +32,11 @@ the CPU default is 0: no refinement (world_refine_budget; world.py says more).
 
 level_refine_seconds bounds each zoom level's refinement (gaussians.refine_level: Adam on the
 level's image with the coarser levels frozen) in wall time; gaussians.LEVEL_REFINE_STEPS bounds its
-steps. On the CPU the default is 0 (off): a level at 512² is 262k Gaussians, and even at the demo's
-size a step of the reference rasterizer costs about a second; when set there, levels above
-128² pixels are still not refined (gaussians.lift_levels' refine_max_pixels). Both budgets are what
-/v1/health reports (level_refine_seconds, world_refine_seconds) for the engine's device.
+steps. On the CPU the default is 0 (off): a level at 512² is 262k Gaussians, and a step of the
+reference rasterizer costs about a second on one core already at 128²–256² (measured on a shared
+machine, 4 steps with the procedural engine's levels); when set there, levels above 128² pixels are
+still not refined (gaussians.lift_levels' refine_max_pixels). Both budgets are what /v1/health
+reports (level_refine_seconds, world_refine_seconds) for the engine's device.
 
 Blank environment values count as unset. Every bad value is a SettingsError naming the field (or
 the variable it came from). stdlib only: no torch, nothing heavy.
