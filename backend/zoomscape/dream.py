@@ -621,8 +621,8 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         # the old points the finer ones wholly cover go (after the merge: indices stay until then)
         candidates = coarse_points(P, cam, sharp, D_tilde_i, coarse, crack_tol,
                                    np.concatenate(fixed) | gone)
-        replaced = candidates[replaced_points(P, cam, candidates, sharp, covered & ~R_i, D_i, D_tilde_i,
-                                                crack_tol)]
+        replaced = candidates[replaced_points(P, cam, candidates, sharp, covered, D_i, D_tilde_i,
+                                              crack_tol)]
 
         if seam_i is not None:
             if nearer.any():          # the old points there are hidden: no longer the overlap

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from zoomscape.cameras import from_wire, look_at, pixel_grid, pixels_to_world, world_to_pixels
-from zoomscape.pointcloud import (PLY_DTYPE, PointCloud, merge, project, read_ply, unproject,
+from zoomscape.pointcloud import (PLY_DTYPE, PointCloud, footprint_pixels, merge, project, read_ply, unproject,
                                   voxel_downsample, write_ply)
 
 RED, BLUE = (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)
@@ -203,6 +203,33 @@ def test_splat_footprint_grows_with_radius_and_is_capped():
         assert p.mask.sum() == side * side, r_px
     p = project(PointCloud(X, np.ones((1, 3)), np.array([100 * pixel])), cam, max_splat=3.0)
     assert p.mask.sum() == 6 * 6
+
+
+def test_footprint_pixels_are_the_pixels_project_draws_for_whole_splats():
+    """Each point's listed pixels are exactly those project() covers with that point alone; points
+    whose splat crosses the image border or lies behind the camera are not whole and list none."""
+    rng = np.random.default_rng(5)
+    cam = camera((0, -5, 0), (0, 0, 0), 64, 48, f=64.0)
+    cloud = random_cloud(rng, 300)
+    pix, owner, whole = footprint_pixels(cloud, cam)
+    assert 50 < whole.sum() < 300 and set(np.unique(owner)) == set(np.flatnonzero(whole))
+    for k in np.flatnonzero(whole)[:40]:
+        alone = project(cloud.select(np.array([k])), cam)
+        assert np.array_equal(np.sort(pix[owner == k]), np.flatnonzero(alone.mask.reshape(-1)))
+    _, z = world_to_pixels(cam, cloud.xyz)
+    assert not whole[z <= 0].any()
+    edge = np.flatnonzero(~whole & (z > 0))
+    for k in edge[:20]:                      # partly outside: project() clips, nothing is whole
+        alone = project(cloud.select(np.array([k])), cam)
+        assert alone.mask.sum() < len(_full_span(cloud, cam, k))
+
+
+def _full_span(cloud, cam, k):
+    """The pixels of point k's square splat without clipping to the image (may lie outside)."""
+    uv, z = world_to_pixels(cam, cloud.xyz[k:k + 1])
+    r = min(float(cloud.radius[k]) * cam.K[0, 0] / z[0], 8.0)
+    span = lambda c: range(int(min(np.ceil(c - r - 0.5), np.floor(c))), int(max(np.floor(c + r - 0.5), np.floor(c))) + 1)
+    return [(i, j) for i in span(uv[0, 1]) for j in span(uv[0, 0])]
 
 
 def test_project_empty_cloud():
