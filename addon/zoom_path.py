@@ -45,10 +45,11 @@ def dolly_positions(c0: np.ndarray, anchor: np.ndarray, p: float, t: np.ndarray)
 
 
 def channel_fcurves(id_data, action_name: str):
-    """The F-curve collection for id_data's animation (works in 4.2 and 5.x).
+    """The F-curve collection for id_data's animation (works in 4.2, 4.5 and 5.x).
 
     4.2: ``action.fcurves``. 4.4+/5.x (layered actions; Action.fcurves is gone in 5.0): the
-    channelbag of the slot assigned to id_data.
+    channelbag of the slot assigned to id_data (4.4–4.5 have no anim_utils helper for it: the
+    first keyframe strip's, made when missing).
     """
     anim = id_data.animation_data or id_data.animation_data_create()
     action = anim.action
@@ -62,7 +63,12 @@ def channel_fcurves(id_data, action_name: str):
     if slot is None:
         slot = action.slots.new(id_type=id_data.id_type, name=id_data.name)
         anim.action_slot = slot
-    return anim_utils.action_ensure_channelbag_for_slot(action, slot).fcurves
+    ensure = getattr(anim_utils, "action_ensure_channelbag_for_slot", None)
+    if ensure is not None:
+        return ensure(action, slot).fcurves
+    layer = action.layers[0] if action.layers else action.layers.new("Layer")
+    strip = layer.strips[0] if layer.strips else layer.strips.new(type="KEYFRAME")
+    return strip.channelbag(slot, ensure=True).fcurves
 
 
 def set_keyframes(fcurves, data_path: str, index: int, frames: np.ndarray, values: np.ndarray,

@@ -4,7 +4,7 @@ Builds once into a temp dir (wheels come from .venv/wheel-cache or PyPI; without
 without a cache the build, and so these tests, fail with pip's message), then checks every zip with
 Blender's own `blender_ext.py validate`, reads the zips' contents (addon/* at the top and
 backend/zoomscape/wire as wire/, byte for byte), and installs the linux-x64 zip into headless bpy 4.2
-(Python 3.11), bpy 5.2 and bpy 5.3 (Python 3.13) in isolated user directories, where the extension imports its
+and 4.5 (Python 3.11), 5.2 and 5.3 (Python 3.13) in isolated user directories, where the extension imports its
 own copy of the wire package.
 Run: .venv/backend/bin/python -m pytest tests/build -q
 """
@@ -29,7 +29,8 @@ PLATFORMS = ("linux-x64", "windows-x64", "macos-arm64", "macos-x64")
 # Wheel platform-tag fragments that identify each Blender platform's CPU/OS.
 PLATFORM_TAG = {"linux-x64": ("manylinux", "_x86_64"), "windows-x64": ("win", "_amd64"),
                 "macos-arm64": ("macosx_", "_arm64"), "macos-x64": ("macosx_", "_x86_64")}
-BPY_ENVS = {"bpy42": ((3, 11), "4.2"), "bpy52": ((3, 13), "5.2"), "bpy53": ((3, 13), "5.3")}
+BPY_ENVS = {"bpy42": ((3, 11), "4.2"), "bpy45": ((3, 11), "4.5"), "bpy52": ((3, 13), "5.2"),
+            "bpy53": ((3, 13), "5.3")}
 
 
 def load_build_module():
