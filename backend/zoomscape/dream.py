@@ -7,7 +7,7 @@ the code Î_i, D̂_i, D̃_i, P̂_i are spelled I_hat_i, D_hat_i, D_tilde_i, P_ha
     for i = 1 … N−1:
         Î_i, M_i, D̃_i = φ3→2(P_{i−1}, K_i, c2w_i)          image, covered mask, z-buffer depth
         R_i = M_i ∧ r_k·f_i / D̃_i > COARSE·√½               covered by points too coarse for view i
-        I_i = S(Î_i, ¬M_i ∨ R_i, prompt)                    paint the holes (and R_i)
+        I_i = Sharpen(S(Î_i, ¬M_i, prompt), R_i)            paint the holes, sharpen R_i
         D̂_i = D(I_i)                                        depth up to an unknown scale/shift
         d_i = argmin_{s,t} Σ_{M_i} ρ((s·D̂_i + t − D̃_i) / D̃_i)   robust global fit (align.py)
         c_i = screened Poisson fill of log(D̃_i / d_i(D̂_i)) from M_i into ¬M_i   seam (align.py)
@@ -27,8 +27,11 @@ earlier, farther one magnified: each spans several of its pixels and carries a b
 resolves. LucidDreamer counts them as coverage and never paints there again, so the world stays as
 sharp as the farthest view that saw it (on a forward walk the input views fell from 32 to 22 dB).
 Here a covered pixel whose point spans more than COARSE of the view's pixel footprints is R_i:
-painted and lifted like a hole, at the view's resolution, its depth aligned to the old surface by
-the same fit and seam (the overlap samples keep the old points there). The old points whose whole
+the engine sharpens it (engines.base.Sharpener: the detail the view resolves, keeping what the
+blur shows; the diffusers engine runs img2img there, the procedural engine renders the world; an
+engine without sharpen inpaints it), and it is lifted like a hole, at the view's resolution, its
+depth aligned to the old surface by the same fit and seam (the overlap samples keep the old
+points there). The old points whose whole
 splat the view lifted again, unhidden, are then replaced: no longer shown to later views, they
 still hold the consensus's links and leave the cloud after it.
 
@@ -580,11 +583,17 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         I_hat_i, M_i, D_tilde_i = proj.image, proj.mask, proj.depth.astype(np.float64)
         overlap = float(M_i.mean())
         index_i = np.where(M_i, alive[np.maximum(proj.index, 0)], -1)   # proj.index into P
-        # R_i: covered by old points too coarse for this view: painted and lifted like the hole
+        # R_i: covered by old points too coarse for this view: sharpened (the engine paints the
+        # detail the view resolves, keeping what they show) and lifted like the hole
         R_i = coarse_cover(P_alive, proj, cam, coarse, np.concatenate(fixed)[alive])
+        if int(R_i.sum()) < near_min:
+            R_i[:] = False
+        sharpen = getattr(engine, "sharpen", None)
 
-        I_i = engine.inpaint(I_hat_i, ~M_i | R_i, prompt, cam, seed, on_step=on_step_of(i),
-                             should_cancel=should_cancel)
+        I_i = engine.inpaint(I_hat_i, ~M_i if sharpen else ~M_i | R_i, prompt, cam, seed,
+                             on_step=on_step_of(i), should_cancel=should_cancel)
+        if sharpen and R_i.any():
+            I_i = sharpen(I_i, R_i, prompt, cam, seed, should_cancel=should_cancel)
         D_hat_i = np.asarray(engine.estimate_depth(I_i, cam, seed=seed, role="view"), dtype=np.float64)
 
         # d_i: robust global fit on the overlap, then c_i: the seam; D_i = d_i(D̂_i) · exp(c_i)

@@ -328,3 +328,46 @@ def test_denoiser_from_the_text_to_image_pipeline(fresh):
     assert isinstance(d, denoiser.SDDenoiser)
     assert d.unet is fresh.text2img.unet and d.vae is fresh.text2img.vae  # shared, not reloaded
     assert str(d.device) == "cpu" and d.dtype == fresh.dtype
+
+
+def test_sharpen_keeps_what_the_mask_shows_and_the_rest_exactly(fresh):
+    """sharpen is img2img on the mask: outside it bit-exact; inside painted again over the part of
+    the schedule SHARPEN_STRENGTH leaves (fewer denoising steps than inpainting, which starts from
+    noise). (Random tiny weights cannot show how close it stays: their VAE does not reconstruct.)"""
+    from zoomscape.engines.diffusers import SHARPEN_STRENGTH
+
+    cam = make_cam()
+    y, x = np.mgrid[0:64, 0:96]
+    given = np.stack([x / 96.0, y / 64.0, 0.5 + 0.4 * np.sin(x / 9.0)], -1).astype(np.float32)
+    mask = np.zeros((64, 96), bool)
+    mask[8:56, 16:80] = True
+    polls_s, polls_i = [], []
+    sharp = fresh.sharpen(given, mask, PROMPT, cam, 3, should_cancel=lambda: polls_s.append(1) and False)
+    fresh.inpaint(given, mask, PROMPT, cam, 3, should_cancel=lambda: polls_i.append(1) and False)
+    assert sharp.shape == given.shape and sharp.dtype == np.float32
+    assert np.array_equal(sharp[~mask], given[~mask])
+    assert np.abs(sharp[mask] - given[mask]).max() > 1e-3                     # it did paint
+    assert len(polls_i) == fresh.steps and len(polls_s) == int(fresh.steps * SHARPEN_STRENGTH)
+    empty = np.zeros((64, 96), bool)
+    assert np.array_equal(fresh.sharpen(given, empty, PROMPT, cam, 3), given)
+
+
+def test_sharpen_runs_the_inpainting_pipeline_at_part_strength(fresh):
+    from zoomscape.engines.diffusers import SHARPEN_STRENGTH
+
+    spy = Spy(fresh.inpainter)
+    fresh.inpainter = spy
+    try:
+        cam = make_cam()
+        given = np.full((64, 96, 3), 0.4, np.float32)
+        mask = np.zeros((64, 96), bool)
+        mask[:, :40] = True
+        fresh.sharpen(given, mask, PROMPT, cam, 5)
+        fresh.inpaint(given, mask, PROMPT, cam, 5)
+    finally:
+        fresh.inpainter = spy.pipe
+    (s_call, i_call) = spy.calls
+    assert s_call["strength"] == SHARPEN_STRENGTH < 1.0 and i_call["strength"] == 1.0
+    # sharpen hands the pipeline the given pixels under the mask; inpaint blanks them
+    assert np.allclose(s_call["image"][0], 0.4, atol=1e-6)
+    assert np.allclose(i_call["image"][0][:, :30], 0.0, atol=1e-6)

@@ -125,3 +125,26 @@ def test_engine_pool_hands_its_settings_down_and_shares_engines():
         pool.check("magic")
     # with no Settings handed, the pool uses the environment's (what `zoomscape serve` builds bare)
     assert EnginePool().settings == Settings.from_env()
+
+
+def test_an_optional_sharpen_is_checked_by_signature_when_present():
+    class Bare:
+        name, device, models, depth_space = "bare", "cpu", [], "depth"
+
+        def inpaint(self, image, hole, prompt, cam, seed, *, on_step=None, should_cancel=None):
+            return image
+
+        def estimate_depth(self, image, cam, *, seed=None, role=None):
+            return np.ones(image.shape[:2], np.float32)
+
+        def paint_zoom_stack(self, cam, prompts, factor, seed, **kw):
+            return None
+
+    assert protocol_problems(Bare()) == []                  # sharpen is optional
+
+    class Wrong(Bare):
+        def sharpen(self, image, mask, prompt, cam):
+            return image
+
+    assert any(p.startswith("sharpen:") for p in protocol_problems(Wrong()))
+    assert protocol_problems(ProceduralEngine()) == []       # its sharpen has the protocol's shape

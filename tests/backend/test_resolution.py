@@ -169,3 +169,50 @@ def test_with_the_rule_the_consensus_still_holds_the_views_together(walk):
         errs[c] = np.mean(err)
     print(f"\nmean relative depth error of the visible surface: ours {errs[COARSE]:.4f}, plain {errs[0.0]:.4f}")
     assert errs[COARSE] < 1.1 * errs[0.0]
+
+
+class Recorder:
+    """The procedural engine, recording the masks each call paints; with_sharpen=False hides its
+    sharpen (an engine of the protocol without the optional Sharpener)."""
+
+    name, device, models, depth_space = "recorder", "cpu", [], "depth"
+
+    def __init__(self, with_sharpen: bool):
+        self.engine, self.calls = ProceduralEngine(), []
+        if with_sharpen:
+            self.sharpen = self._sharpen
+
+    def inpaint(self, image, hole, prompt, cam, seed, *, on_step=None, should_cancel=None):
+        self.calls.append(("inpaint", cam.name, hole.copy()))
+        return self.engine.inpaint(image, hole, prompt, cam, seed, should_cancel=should_cancel)
+
+    def _sharpen(self, image, mask, prompt, cam, seed, *, should_cancel=None):
+        self.calls.append(("sharpen", cam.name, mask.copy()))
+        return self.engine.sharpen(image, mask, prompt, cam, seed, should_cancel=should_cancel)
+
+    def estimate_depth(self, image, cam, *, seed=None, role=None):
+        return self.engine.estimate_depth(image, cam, seed=seed, role=role)
+
+    def paint_zoom_stack(self, *a, **k):
+        return self.engine.paint_zoom_stack(*a, **k)
+
+
+def test_the_coarse_pixels_go_to_the_engines_sharpen_or_else_to_its_inpaint():
+    """With a Sharpener the holes are inpainted and R_i is sharpened (disjoint masks, R_i among
+    the covered pixels); without one R_i joins the inpaint's hole. The procedural engine paints
+    the same pixels either way, so the two clouds are identical."""
+    world, cams = walk_cams(3, step=1.5)
+    runs = {}
+    for with_sharpen in (True, False):
+        eng = Recorder(with_sharpen)
+        runs[with_sharpen] = (dream(cams, PROMPT, eng, SEED), eng.calls)
+    (res_s, calls_s), (res_i, calls_i) = runs[True], runs[False]
+    sharpened = [c for c in calls_s if c[0] == "sharpen"]
+    assert sharpened and not any(c[0] == "sharpen" for c in calls_i)
+    for kind, name, mask in sharpened:
+        hole = next(m for k, n, m in calls_s if k == "inpaint" and n == name)
+        assert not (mask & hole).any() and mask.sum() >= 4
+        wider = next(m for k, n, m in calls_i if k == "inpaint" and n == name)
+        assert np.array_equal(wider, hole | mask)
+    np.testing.assert_array_equal(res_s.cloud.xyz, res_i.cloud.xyz)
+    np.testing.assert_array_equal(res_s.cloud.rgb, res_i.cloud.rgb)

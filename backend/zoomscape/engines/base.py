@@ -9,6 +9,11 @@ An engine paints and measures; it never knows the algorithm that drives it:
     ZoomPainter.paint_zoom_stack(cam, prompts, factor, seed, *, scene_prompt, photo, progress,
                                  should_cancel) -> zoom.ZoomStack          the zoom levels
     Engine = all three + name, device, models (what /v1/health reports)
+    Sharpener.sharpen(image, mask, prompt, cam, seed, *, should_cancel) -> image   optional:
+                                                        the detail a closer view resolves where
+                                                        the image shows a blur of the surface
+                                                        (dream.py's R_i); an engine without it
+                                                        has those pixels inpainted instead
 
 Engines are pooled and shared between jobs (jobs.EnginePool), so an engine holds no per-job
 state: everything one call depends on is in its arguments, and the same arguments give the same
@@ -66,6 +71,19 @@ class Inpainter(Protocol):
 
 
 @runtime_checkable
+class Sharpener(Protocol):
+    def sharpen(self, image: np.ndarray, mask: np.ndarray, prompt: str, cam: Camera, seed: int, *,
+                should_cancel: Optional[ShouldCancel] = None) -> np.ndarray:
+        """image: [H, W, 3] float32 in [0, 1]; mask: [H, W] bool (True = sharpen here) → [H, W, 3].
+
+        At the mask the image shows a surface seen before from farther away (a blur of what cam
+        resolves): paint the detail cam resolves there, keeping what it shows (its layout and
+        colours). Pixels outside the mask come back unchanged. Deterministic in its arguments;
+        should_cancel() polled during the call raises errors.JobCancelled when True.
+        """
+
+
+@runtime_checkable
 class DepthEstimator(Protocol):
     depth_space: str  # "depth" (metric or affine depth) or "disparity" (relative inverse depth)
 
@@ -107,7 +125,7 @@ class Engine(Inpainter, DepthEstimator, ZoomPainter, Protocol):
     models: list[dict]
 
 
-PROTOCOLS = (Inpainter, DepthEstimator, ZoomPainter, Engine)
+PROTOCOLS = (Inpainter, DepthEstimator, ZoomPainter, Engine, Sharpener)
 
 
 def _protocol_methods(protocol) -> dict[str, Callable]:
@@ -184,6 +202,8 @@ def protocol_problems(obj, protocol=Engine) -> list[str]:
             problems.append(f"{name}: missing method")
             continue
         problems += signature_problems(method, spec, name)
+    if protocol is Engine and callable(getattr(obj, "sharpen", None)):    # the optional Sharpener
+        problems += signature_problems(obj.sharpen, Sharpener.sharpen, "sharpen")
     return problems
 
 

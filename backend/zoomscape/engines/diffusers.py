@@ -40,6 +40,9 @@ from ..settings import DEFAULT_STEPS, Settings, SettingsError, resolve  # noqa: 
 from .base import OnStep, ShouldCancel, check_hole, check_image
 
 DEFAULT_GUIDANCE = 7.5
+# sharpen's img2img strength: the blurred surface is noised to this point of the schedule and
+# denoised again, so its layout and colours stay and the detail of the closer view is painted
+SHARPEN_STRENGTH = 0.5
 SMALL_GPU_BYTES = 10 * 2**30  # at most this much memory → attention slicing by default
 
 
@@ -304,7 +307,26 @@ class DiffusersEngine:
         hole = check_hole(hole, cam)
         if not hole.any():
             return image.copy()
-        full = bool(hole.all())
+        return self._paint(image, hole, prompt, cam, seed, 1.0, on_step, should_cancel)
+
+    def sharpen(self, image: np.ndarray, mask: np.ndarray, prompt: str, cam: Camera, seed: int, *,
+                should_cancel: Optional[ShouldCancel] = None) -> np.ndarray:
+        """image: [H, W, 3] float32 in [0, 1]; mask: [H, W] bool → [H, W, 3] float32: the inpainting
+        pipeline as img2img on the mask at SHARPEN_STRENGTH (SDEdit): the given pixels there are
+        noised part of the way and denoised at this view's resolution, so what they show stays and
+        gains the detail a closer view resolves. Pixels outside the mask come back bit-exactly;
+        an empty mask paints nothing. should_cancel() polled at every step."""
+        image = check_image(image, cam)
+        mask = check_hole(mask, cam)
+        if not mask.any():
+            return image.copy()
+        return self._paint(image, mask, prompt, cam, seed, SHARPEN_STRENGTH, None, should_cancel)
+
+    def _paint(self, image: np.ndarray, hole: np.ndarray, prompt: str, cam: Camera, seed: int,
+               strength: float, on_step, should_cancel) -> np.ndarray:
+        """inpaint (strength 1: the hole painted afresh, a full hole is text-to-image) or sharpen
+        (strength < 1: the hole's own pixels start the denoising)."""
+        full = bool(hole.all()) and strength >= 1.0
         pipe = self.text2img if full and self.text2img.unet.config.in_channels == 4 else self.inpainter
         native, factor = self._native(pipe)
         size = working_size(cam.width, cam.height, native, multiple=factor, pixel_budget=self.pixel_budget)
@@ -315,9 +337,9 @@ class DiffusersEngine:
                     callback_on_step_end=step_callback(self.steps, on_step, should_cancel))
         if pipe is self.inpainter:
             work_hole = np.ones((h, w), bool) if full else resize_hole(hole, size, dilate=factor)
-            known = np.where(hole[..., None], 0.0, image).astype(np.float32)
+            known = image if strength < 1.0 else np.where(hole[..., None], 0.0, image).astype(np.float32)
             args.update(image=resize_image(known, size)[None], mask_image=work_hole[None, ..., None].astype(np.float32),
-                        strength=1.0)
+                        strength=float(strength))
         painted = np.asarray(pipe(**args).images[0], dtype=np.float32)
         painted = resize_image(np.clip(painted, 0.0, 1.0), (cam.width, cam.height))
         return np.where(hole[..., None], painted, image).astype(np.float32)

@@ -651,6 +651,12 @@ class ProceduralEngine:
             out[hole] = rgb[hole]
         return out
 
+    def sharpen(self, image, mask, prompt: str, cam: Camera, seed: int, *,
+                should_cancel=None) -> np.ndarray:
+        """The world at cam's resolution at the mask pixels (what a closer look resolves: the
+        world rendered through cam, as inpaint paints holes); image elsewhere. → [H, W, 3]."""
+        return self.inpaint(image, mask, prompt, cam, seed, should_cancel=should_cancel)
+
     def lie(self, seed: int, cam: Camera, role: str, depth=None) -> DepthLie:
         """The lie estimate_depth(…, cam, seed=seed, role=role) tells. depth: the true z-depth of
         cam [H, W] (default: traced here), for the shift in metres."""
