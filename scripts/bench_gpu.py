@@ -143,9 +143,9 @@ def bench_cpu(args) -> int:
         runs = [blend_step(x0, p, gen) for _ in range(args.repeats)]
     parts = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     ratio = parts["all"] / unet_s
-    print(f"  UNet s/step   {unet_s:9.3f}   (one step: {2 * N} UNet evaluations; eps finite: "
+    print(f"  UNet s/step   {unet_s:9.5f}   (one step: {2 * N} UNet evaluations; eps finite: "
           f"{bool(torch.isfinite(eps).all())})")
-    print(f"  blend s/step  {parts['all']:9.4f}   (blend {parts['blend']:.4f}, Π_image {parts['pi_image']:.4f}, "
+    print(f"  blend s/step  {parts['all']:9.6f}   (blend {parts['blend']:.4f}, Π_image {parts['pi_image']:.4f}, "
           f"Π_noise {parts['pi_noise']:.4f}; median of {args.repeats})")
     print(f"  blend/UNet    {ratio:9.2%}   target < 10%: {'MET' if ratio < 0.10 else 'NOT MET'}")
     return 0 if ratio < 0.10 else 1

