@@ -85,7 +85,11 @@ class ZOOMSCAPE_PT_panel(bpy.types.Panel):
         row.prop(props, "use_extra_views")
         sub = row.row(align=True)
         sub.enabled = props.use_extra_views
-        sub.prop(props, "extra_views")
+        sub.prop(props, "extra_views_auto", toggle=True)
+        if props.extra_views_auto:
+            sub.label(text="one per camera")
+        else:
+            sub.prop(props, "extra_views")
         box.prop(props, "output_dir")
 
         if props.engine == "diffusers":

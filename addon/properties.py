@@ -134,6 +134,10 @@ class ZOOMSCAPE_PG_settings(bpy.types.PropertyGroup):
                                   description="Dream more views around and between your cameras "
                                               "(never inside or behind a surface), so the world is "
                                               "complete where you fly")
+    extra_views_auto: BoolProperty(name="Auto", default=True,
+                                   description="One extra view per camera you send (at most "
+                                               f"{MAX_EXTRA_VIEWS}): a wider rig has more to fill. "
+                                               "Off: the count set here")
     extra_views: IntProperty(name="Count", default=4, min=1, max=MAX_EXTRA_VIEWS,
                              description="How many extra views to dream at most (each costs about "
                                          "as much as one of your cameras)")

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from .rgbd import RgbdError, render_init_rgbd
 from .wire.cameras import blender_intrinsics
-from .wire.names import (MAX_CAMERAS, MAX_LEVELS, MAX_MODEL_CHARS, MAX_PROMPT_CHARS, MAX_RESOLUTION,
-                         MIN_RESOLUTION, MODEL_ROLES)
+from .wire.names import (MAX_CAMERAS, MAX_EXTRA_VIEWS, MAX_LEVELS, MAX_MODEL_CHARS, MAX_PROMPT_CHARS,
+                         MAX_RESOLUTION, MIN_RESOLUTION, MODEL_ROLES)
 
 
 class SceneError(ValueError):
@@ -40,6 +40,16 @@ def camera_to_wire(obj, scene) -> dict:
                            cam.shift_x, cam.shift_y, w, h, r.pixel_aspect_x, r.pixel_aspect_y)
     M = obj.matrix_world.normalized()
     return {"name": obj.name, "matrix_world": [list(map(float, row)) for row in M], **K.to_dict()}
+
+
+def extra_view_count(props, cameras: int) -> int:
+    """How many extra views to ask for with this many cameras: none when they are off; with Auto
+    one per camera (at most MAX_EXTRA_VIEWS), else the Count."""
+    if not props.use_extra_views:
+        return 0
+    if props.extra_views_auto:
+        return max(1, min(int(cameras), MAX_EXTRA_VIEWS))
+    return int(props.extra_views)
 
 
 def gather_cameras(scene, context, props) -> list:
@@ -125,7 +135,7 @@ def build_request(scene, context, props) -> dict:
         "zoom": {"camera": zoom.name, "factor": float(props.zoom_factor), "levels": levels,
                  "anchor": anchor},
         "init_rgbd": None,
-        "extra_views": int(props.extra_views) if props.use_extra_views else 0,
+        "extra_views": extra_view_count(props, len(cameras)),
     }
     models = model_choice(props)
     if models:

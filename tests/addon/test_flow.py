@@ -63,7 +63,8 @@ def test_discover_generate_import_render_reload(zs, server, tmp_path):
     own = [v.camera for v in manifest.views if not v.extra]
     extra = [v.camera for v in manifest.views if v.extra]
     assert own == [c.name for c in cams] == [v.camera for v in manifest.views[:len(cams)]]
-    assert props.use_extra_views and 1 <= len(extra) <= props.extra_views  # on by default
+    # on by default, one per camera (Auto)
+    assert props.use_extra_views and props.extra_views_auto and 1 <= len(extra) <= len(cams)
     assert zs.runner.view_counts(props.job_id) == (len(cams), len(extra))
 
     pts = [o for o in bpy.data.objects if o.get("zoomscape_kind") == "points"]

@@ -134,6 +134,25 @@ def test_request_sorted_by_name_and_zoom_camera_added(zs):
     assert req["zoom"]["anchor"] == pytest.approx([1.0, 2.0, 3.0])
 
 
+def test_extra_views_are_one_per_camera_by_default_or_the_count(zs):
+    """Auto (the default): as many extra views as cameras sent, at most MAX_EXTRA_VIEWS; off: the
+    Count; extra views off: none."""
+    scene, props, cams = make_scene(zs)
+    for o in bpy.context.scene.objects:
+        o.select_set(o.name in ("Cam.002", "Cam.000"))
+    props.zoom_camera = cams[2]   # Cam.001: sent too (3 cameras)
+    assert props.use_extra_views and props.extra_views_auto and props.extra_views == 4
+    req = zs.scene_io.build_request(scene, bpy.context, props)
+    assert len(req["cameras"]) == 3 and req["extra_views"] == 3
+    props.extra_views_auto, props.extra_views = False, 7
+    assert zs.scene_io.build_request(scene, bpy.context, props)["extra_views"] == 7
+    props.use_extra_views = False
+    assert zs.scene_io.build_request(scene, bpy.context, props)["extra_views"] == 0
+    props.use_extra_views, props.extra_views_auto = True, True
+    limit = zs.wire.names.MAX_EXTRA_VIEWS
+    assert zs.scene_io.extra_view_count(props, 40) == limit and zs.scene_io.extra_view_count(props, 1) == 1
+
+
 @pytest.mark.parametrize("res,pct,axis,value", [((96, 63), 100, "height", 63),
                                                 ((2049, 96), 100, "width", 2049),
                                                 ((200, 200), 30, "width", 60)])
