@@ -67,7 +67,8 @@ from .consensus import Consensus, Link, apply_consensus, consensus, coupling, vi
 from .engines.base import check_image
 from .errors import JobCancelled  # the one JobCancelled (zoomscape.dream.JobCancelled is it)
 from .extra_views import ExtraViewPlanner, PlannedView
-from .pointcloud import FOOTPRINT_PX, PointCloud, footprint_pixels, merge, project, unproject
+from .pointcloud import (FOOTPRINT_PX, PointCloud, footprint_pixels, footprint_ratio, merge, project,
+                         unproject)
 from .wire.manifest import ViewSummary
 
 Progress = Callable[[str, int, int, str], None]
@@ -229,10 +230,7 @@ def coarse_cover(P: PointCloud, proj, cam: Camera, ratio: float,
     if not (np.isfinite(ratio) and ratio > 0) or not proj.mask.any():
         return out
     k = proj.index[proj.mask]
-    z = proj.depth[proj.mask].astype(np.float64)
-    f = np.sqrt(cam.K[0, 0] * cam.K[1, 1])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        coarse = P.radius[k].astype(np.float64) * f / z > ratio * FOOTPRINT_PX
+    coarse = footprint_ratio(cam, P.radius[k], proj.depth[proj.mask]) > ratio
     if fixed is not None:
         coarse &= ~np.asarray(fixed, bool)[k]
     out[proj.mask] = coarse
@@ -249,17 +247,11 @@ def coarse_points(P: PointCloud, cam: Camera, sharp: np.ndarray, D_old: np.ndarr
     and whose splat is coarse there (coarse_cover's rule with ratio); never the user's fixed
     points ([len(P)] bool).
     """
-    H, W = sharp.shape
-    uv, z = world_to_pixels(cam, P.xyz)
-    with np.errstate(invalid="ignore"):
-        inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
-    idx = np.flatnonzero(inside)
-    home = np.floor(uv[idx, 1]).astype(np.int64) * W + np.floor(uv[idx, 0]).astype(np.int64)
-    f = np.sqrt(cam.K[0, 0] * cam.K[1, 1])
+    idx, home, uv, z = _home_pixels(cam, P.xyz)
     zi = z[idx]
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore"):
         ok = sharp.reshape(-1)[home] & (zi <= (1.0 + tol) * D_old.reshape(-1)[home]) & \
-            (P.radius[idx].astype(np.float64) * f / zi > ratio * FOOTPRINT_PX)
+            (footprint_ratio(cam, P.radius[idx], zi) > ratio)
     if fixed is not None:
         ok &= ~np.asarray(fixed, bool)[idx]
     return idx[ok]
@@ -295,8 +287,7 @@ def replaced_points(P: PointCloud, cam: Camera, candidates: np.ndarray, sharp: n
         g = np.maximum(np.abs(D_new[row, col + 1] - D_new[row, col - 1]),
                        np.abs(D_new[row + 1, col] - D_new[row - 1, col])) / (2.0 * D_new[row, col])
         g = np.where(np.isfinite(g), g, np.inf)
-    f = np.sqrt(cam.K[0, 0] * cam.K[1, 1])
-    r = sub.radius.astype(np.float64) * f / z
+    r = footprint_ratio(cam, sub.radius, z) * FOOTPRINT_PX          # the splat's half-extent, pixels
     lim = ((1.0 - tol - g * (r + 1.0)) * z)[owner]
     with np.errstate(invalid="ignore"):
         new_ok = sharp.reshape(-1)[pix] & (D_new.reshape(-1)[pix] >= lim)
@@ -332,6 +323,18 @@ def in_free_space(xyz: np.ndarray, cam: Camera, observed: np.ndarray, tol: float
     return out
 
 
+def _home_pixels(cam: Camera, xyz: np.ndarray):
+    """The points of xyz [N, 3] in front of cam and inside its image, and their home pixels (the
+    one each (u, v) falls in). → (idx [n] into xyz, pix [n] flat row · W + col, uv [N, 2], z [N])."""
+    H, W = cam.height, cam.width
+    uv, z = world_to_pixels(cam, xyz)
+    with np.errstate(invalid="ignore"):
+        inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
+    idx = np.flatnonzero(inside)
+    pix = np.floor(uv[idx, 1]).astype(np.int64) * W + np.floor(uv[idx, 0]).astype(np.int64)
+    return idx, pix, uv, z
+
+
 def _pixel_of_points(cam: Camera, mask: np.ndarray) -> np.ndarray:
     """Flat pixel indices, in row-major order, of the pixels where mask: [H, W] is True."""
     return np.flatnonzero(mask.reshape(-1))
@@ -364,13 +367,8 @@ def overlap_samples(P: PointCloud, proj, cam: Camera, D_hat: np.ndarray, *, tol:
     nearest wins, so the winners lie in front of it on average. Strided to at most max_points
     points of P (evenly spread; density says how many samples a covered pixel gets).
     """
-    H, W = cam.height, cam.width
     step = max(1, -(-len(P) // max_points))
-    uv, z = world_to_pixels(cam, P.xyz[::step])
-    with np.errstate(invalid="ignore"):
-        ok = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
-    idx = np.flatnonzero(ok)
-    pix = np.floor(uv[idx, 1]).astype(np.int64) * W + np.floor(uv[idx, 0]).astype(np.int64)
+    idx, pix, uv, z = _home_pixels(cam, P.xyz[::step])
     zbuf = proj.depth.reshape(-1).astype(np.float64)
     # a depth edge of the old surface or of the new estimate (which sees disocclusions whole);
     # the cracks of a reprojected cloud are no edge: on a surface seen closer than before they
@@ -585,7 +583,8 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         index_i = np.where(M_i, alive[np.maximum(proj.index, 0)], -1)   # proj.index into P
         # R_i: covered by old points too coarse for this view: sharpened (the engine paints the
         # detail the view resolves, keeping what they show) and lifted like the hole
-        R_i = coarse_cover(P_alive, proj, cam, coarse, np.concatenate(fixed)[alive])
+        fixed_all = np.concatenate(fixed)
+        R_i = coarse_cover(P_alive, proj, cam, coarse, fixed_all[alive])
         if int(R_i.sum()) < near_min:
             R_i[:] = False
         sharpen = getattr(engine, "sharpen", None)
@@ -628,8 +627,7 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         sharp = R_i & kept
         M_i = M_i & ~nearer & ~sharp
         # the old points the finer ones wholly cover go (after the merge: indices stay until then)
-        candidates = coarse_points(P, cam, sharp, D_tilde_i, coarse, crack_tol,
-                                   np.concatenate(fixed) | gone)
+        candidates = coarse_points(P, cam, sharp, D_tilde_i, coarse, crack_tol, fixed_all | gone)
         replaced = candidates[replaced_points(P, cam, candidates, sharp, covered, D_i, D_tilde_i,
                                               crack_tol)]
 
@@ -951,12 +949,9 @@ def refine_views(P: PointCloud, cams: list[Camera], source: np.ndarray, point_pi
         observed[i].reshape(-1)[point_pix[parts[i]][own]] = np.inf
         if i < len(cams) - 1:
             seen.append(min_filter3(observed[i]))
-    if superseded is not None:
-        superseded = np.asarray(superseded, bool)
-        drop &= ~superseded
-    dropped = np.bincount(source[drop], minlength=len(cams))
-    if superseded is not None:
-        drop |= superseded
+    superseded = np.zeros(len(P), bool) if superseded is None else np.asarray(superseded, bool)
+    dropped = np.bincount(source[drop & ~superseded], minlength=len(cams))
+    drop |= superseded
     if drop.any():
         P, source = P.select(~drop), source[~drop]
     filled = fill_pinholes(P, cams, source, observed, winners, ~drop, tol=pinhole_tol,

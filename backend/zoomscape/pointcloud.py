@@ -52,6 +52,14 @@ def footprint_radius(cam: Camera, z: np.ndarray) -> np.ndarray:
     return (np.asarray(z, dtype=np.float64) * (FOOTPRINT_PX / f)).astype(np.float32)
 
 
+def footprint_ratio(cam: Camera, radius: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """How many of cam's pixel footprints splats of world radius [N] span at z-depths z [N] in cam:
+    radius·f / (z·√½), the inverse of footprint_radius (1 for a point cam itself lifted). → [N]."""
+    f = np.sqrt(cam.K[0, 0] * cam.K[1, 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(radius, np.float64) * (f / FOOTPRINT_PX) / np.asarray(z, np.float64)
+
+
 def _check_image(cam: Camera, name: str, a: np.ndarray, trailing: tuple) -> None:
     want = (cam.height, cam.width) + trailing
     if a.shape != want:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from zoomscape.cameras import from_wire, look_at, pixel_grid, pixels_to_world, world_to_pixels
-from zoomscape.pointcloud import (PLY_DTYPE, PointCloud, footprint_pixels, merge, project, read_ply, unproject,
+from zoomscape.pointcloud import (PLY_DTYPE, PointCloud, footprint_pixels, footprint_radius,
+                                  footprint_ratio, merge, project, read_ply, unproject,
                                   voxel_downsample, write_ply)
 
 RED, BLUE = (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)
@@ -203,6 +204,15 @@ def test_splat_footprint_grows_with_radius_and_is_capped():
         assert p.mask.sum() == side * side, r_px
     p = project(PointCloud(X, np.ones((1, 3)), np.array([100 * pixel])), cam, max_splat=3.0)
     assert p.mask.sum() == 6 * 6
+
+
+def test_footprint_ratio_inverts_footprint_radius():
+    """A point a camera lifted spans one of its pixel footprints; seen from twice as far, half."""
+    cam = camera((0, -5, 0), (0, 0, 0), 64, 48, f=64.0)
+    z = np.array([1.0, 4.0, 9.5])
+    r = footprint_radius(cam, z)
+    np.testing.assert_allclose(footprint_ratio(cam, r, z), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(footprint_ratio(cam, r, 2 * z), 0.5, rtol=1e-6)
 
 
 def test_footprint_pixels_are_the_pixels_project_draws_for_whole_splats():
