@@ -13,6 +13,7 @@ from zoomscape.engines.procedural import ProceduralEngine, World
 from zoomscape.gaussians import LEVEL_REFINE_STEPS, lift_levels, torch_threads
 from zoomscape.schema import validate_request
 from zoomscape.settings import ENV, Settings, SettingsError
+from tests.helpers.render_clock import RenderClock
 
 PROMPT, SEED = "a quiet valley", 3
 
@@ -32,23 +33,6 @@ def level_images(cam, n):
     world = World(PROMPT, SEED)
     anchor = world.trace(cam, np.array([[cam.width / 2, cam.height / 2]])).point[0]
     return anchor, [world.render(zoom_level_camera(cam, 4.0, i))[0] for i in range(n)]
-
-
-class RenderClock:
-    """A fake clock where time passes only by rendering: a forward render costs `render`
-    seconds, a render with autograd (a refinement step) `step` seconds."""
-
-    def __init__(self, render=1.0, step=3.0):
-        self.t, self.render, self.step = 0.0, render, step
-
-    def __call__(self):
-        return self.t
-
-    def wrap(self, fn):
-        def timed(*args, **kwargs):
-            self.t += self.step if torch.is_grad_enabled() else self.render
-            return fn(*args, **kwargs)
-        return timed
 
 
 # ------------------------------------------------------------------------------------ the budget

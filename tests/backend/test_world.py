@@ -23,6 +23,7 @@ from zoomscape.wire.manifest import Manifest, ManifestError
 from zoomscape.wire.splats import PROPERTIES, read_splat_ply, write_splat_ply
 from zoomscape.world import WORLD_FRAME, refine_world, view_psnrs, world_gaussians
 from tests.helpers.demo_rig import RIG, wire_cam as demo_wire_cam
+from tests.helpers.render_clock import RenderClock
 
 PROMPT, SEED = "a misty harbour town at dawn", 7
 W, H = 80, 60
@@ -173,24 +174,6 @@ def test_colours_are_fitted_over_all_views_jointly(dreamed, lifted):
     first = view_psnrs(alone, dreamed.images, CAMS)
     assert first[0] >= joint[0] - 0.5                         # the one view it saw: as good
     assert np.mean(joint[1:]) > np.mean(first[1:]) + 1.0, (joint, first)
-
-
-class RenderClock:
-    """A fake clock where time passes only by rendering: a forward render costs `render`
-    seconds, a render with autograd (a refinement step) `step` seconds."""
-
-    def __init__(self, render=1.0, step=3.0):
-        self.t, self.render, self.step, self.calls = 0.0, render, step, 0
-
-    def __call__(self):
-        self.calls += 1
-        return self.t
-
-    def wrap(self, fn):
-        def timed(*args, **kwargs):
-            self.t += self.step if torch.is_grad_enabled() else self.render
-            return fn(*args, **kwargs)
-        return timed
 
 
 @pytest.mark.parametrize("budget, steps, cap", [(20.0, 4, 100), (7.0, 0, 100), (1e6, 2, 2)])
