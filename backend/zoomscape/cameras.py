@@ -13,10 +13,12 @@ Blender's intrinsics formula, the zoom-level camera and level frames live in the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
-from .wire.cameras import Intrinsics, blender_intrinsics, zoom_level_intrinsics  # noqa: F401 (re-export)
+from .wire.cameras import (ZOOM_MODES, Intrinsics, blender_intrinsics, level_pose,  # noqa: F401 (re-export)
+                           zoom_level_intrinsics)
 from .wire.manifest import LevelFrame
 
 # Blender camera axes (x right, y up, z back) → OpenCV camera axes (x right, y down, z forward).
@@ -148,6 +150,53 @@ def zoom_level_camera(cam: Camera, factor: float, i: int) -> Camera:
     k = zoom_level_intrinsics(cam.intrinsics, factor, i)
     return Camera(f"{cam.name}/level_{i:02d}", intrinsics_matrix(k.fx, k.fy, k.cx, k.cy), cam.c2w.copy(),
                   cam.width, cam.height)
+
+
+@dataclass(frozen=True)
+class LevelCameras:
+    """The cameras a zoom's levels are painted and lifted from.
+
+    camera: level 0's camera (the zoom camera aimed at the anchor, at the stack's size); anchor:
+    [3] world; factor: p; mode: "dolly" (level i at C_i = a + (C_0 − a)·p^−i, level 0's lens:
+    wire.cameras.dolly_level_matrix) or "lens" (level 0's pose, f_i = p^i·f).
+
+    In DOLLY every level camera looks along the same centre ray toward the anchor, so one level's
+    pixels map into another's by a radial scaling about the image centre e = (W/2, H/2): a pixel u
+    of level j at z-depth z_j is seen by level i < j at
+        u_i = e + (u − e)·z_j / (z_j + δ_ij),   z_i = z_j + δ_ij,   δ_ij = z_a·(p^−i − p^−j)
+    (z_a: the anchor's z-depth from level 0's camera). On the anchor's fronto-parallel plane
+    (z_j = z_a·p^−j) the factor is p^(i−j): LENS's centre crop.
+    """
+
+    camera: Camera
+    anchor: np.ndarray
+    factor: float
+    mode: str = "dolly"
+
+    def __post_init__(self):
+        if self.mode not in ZOOM_MODES:
+            raise ValueError(f"zoom.mode: must be one of {', '.join(ZOOM_MODES)}, got {self.mode!r}")
+
+    def level(self, i: int, width: Optional[int] = None, height: Optional[int] = None) -> Camera:
+        """Level i's camera (at width × height; default level 0's size)."""
+        cam = self.camera if width is None else self.camera.scaled(width, height)
+        if self.mode == "lens":
+            return zoom_level_camera(cam, self.factor, i)
+        M, _ = level_pose("dolly", cam.matrix_world, cam.intrinsics, self.anchor, self.factor, i)
+        return Camera(f"{cam.name}/level_{i:02d}", cam.K.copy(), M @ BLENDER_TO_OPENCV, cam.width, cam.height)
+
+    @property
+    def anchor_depth(self) -> float:
+        """z_a: the anchor's z-depth from level 0's camera (metres)."""
+        return float((self.camera.w2c[:3, :3] @ (np.asarray(self.anchor, np.float64) - self.camera.center))[2])
+
+    def delta(self, i: int, j: int) -> float:
+        """δ_ij = z_a·(p^−i − p^−j): how much farther level i's camera is than level j's along the
+        optical axis (DOLLY; 0 in LENS, where every level shares level 0's pose)."""
+        if self.mode == "lens":
+            return 0.0
+        p = float(self.factor)
+        return self.anchor_depth * (p ** -i - p ** -j)
 
 
 def level_frame(cam: Camera, anchor, factor: float, i: int) -> LevelFrame:

@@ -77,6 +77,35 @@ def zoom_level_intrinsics(k: Intrinsics, factor: float, i: int) -> Intrinsics:
     return Intrinsics(k.fx * m, k.fy * m, W2 + m * (k.cx - W2), H2 + m * (k.cy - H2), k.width, k.height)
 
 
+ZOOM_MODES = ("dolly", "lens")
+
+
+def dolly_level_matrix(matrix_world, anchor, factor: float, i: int) -> np.ndarray:
+    """The pose of DOLLY zoom level i: [4, 4] float64 Blender matrix_world.
+
+    Level 0's camera (matrix_world, aimed so the anchor is at the image centre) moved along the
+    line from its centre C_0 to the anchor a, to C_i = a + (C_0 − a)·p^−i: p^i times closer, with
+    the same orientation and lens (the level's intrinsics are level 0's). The anchor stays on the
+    centre pixel, and everything at the anchor's distance is magnified by p^i as in LENS; what is
+    nearer is magnified more, what is farther less (the parallax LENS lacks).
+    """
+    M = np.array(matrix_world, dtype=np.float64).reshape(4, 4)
+    a = np.asarray(anchor, dtype=np.float64).reshape(3)
+    M[:3, 3] = a + (M[:3, 3] - a) * float(factor) ** (-int(i))
+    return M
+
+
+def level_pose(mode: str, matrix_world, k: "Intrinsics", anchor, factor: float,
+               i: int) -> tuple[np.ndarray, "Intrinsics"]:
+    """(matrix_world [4, 4], intrinsics) of zoom level i in mode "dolly" (dolly_level_matrix,
+    level 0's lens) or "lens" (level 0's pose, zoom_level_intrinsics)."""
+    if mode == "dolly":
+        return dolly_level_matrix(matrix_world, anchor, factor, i), k
+    if mode == "lens":
+        return np.array(matrix_world, dtype=np.float64).reshape(4, 4), zoom_level_intrinsics(k, factor, i)
+    raise ValueError(f"zoom.mode: must be one of {', '.join(ZOOM_MODES)}, got {mode!r}")
+
+
 def project_blender(matrix_world, k: Intrinsics, points) -> tuple[np.ndarray, np.ndarray]:
     """World points [N, 3] → (pixels [N, 2], z-depth [N]) in the camera at matrix_world (Blender
     camera-to-world 4×4) with intrinsics k; float64. z ≤ 0 is behind the camera (pixels there
