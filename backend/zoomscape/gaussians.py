@@ -1,11 +1,15 @@
 """Zoom-level Gaussians: lift every zoom level to 3D Gaussians, then refine them.
 
-Level i is the zoom camera zoomed by p^i about its image centre (``cameras.zoom_level_camera``):
-same pose, f_i = p^i·f. For each level, top to bottom (``lift_levels``):
+Level i's camera is ``cameras.LevelCameras.level(i)``: in DOLLY the zoom camera moved p^i times
+closer to the anchor (same orientation and lens), in LENS the zoom camera zoomed by p^i about its
+image centre (``cameras.zoom_level_camera``: same pose, f_i = p^i·f). For each level, top to
+bottom (``lift_levels``):
 
     D̂_i = D(I_i)                                   monocular depth, unknown scale and shift
-    ref_i(u) = D_{i−1}(c + (u − c)/p)              level i−1's depth on the overlap (its centre
-                                                   1/p crop; same pose, so the same rays)
+    ref_i(u) = D_{i−1}(c + (u − c)/p)              LENS: level i−1's depth on the overlap (its
+                                                   centre 1/p crop; same pose, so the same rays)
+    ref_i = z-buffer of level i−1's lifted pixels   DOLLY: level i−1's surface seen from C_i
+             splatted into C_i                     (dolly_reference: other rays, real parallax)
     d_i = argmin_{s,t} Σ ρ((s·D̂_i + t − ref_i)/ref_i)       robust fit (align.py); scale only
                                                    when ref_i spans too little depth to tell a
                                                    shift from a scale
@@ -50,7 +54,8 @@ import numpy as np
 import torch
 
 from .align import DepthFit, apply_depth_fit, box_blur, depth_edges, fit_depth_scale
-from .cameras import Camera, level_frame, pixel_grid, pixel_rays, world_to_pixels, zoom_level_camera
+from .cameras import (Camera, LevelCameras, level_frame, pixel_grid, pixel_rays, pixels_to_world,
+                      world_to_pixels)
 from .raster import composite_weights, project, rasterize, rotmat_to_quat
 from .wire.manifest import LevelFrame
 from .wire.splats import Gaussians
@@ -153,14 +158,64 @@ def overlap_reference(prev_depth: np.ndarray, factor: float) -> np.ndarray:
     return bilinear(np.asarray(prev_depth, np.float64), uv).reshape(H, W)
 
 
+DOLLY_ITERATIONS = 24  # fixed-point steps of dolly_reference's ray march
+DOLLY_AGREE = 0.01     # … and how closely (relative) its answer must reproduce level i−1's depth
+
+
+def dolly_reference(prev_depth: np.ndarray, prev_cam: Camera, cam: Camera, delta: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """ref_i for a DOLLY level: level i−1's surface seen from level i's camera → (ref [H, W]
+    z-depth, +inf where level i−1 saw nothing; f_ref [H, W], the focal length at which level
+    i−1's pixel footprint is ref/f_ref at that depth).
+
+    The cameras differ by δ along the centre ray, so (cameras.LevelCameras) level i's pixel u at
+    depth z is level i−1's pixel  u_{i−1}(z) = e + (u − e)·z/(z + δ)  at depth z + δ: ref(u) is the
+    z with  D_{i−1}(u_{i−1}(z)) = z + δ,  found per pixel by the damped fixed point
+    z ← ½(z + D_{i−1}(u_{i−1}(z)) − δ) (bilinear D_{i−1}), started from level i−1's lifted pixels
+    splatted into cam with a z-buffer (pointcloud.project: the nearest surface, which the march
+    then places exactly; the splats alone, magnified p-fold, put a slanted surface too near).
+    Pixels where it does not settle within DOLLY_AGREE, or whose u_{i−1} leaves level i−1's image,
+    have no reference. A surface at ref from cam is ref + δ from level i−1's camera, where its
+    footprint is (ref + δ)/f, so f_ref = f·ref/(ref + δ).
+    """
+    from .pointcloud import footprint_radius, project
+    from .wire.ply import PointCloud
+
+    D = np.asarray(prev_depth, np.float64)
+    H, W = D.shape
+    ok = (np.isfinite(D) & (D > 0)).reshape(-1)
+    z = D.reshape(-1)[ok]
+    xyz = pixels_to_world(prev_cam, pixel_grid(W, H)[ok], z)
+    cloud = PointCloud(xyz, np.zeros((len(z), 3), np.float32), footprint_radius(prev_cam, z))
+    start = project(cloud, cam).depth.astype(np.float64).reshape(-1)
+    e = np.array([cam.width / 2.0, cam.height / 2.0])
+    r = pixel_grid(cam.width, cam.height) - e
+    d = float(delta)
+    filled = np.where(np.isfinite(D), D, np.inf)
+    z = np.where(np.isfinite(start), start, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for _ in range(DOLLY_ITERATIONS):
+            uv = e + r * (z / (z + d))[:, None]
+            z = 0.5 * (z + bilinear(filled, uv) - d)
+        uv = e + r * (z / (z + d))[:, None]
+        seen = bilinear(filled, uv)
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] <= W) & (uv[:, 1] >= 0) & (uv[:, 1] <= H)
+        good = inside & (z > 0) & (np.abs(seen - d - z) <= DOLLY_AGREE * z)
+    ref = np.where(good, z, np.inf).reshape(cam.height, cam.width)
+    f = float(np.sqrt(cam.K[0, 0] * cam.K[1, 1]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f_ref = f * ref / (ref + d)
+    return ref, f_ref
+
+
 def align_depth(pred: np.ndarray, ref: np.ndarray, f_ref: Optional[float] = None, *,
                 kappa: float = DETAIL_KAPPA) -> tuple[np.ndarray, DepthFit]:
     """Fit pred: [H, W] to ref: [H, W] (+inf/nan = no reference) → (D [H, W] float64, fit).
 
     ref ≈ s·pred + t robustly over the finite ref; t = 0 when ref's relative spread
     (p90 − p10)/median is below SHIFT_MIN_SPREAD (a narrow depth range cannot tell a shift
-    from a scale). With f_ref (the focal length in pixels of the level ref came from), the
-    result is clamped to ref ± κ·ref/f_ref away from ref's depth edges.
+    from a scale). With f_ref (the focal length in pixels of the level ref came from: a number,
+    or [H, W] per pixel), the result is clamped to ref ± κ·ref/f_ref away from ref's depth edges.
     """
     pred = np.asarray(pred, np.float64)
     ref = np.asarray(ref, np.float64)
@@ -177,7 +232,9 @@ def align_depth(pred: np.ndarray, ref: np.ndarray, f_ref: Optional[float] = None
         fit = fit_depth_scale(pred, ref, ok, shift=False)
     D = apply_depth_fit(pred, fit).astype(np.float64)
     if f_ref is not None:
-        tol = kappa * ref / float(f_ref)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tol = kappa * ref / np.asarray(f_ref, np.float64)
+        ok = ok & np.isfinite(tol)
         clampable = ok & ~depth_edges(ref, 0.05, 1)
         D = np.where(clampable, np.clip(D, ref - tol, ref + tol), D)
     return D, fit
@@ -685,11 +742,13 @@ def lift_levels(level_images, zoom_cam: Camera, anchor, factor: float, engine, *
                 should_cancel: Optional[Callable[[], bool]] = None, depth0=None,
                 refine_max_pixels: Optional[int] = None, backend: str = "auto",
                 sigma_px: float = SIGMA_PX, opacity: float = OPACITY0, device=None,
-                clock: Callable[[], float] = time.monotonic) -> list[LevelGaussians]:
+                clock: Callable[[], float] = time.monotonic, mode: str = "lens") -> list[LevelGaussians]:
     """Lift the zoom stack to Gaussians, level by level (the module docstring's loop).
 
-    level_images: list of [H, W, 3] float32 in [0, 1] (level i seen by zoom_level_camera(i));
-    zoom_cam: cameras.Camera; anchor: [3] world (the zoom's centre); factor: p;
+    level_images: list of [H, W, 3] float32 in [0, 1] (level i seen by LevelCameras(zoom_cam,
+    anchor, factor, mode).level(i)); zoom_cam: cameras.Camera; anchor: [3] world (the zoom's
+    centre); factor: p; mode: "lens" (zoom_level_camera(i)) or "dolly" (the camera p^i times
+    closer to the anchor: ref_i is level i−1's surface seen from it, dolly_reference);
     engine: has estimate_depth(image, cam) (engines.base.DepthEstimator); depth0: optional
     [H, W] reference z-depth of level 0 (e.g. the dream cloud's z-buffer in the zoom camera).
     colour_steps: steps of the colour deconvolution (fit_colors) of the per-pixel Gaussians;
@@ -704,6 +763,7 @@ def lift_levels(level_images, zoom_cam: Camera, anchor, factor: float, engine, *
     images = _check_inputs(level_images, zoom_cam, anchor, factor)
     anchor = np.asarray(anchor, np.float64)
     p = float(factor)
+    rig = LevelCameras(zoom_cam, anchor, p, mode)
     if device is None:
         device = getattr(engine, "device", None) or "cpu"
         device = device if torch.device(device).type == "cuda" else "cpu"
@@ -715,11 +775,14 @@ def lift_levels(level_images, zoom_cam: Camera, anchor, factor: float, engine, *
     for i, I_i in enumerate(images):
         if should_cancel is not None and should_cancel():
             raise JobCancelled(f"cancelled before lifting level {i}")
-        cam = zoom_level_camera(zoom_cam, p, i)
+        cam = rig.level(i)
         frame = level_frame(zoom_cam, anchor, p, i)
         D_hat = np.asarray(engine.estimate_depth(I_i, cam), np.float64)
         if i == 0:
             D, fit = _fit_level0(D_hat, cam, anchor, depth0)
+        elif mode == "dolly":
+            ref, f_ref = dolly_reference(levels[-1].depth, rig.level(i - 1), cam, rig.delta(i - 1, i))
+            D, fit = align_depth(D_hat, ref, f_ref=f_ref)
         else:
             ref = overlap_reference(levels[-1].depth, p)
             D, fit = align_depth(D_hat, ref, f_ref=float(np.sqrt(cam.K[0, 0] * cam.K[1, 1])) / p)

@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .cameras import Camera, aim_at, from_wire, pixel_grid, pixels_to_world
+from .cameras import Camera, LevelCameras, aim_at, from_wire, pixel_grid, pixels_to_world
 from .background import BackgroundStage
 from .dream import dream
 from .engines.base import DepthFor
@@ -147,7 +147,7 @@ def run_job(request: JobRequest, out_dir: Path, progress: Optional[Progress] = N
             consensus.used, consensus.sigma_before, consensus.sigma_after,
             float(np.abs(consensus.factor).max(initial=0.0))),
         zoom=ZoomInfo(zoom.camera, lcam.matrix_world, lcam.intrinsics, factor, prompts,
-                      np.asarray(anchor, np.float64), anchor_source, STACK_FILE),
+                      np.asarray(anchor, np.float64), anchor_source, STACK_FILE, levels.mode),
         levels=written, world_file=WORLD_FILE, world_gaussians=n_world)
     check_cancel()
     write_manifest(out_dir, manifest)
@@ -163,6 +163,7 @@ class ZoomLevels:
     factor: float
     images: list[np.ndarray]
     lifted: list
+    mode: str = "lens"      # where the levels were painted from (cameras.LevelCameras)
 
     def __len__(self) -> int:
         return len(self.lifted)
@@ -172,7 +173,9 @@ def _zoom_levels(request: JobRequest, result, zoom_cam: Camera, engine, anchor,
                  report: Progress, should_cancel: Optional[Callable[[], bool]],
                  settings: Settings) -> ZoomLevels:
     """Paint the stack from zoom_cam (request.zoom.camera) aimed so the anchor is at the image
-    centre, where levels are centred, holding level 0 to the view of the world; lift each level,
+    centre, where levels are centred, holding level 0 to the view of the world: level i from the
+    camera p^i times closer to the anchor (zoom.mode "dolly") or p^i longer lens ("lens",
+    cameras.LevelCameras); lift each level from its own camera,
     refining each within settings.level_refine_budget(device) seconds (0: not refined)."""
     from .world import world_device
     zoom, seed = request.zoom, request.seed
@@ -180,15 +183,16 @@ def _zoom_levels(request: JobRequest, result, zoom_cam: Camera, engine, anchor,
     prompts = [lv.prompt for lv in zoom.levels]
     factor = float(zoom.factor)
 
+    rig = LevelCameras(zcam, np.asarray(anchor, np.float64), factor, zoom.mode)
+
     def photo(width: int, height: int):
-        view = project(result.cloud, zcam.scaled(width, height))
-        return view.image, view.mask
+        return project(result.cloud, zcam.scaled(width, height))
 
     report("zoom", 0, 1, f"wrote {POINTCLOUD_FILE} ({len(result.cloud)} points); "
                          f"painting {len(zoom.levels)} zoom levels")
     stack = engine.paint_zoom_stack(zcam, prompts, factor, seed,
                                     scene_prompt=request.scene_prompt, photo=photo,
-                                    progress=report, should_cancel=should_cancel)
+                                    progress=report, should_cancel=should_cancel, rig=rig)
     H, W = stack.levels[0].shape[:2]
     lcam = zcam.scaled(W, H)
     depth0 = project(result.cloud, lcam).depth.astype(np.float64)
@@ -197,8 +201,8 @@ def _zoom_levels(request: JobRequest, result, zoom_cam: Camera, engine, anchor,
     lifted = lift_levels(stack.levels, lcam, anchor, factor,
                          DepthFor(engine, seed, "level"), depth0=depth0,
                          refine_steps=LEVEL_REFINE_STEPS if budget > 0 else 0, refine_seconds=budget,
-                         progress=report, should_cancel=should_cancel)
-    return ZoomLevels(lcam, prompts, factor, list(stack.levels), lifted)
+                         progress=report, should_cancel=should_cancel, mode=zoom.mode)
+    return ZoomLevels(lcam, prompts, factor, list(stack.levels), lifted, zoom.mode)
 
 
 def write_world(out_dir: Path, result, cams: list[Camera], engine, seed: int, settings: Settings,

@@ -27,6 +27,7 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandle
                       field_validator, model_serializer, model_validator)
 from pydantic_core import PydanticCustomError
 
+from .wire.cameras import ZOOM_MODES
 from .init_view import InitRGBDError, decode_base64, decode_depth, decode_rgb_png
 from .wire.names import (ENGINE_NAMES, MAX_CAMERAS, MAX_EXTRA_VIEWS, MAX_LEVELS, MAX_MODEL_CHARS,  # noqa: F401
                          MAX_NAME_CHARS, MAX_PROMPT_CHARS, MAX_RESOLUTION, MIN_RESOLUTION, MODEL_ROLES,
@@ -166,6 +167,10 @@ class Zoom(_Strict):
     factor: Annotated[float, Field(ge=ZOOM_FACTOR_RANGE[0], le=ZOOM_FACTOR_RANGE[1], allow_inf_nan=False)]
     levels: Annotated[list[ZoomLevel], Field(min_length=1, max_length=MAX_LEVELS)]
     anchor: Optional[Annotated[list[Coordinate], Field(min_length=3, max_length=3)]] = None
+    # "lens": level i is painted from the zoom camera with a p^i longer lens; "dolly": from the
+    # camera moved p^i times closer to the anchor, as the dive's camera moves (real parallax;
+    # the procedural engine paints it, the diffusers engine's 3D stack is to come: issue 11)
+    mode: Literal[ZOOM_MODES] = "lens"
 
 
 class InitRGBD(_Strict):

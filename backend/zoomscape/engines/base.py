@@ -7,7 +7,7 @@ An engine paints and measures; it never knows the algorithm that drives it:
     DepthEstimator.estimate_depth(image, cam, *, seed, role) -> depth      D(I_i), monocular
     DepthEstimator.depth_space                          "depth" or "disparity": the fit's space
     ZoomPainter.paint_zoom_stack(cam, prompts, factor, seed, *, scene_prompt, photo, progress,
-                                 should_cancel) -> zoom.ZoomStack          the zoom levels
+                                 should_cancel, rig) -> zoom.ZoomStack     the zoom levels
     Engine = all three + name, device, models (what /v1/health reports)
     Sharpener.sharpen(image, mask, prompt, cam, seed, *, should_cancel) -> image   optional:
                                                         the detail a closer view resolves where
@@ -41,15 +41,16 @@ from typing import TYPE_CHECKING, Callable, Optional, Protocol, runtime_checkabl
 
 import numpy as np
 
-from ..cameras import Camera
+from ..cameras import Camera, LevelCameras
 
 if TYPE_CHECKING:  # zoom.py imports torch; the protocols need only its type
+    from ..pointcloud import Projection
     from ..zoom import ZoomStack
 
 OnStep = Callable[[int, int], None]        # on_step(step, total), step = 1 … total
 ShouldCancel = Callable[[], bool]
 Progress = Callable[[str, int, int, str], None]   # progress(stage, step, total, message)
-Photo = Callable[[int, int], tuple]        # photo(width, height) → (image [h, w, 3], known [h, w])
+Photo = Callable[[int, int], "Projection"]  # photo(width, height) → pointcloud.Projection (image, mask, depth)
 
 # What a depth estimate is for: "first" the dream's first view (it sets the world's scale),
 # "view" any later view of the dream, "level" a zoom level of the lift.
@@ -101,13 +102,18 @@ class ZoomPainter(Protocol):
     def paint_zoom_stack(self, cam: Camera, prompts: list[str], factor: float, seed: int, *,
                          scene_prompt: Optional[str] = None, photo: Optional[Photo] = None,
                          progress: Optional[Progress] = None,
-                         should_cancel: Optional[ShouldCancel] = None) -> "ZoomStack":
-        """The zoom stack of cam: N = len(prompts) consistent levels, level i zoomed p^i = factor^i
-        about the image centre (zoom.ZoomStack, levels [H, W, 3] float32 in [0, 1]).
+                         should_cancel: Optional[ShouldCancel] = None,
+                         rig: Optional[LevelCameras] = None) -> "ZoomStack":
+        """The zoom stack of cam: N = len(prompts) consistent levels at zoom p^i = factor^i
+        (zoom.ZoomStack, levels [H, W, 3] float32 in [0, 1]), level i seen by rig.level(i):
+        DOLLY, the camera p^i times closer to the anchor; LENS (or rig None), cam zoomed p^i
+        about the image centre.
 
-        scene_prompt: the world's prompt (None: prompts[0]); photo(width, height) → (image, known
-        mask): the view of the already generated world, which holds level 0 where the engine can
-        use it. progress("zoom", step, total, message); should_cancel() raises errors.JobCancelled.
+        scene_prompt: the world's prompt (None: prompts[0]); photo(width, height) →
+        pointcloud.Projection (image, mask, depth): the view of the already generated world from
+        level 0's camera, which holds level 0 where the engine can use it and gives the geometry
+        that maps DOLLY levels into each other. progress("zoom", step, total, message);
+        should_cancel() raises errors.JobCancelled.
         """
 
 

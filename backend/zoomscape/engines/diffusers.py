@@ -379,17 +379,23 @@ class DiffusersEngine:
 
     def paint_zoom_stack(self, cam: Camera, prompts: list[str], factor: float, seed: int, *,
                          scene_prompt: Optional[str] = None, photo=None, progress=None,
-                         should_cancel=None):
+                         should_cancel=None, rig=None):
         """The zoom stack of cam by joint sampling (zoom.paint_zoom_stack) at the model's working size.
 
-        photo: None or photo(width, height) → (image [h, w, 3], known [h, w] bool), the view of the
-        already generated world, which holds level 0. → zoom.ZoomStack, levels at the working size.
+        photo: None or photo(width, height) → pointcloud.Projection (or a tuple (image [h, w, 3],
+        known [h, w] bool)), the view of the already generated world, which holds level 0.
+        rig: the level cameras (cameras.LevelCameras; None: LENS). → zoom.ZoomStack, levels at the
+        working size.
         """
         from ..zoom import paint_zoom_stack
 
+        if rig is not None and rig.mode != "lens":
+            raise ValueError(f"zoom.mode: '{rig.mode}' levels need the 3D zoom stack, which the diffusers "
+                             "engine does not paint yet; send zoom.mode 'lens'")
         native, multiple = self._native(self.text2img)
         w, h = working_size(cam.width, cam.height, native, multiple=multiple, pixel_budget=self.pixel_budget)
-        image, known = photo(w, h) if photo is not None else (None, None)
+        view = photo(w, h) if photo is not None else None
+        image, known = (None, None) if view is None else (view if isinstance(view, tuple) else (view.image, view.mask))
         return paint_zoom_stack(self.denoiser(), list(prompts), factor, seed, steps=self.steps,
                                 guidance=self.guidance, negative_prompt=self.negative_prompt or "",
                                 photo=image, photo_mask=known, size=(h, w), progress=progress,

@@ -684,10 +684,11 @@ class ProceduralEngine:
         return (lie.scale * D * (1.0 + w + eps) + lie.shift).astype(np.float32)
 
     def paint_zoom_stack(self, cam: Camera, prompts: list[str], factor: float, seed: int, *,
-                         scene_prompt=None, photo=None, progress=None, should_cancel=None):
-        """The zoom stack of cam: the world rendered at every zoom level (procedural_zoom.py), which
-        is consistent and agrees with the point cloud by construction, so photo is not needed."""
+                         scene_prompt=None, photo=None, progress=None, should_cancel=None, rig=None):
+        """The zoom stack of cam: the world rendered from every zoom level's camera (rig; None:
+        LENS) (procedural_zoom.py), which is consistent and agrees with the point cloud by
+        construction, so photo is not needed."""
         from .procedural_zoom import procedural_zoom_stack
 
         return procedural_zoom_stack(cam, list(prompts), factor, seed, scene_prompt=scene_prompt,
-                                     progress=progress, should_cancel=should_cancel)
+                                     progress=progress, should_cancel=should_cancel, rig=rig)

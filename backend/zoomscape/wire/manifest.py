@@ -21,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .atomic import write_json_atomic
-from .cameras import Intrinsics
+from .cameras import ZOOM_MODES, Intrinsics
 from .names import FORMAT, FORMAT_VERSION, MANIFEST_FILE, STACK_FILE
 
 FRAME_TOL = 1e-4  # orthonormality tolerance of a level frame's rotation
@@ -164,13 +164,14 @@ class ZoomInfo:
     anchor: np.ndarray
     anchor_source: str = "surface"
     stack_image: Optional[str] = STACK_FILE
+    mode: str = "lens"      # where the levels were painted from (wire.cameras.level_pose)
 
     def to_dict(self) -> dict:
         return {"camera": self.camera, "matrix_world": np.asarray(self.matrix_world).tolist(),
                 **self.intrinsics.to_dict(), "factor": float(self.factor),
                 "levels": [{"prompt": p} for p in self.prompts],
                 "anchor": [float(v) for v in self.anchor], "anchor_source": self.anchor_source,
-                "stack_image": self.stack_image}
+                "stack_image": self.stack_image, "mode": self.mode}
 
     @staticmethod
     def from_dict(d: Any, where: str = "zoom") -> "ZoomInfo":
@@ -186,8 +187,12 @@ class ZoomInfo:
         anchor = _array(_get(d, "anchor", where), (3,), f"{where}.anchor")
         stack = d.get("stack_image", STACK_FILE)
         stack = None if stack is None else plain_file_name(stack, f"{where}.stack_image")
+        # manifests from before DOLLY levels were painted through a longer lens
+        mode = d.get("mode", "lens")
+        if mode not in ZOOM_MODES:
+            raise ManifestError(f"{where}.mode: must be one of {', '.join(ZOOM_MODES)}, got {mode!r}")
         return ZoomInfo(str(camera), M, Intrinsics(**k, **size), factor, prompts, anchor,
-                        str(d.get("anchor_source", "surface")), stack)
+                        str(d.get("anchor_source", "surface")), stack, mode)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,144 @@
+"""DOLLY zoom levels (issue 11, step 1 and 3): level i painted from the zoom camera moved p^i times
+closer to the anchor, and lifted at that camera aligned to level i−1's surface seen from it.
+
+On the procedural world with true depth (no lies), so every figure is against the truth."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from zoomscape import schema
+from zoomscape.cameras import (LevelCameras, blender_intrinsics, from_wire, look_at, pixel_grid,
+                               pixels_to_world, world_to_pixels, zoom_level_camera)
+from zoomscape.engines.base import DepthFor
+from zoomscape.engines.procedural import ProceduralEngine, World
+from zoomscape.gaussians import dolly_reference, lift_levels, psnr, render_level
+from zoomscape.pipeline import run_job
+from zoomscape.wire import manifest as wm
+from zoomscape.wire.cameras import dolly_level_matrix
+
+PROMPT = "a quiet valley of mossy boulders under a pale sky"
+SEED = 7
+W, H = 96, 72
+
+
+def wire_cam(name, eye, target, lens=30.0):
+    return dict(name=name, matrix_world=look_at(eye, target).tolist(),
+                **blender_intrinsics(lens, 36.0, 24.0, "AUTO", 0.0, 0.0, W, H))
+
+
+def truth_engine():
+    return ProceduralEngine(depth_scale_range=(1, 1), first_scale_jitter=0, depth_shift=0,
+                            depth_noise=0, depth_warp=0)
+
+
+@pytest.fixture(scope="module")
+def rig():
+    cam = from_wire(wire_cam("Cam.000", (0.0, -12.0, 2.0), (0.0, 0.0, 0.6)))
+    world = World(PROMPT, SEED)
+    z = world.depth(cam)
+    anchor = pixels_to_world(cam, np.array([[W / 2, H / 2]]), np.array([z[H // 2, W // 2]]))[0]
+    return world, LevelCameras(cam, anchor, 2.0, "dolly")
+
+
+def test_dolly_cameras_close_in_on_the_anchor_with_the_same_orientation_and_lens(rig):
+    _, r = rig
+    c0, a = r.camera.center, r.anchor
+    for i in range(4):
+        cam = r.level(i)
+        assert np.allclose(cam.center, a + (c0 - a) * 2.0 ** -i)
+        assert np.allclose(cam.c2w[:3, :3], r.camera.c2w[:3, :3]) and np.allclose(cam.K, r.camera.K)
+        uv, _ = world_to_pixels(cam, a[None])
+        assert np.allclose(uv[0], [W / 2, H / 2], atol=1e-6)    # the anchor stays on the centre pixel
+    # the Blender-side pose (shared with the extension) is the same camera
+    M = dolly_level_matrix(r.camera.matrix_world, a, 2.0, 3)
+    assert np.allclose(M, r.level(3).matrix_world)
+    # LENS: level 0's pose, a p^i longer lens
+    lens = LevelCameras(r.camera, a, 2.0, "lens")
+    assert np.allclose(lens.level(2).K, zoom_level_camera(r.camera, 2.0, 2).K)
+    assert np.allclose(lens.level(2).c2w, r.camera.c2w) and lens.delta(0, 2) == 0.0
+    with pytest.raises(ValueError, match="zoom.mode"):
+        LevelCameras(r.camera, a, 2.0, "zoom")
+
+
+def test_the_radial_map_between_levels_is_the_projection(rig):
+    """u_i = e + (u − e)·z_j/(z_j + δ_ij), z_i = z_j + δ_ij against unproject-then-project."""
+    _, r = rig
+    rng = np.random.default_rng(0)
+    uv = rng.uniform([0, 0], [W, H], size=(200, 2))
+    for i, j in ((0, 1), (0, 3), (1, 2)):
+        zj = rng.uniform(0.2, 3.0, 200) * r.anchor_depth * 2.0 ** -j
+        X = pixels_to_world(r.level(j), uv, zj)
+        ui, zi = world_to_pixels(r.level(i), X)
+        e = np.array([W / 2, H / 2])
+        d = r.delta(i, j)
+        assert np.allclose(zi, zj + d)
+        assert np.allclose(ui, e + (uv - e) * (zj / (zj + d))[:, None], atol=1e-6)
+
+
+def test_dolly_reference_finds_the_coarser_surface_along_the_finer_rays(rig):
+    world, r = rig
+    for i in (1, 2):
+        prev, cam = r.level(i - 1), r.level(i)
+        D_prev = world.depth(prev)
+        ref, f_ref = dolly_reference(np.where(D_prev < 1e3, D_prev, np.inf), prev, cam, r.delta(i - 1, i))
+        truth = world.depth(cam)
+        ok = np.isfinite(ref) & (truth < 1e3)
+        rel = np.abs(ref[ok] / truth[ok] - 1)
+        assert ok.mean() > 0.8, ok.mean()
+        assert np.median(rel) < 2e-3 and np.percentile(rel, 90) < 1e-2, (np.median(rel), np.percentile(rel, 90))
+        # level i−1's footprint at ref: (ref + δ)/f
+        f = np.sqrt(cam.K[0, 0] * cam.K[1, 1])
+        assert np.allclose((ref / f_ref)[ok], (ref[ok] + r.delta(i - 1, i)) / f)
+
+
+def test_dolly_levels_lift_at_their_own_cameras_onto_the_true_surface(rig):
+    world, r = rig
+    images = [world.render(r.level(i))[0] for i in range(3)]
+    levels = lift_levels(images, r.camera, r.anchor, 2.0, DepthFor(truth_engine(), SEED),
+                         depth0=world.depth(r.camera), mode="dolly", colour_steps=5)
+    for lv in levels:
+        cam = r.level(lv.index)
+        truth = world.depth(cam)
+        m = truth < 1e3
+        err = np.abs(lv.depth[m] / truth[m] - 1)
+        assert np.median(err) < 5e-3, (lv.index, np.median(err))
+        with torch.no_grad():
+            rgb, _ = render_level(lv.gaussians, cam, lv.frame)
+        assert psnr(rgb, torch.as_tensor(images[lv.index])) > 33.0
+    # the same images lifted as LENS levels land on the wrong rays: the mode matters
+    lens = lift_levels(images, r.camera, r.anchor, 2.0, DepthFor(truth_engine(), SEED),
+                       depth0=world.depth(r.camera), mode="lens", colour_steps=0)
+    lens_err = np.abs(lens[2].depth / world.depth(r.level(2)) - 1)
+    assert np.median(lens_err) > 0.2
+
+
+def test_the_request_and_manifest_carry_the_mode(tmp_path):
+    req = {"engine": "procedural", "seed": SEED, "scene_prompt": PROMPT,
+           "cameras": [wire_cam("Cam.000", (0.0, -12.0, 2.0), (0.0, 0.0, 0.6))],
+           "zoom": {"camera": "Cam.000", "factor": 2, "levels": [{"prompt": "a"}, {"prompt": "b"}]}}
+    assert schema.validate_request(req).zoom.mode == "lens"
+    bad = json.loads(json.dumps(req))
+    bad["zoom"]["mode"] = "zoom"
+    with pytest.raises(schema.RequestError, match="zoom.mode"):
+        schema.validate_request(bad)
+    req["zoom"]["mode"] = "dolly"
+    manifest = run_job(schema.validate_request(req), tmp_path, engine=truth_engine())
+    assert manifest.zoom.mode == "dolly"
+    back = wm.read_manifest(tmp_path)
+    assert back.zoom.mode == "dolly"
+    # the levels are the world seen from the dolly cameras
+    zcam = from_wire(req["cameras"][0])
+    from zoomscape.cameras import Camera
+    lcam = Camera("z", np.array([[back.zoom.intrinsics.fx, 0, back.zoom.intrinsics.cx],
+                                 [0, back.zoom.intrinsics.fy, back.zoom.intrinsics.cy], [0, 0, 1]]),
+                  back.zoom.matrix_world @ np.diag([1.0, -1.0, -1.0, 1.0]), zcam.width, zcam.height)
+    r = LevelCameras(lcam, back.zoom.anchor, 2.0, "dolly")
+    from PIL import Image
+    level1 = np.asarray(Image.open(tmp_path / back.levels[1].image), np.float32) / 255
+    assert np.abs(level1 - World(PROMPT, SEED).render(r.level(1))[0]).mean() < 2 / 255
+    # a manifest from before the mode: LENS levels
+    d = back.to_dict()
+    del d["zoom"]["mode"]
+    assert wm.ZoomInfo.from_dict(d["zoom"]).mode == "lens"
