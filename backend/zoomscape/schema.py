@@ -215,7 +215,8 @@ EXAMPLE_REQUEST = {
     "cameras": [{"name": "Cam.000", "matrix_world": [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, -1.0, -6.0],
                                                      [0.0, 1.0, 0.0, 1.6], [0.0, 0.0, 0.0, 1.0]],
                  "fx": 55.4, "fy": 55.4, "cx": 32.0, "cy": 32.0, "width": 64, "height": 64}],
-    "zoom": {"camera": "Cam.000", "factor": 4.0, "levels": [{"prompt": "a lit window"}], "anchor": None},
+    "zoom": {"camera": "Cam.000", "factor": 4.0, "levels": [{"prompt": "a lit window"}], "anchor": None,
+             "mode": "lens"},
 }
 
 

@@ -67,12 +67,13 @@ def test_manifest_matches_the_api(job):
     z = manifest["zoom"]
     req = request()["cameras"][1]
     assert set(z) == {"camera", "matrix_world", "fx", "fy", "cx", "cy", "width", "height",
-                      "factor", "levels", "anchor", "anchor_source", "stack_image"}
+                      "factor", "levels", "anchor", "anchor_source", "stack_image", "mode"}
     # The zoom camera is turned (by at most half a pixel's angle here) so the anchor is centred.
     assert z["camera"] == "Cam.001" and np.allclose(z["matrix_world"], req["matrix_world"], atol=1e-2)
     assert (z["fx"], z["width"], z["height"], z["factor"]) == (req["fx"], 128, 96, 4.0)
     assert z["levels"] == [{"prompt": "a lit window"}, {"prompt": "a cat"}]
     assert z["anchor_source"] == "surface" and len(z["anchor"]) == 3
+    assert z["mode"] == "lens"      # the request's default
     stages = [s[0] for s in steps]
     assert stages[:3] == ["dream"] * 3 and stages[-2:] == ["write"] * 2
     assert stages.index("zoom") < stages.index("lift") < stages.index("world")

@@ -32,8 +32,10 @@ def test_defaults_for_optional_fields():
     for key in ("engine", "seed", "init_rgbd"):
         req.pop(key)
     req["zoom"].pop("anchor")
+    req["zoom"].pop("mode")
     model = validate_request(req)
-    assert (model.engine, model.seed, model.init_rgbd, model.zoom.anchor) == ("procedural", 0, None, None)
+    assert (model.engine, model.seed, model.init_rgbd, model.zoom.anchor, model.zoom.mode) == \
+        ("procedural", 0, None, None, "lens")
 
 
 def test_limits_themselves_are_accepted():

@@ -36,7 +36,7 @@ def job_request(n_cameras: int = 3, *, size: int = 96, step: float = 0.4, seed: 
             for i in range(n_cameras)]
     return {"engine": "procedural", "seed": seed, "scene_prompt": prompt, "cameras": cams,
             "zoom": {"camera": cams[0]["name"], "factor": 4.0, "levels": [{"prompt": p} for p in levels],
-                     "anchor": None},
+                     "anchor": None, "mode": "lens"},
             "init_rgbd": None}
 
 
