@@ -14,6 +14,19 @@ with corners at the radius), which covers about 85 % of the view at this radius.
 The material mixes the emission over Transparent by its ``fade_out`` Value node (0 = shown): the
 level rig gives a cloud in its rig its own copy of the material (the modifier's Material input) and
 keys it to fade the cloud out as the levels take over.
+
+Lift (native splats only, Blender 5.3+): an optional point attribute ``zs_lift`` (object units)
+moves each point that far toward the scene camera along the ray through it, with its radius
+shrunk by the same ratio, so from the camera the cloud covers exactly the same pixels (absent:
+0, the cloud as it is). Why, as measured in Cycles 5.3: a native splat seen through a transparent
+surface inside its bounding sphere (about 3 σ from its centre; the ray goes on from that hit)
+renders differently from the same splat seen directly: a flat Gaussian wall behind a fully
+transparent plane 0.01 m in front differs by 0.042 mean |Δ| (two seeds: 0.009) and is darker;
+from 3.04 σ away the render is bit-identical. The world's cloud lies on level 0's surface, so
+while it fades out (transparent) over level 0 every ray crosses such a hit: level 0 rendered
+differently until the frame the cloud left the render, a pop of 0.097 mean |Δ| (the quads: 0.057).
+:func:`lift_distances` lifts each point just past the reach of the level-0 Gaussians (the import
+sets it for a cloud in a level rig on 5.3+: runner.lift_points_over_level_0).
 """
 from __future__ import annotations
 
@@ -30,6 +43,8 @@ GROUP_NAME = "Zoomscape Points"
 MATERIAL_NAME = "Zoomscape Points"
 FADE_OUT_NODE = "fade_out"  # the material's Value node: 0 = shown, 1 = fully transparent
 HIDDEN_FROM = "Hidden from"  # node group input: renders drop the cloud from this frame on
+LIFT_ATTR = "zs_lift"  # optional point attribute: move the point this far toward the camera
+LIFT_REACH = 3.2  # σ: how far a native splat reaches in Cycles 5.3 (measured: bit-identical from 3.04 σ)
 NEVER = 1.0e9
 JOB_KEY = "zoomscape_job"
 
@@ -144,6 +159,13 @@ def points_material() -> "bpy.types.Material":
     return mat
 
 
+def native_path() -> bool:
+    """Whether this Blender renders the Gaussians as native splats (splat_import.native_splats)."""
+    from .splat_import import native_splats  # splat_import imports this module
+
+    return native_splats()
+
+
 def current_group(name: str, inputs) -> "bpy.types.GeometryNodeTree | None":
     """The node group called name if it has all these inputs; one made by an earlier version
     (fewer inputs, e.g. in an old .blend) is renamed out of the way and None returned."""
@@ -163,12 +185,17 @@ def named_attribute(nodes, name: str, data_type: str):
 
 
 def points_node_group() -> "bpy.types.GeometryNodeTree":
-    """Geometry nodes: Mesh to Points (radius = RADIUS_ATTR) → Set Material(the Material input);
-    renders (not the viewport) drop every point from the frame HIDDEN_FROM on (a rig sets it to
-    where the cloud has faded out; the default never comes)."""
+    """Geometry nodes: Mesh to Points (radius = RADIUS_ATTR) → on the native path the lift (module
+    docstring: LIFT_ATTR, toward the scene camera, radius × (L − d)/L with L the distance to the
+    camera and d = min(lift, L/2)) → Set Material(the Material input); renders (not the viewport)
+    drop every point from the frame HIDDEN_FROM on (a rig sets it to where the cloud has faded
+    out; the default never comes)."""
+    lift = native_path()  # the lift is for native splats only: 4.2–5.2 keep the group as it was
     group = current_group(GROUP_NAME, ("Material", HIDDEN_FROM))
-    if group is not None:
+    if group is not None and bool(group.get("zoomscape_lift", False)) == lift:
         return group
+    if group is not None:  # made by an earlier version or another Blender line (with / without the lift)
+        group.name = f"{GROUP_NAME} (earlier version)"
     group = bpy.data.node_groups.new(GROUP_NAME, "GeometryNodeTree")
     group.interface.new_socket(name="Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     group.interface.new_socket(name="Material", in_out="INPUT", socket_type="NodeSocketMaterial")
@@ -196,7 +223,8 @@ def points_node_group() -> "bpy.types.GeometryNodeTree":
     links.new(gin.outputs["Material"], set_mat.inputs["Material"])
     links.new(gin.outputs["Geometry"], to_points.inputs["Mesh"])
     links.new(radius.outputs["Attribute"], to_points.inputs["Radius"])
-    links.new(to_points.outputs["Points"], drop.inputs["Geometry"])
+    links.new(lift_points(group, to_points.outputs["Points"]) if lift else to_points.outputs["Points"],
+              drop.inputs["Geometry"])
     links.new(render_only.outputs[0], drop.inputs["Selection"])
     links.new(drop.outputs["Geometry"], set_mat.inputs["Geometry"])
     links.new(set_mat.outputs["Geometry"], gout.inputs[0])
@@ -204,7 +232,63 @@ def points_node_group() -> "bpy.types.GeometryNodeTree":
                          (gout, (500, 0)), (time, (-600, -250)), (late, (-400, -250)),
                          (viewport, (-400, -450)), (render_only, (-150, -300)), (drop, (100, -100))):
         node.location = (x, y)
+    group["zoomscape_lift"] = lift
     return group
+
+
+def lift_points(group, points) -> "bpy.types.NodeSocket":
+    """Add the lift of the module docstring to group after the socket points → its output socket.
+    The camera comes in the object's own space (Object Info, Relative), so the lift follows a
+    scaling rig and a moving camera; without LIFT_ATTR, d = 0 and the points stay exactly as
+    they are (radius × L/L)."""
+    nodes, links = group.nodes, group.links
+    camera = nodes.new("GeometryNodeInputActiveCamera")
+    info = nodes.new("GeometryNodeObjectInfo")
+    info.transform_space = "RELATIVE"
+    links.new(camera.outputs[0], info.inputs["Object"])
+    position = nodes.new("GeometryNodeInputPosition")
+    to_cam = nodes.new("ShaderNodeVectorMath")
+    to_cam.operation = "SUBTRACT"
+    links.new(info.outputs["Location"], to_cam.inputs[0])
+    links.new(position.outputs[0], to_cam.inputs[1])
+    length = nodes.new("ShaderNodeVectorMath")
+    length.operation = "LENGTH"
+    links.new(to_cam.outputs[0], length.inputs[0])
+    direction = nodes.new("ShaderNodeVectorMath")
+    direction.operation = "NORMALIZE"
+    links.new(to_cam.outputs[0], direction.inputs[0])
+
+    def math(op, a, b):
+        node = nodes.new("ShaderNodeMath")
+        node.operation = op
+        for k, v in enumerate((a, b)):
+            if isinstance(v, (int, float)):
+                node.inputs[k].default_value = v
+            else:
+                links.new(v, node.inputs[k])
+        return node.outputs[0]
+
+    lift = named_attribute(nodes, LIFT_ATTR, "FLOAT")
+    dist = math("MAXIMUM", next(s for s in length.outputs if s.name == "Value"), 1e-12)
+    d = math("MINIMUM", next(s for s in lift.outputs if s.name == "Attribute" and s.enabled),
+             math("MULTIPLY", dist, 0.5))
+    radius = nodes.new("GeometryNodeInputRadius")
+    set_radius = nodes.new("GeometryNodeSetPointRadius")
+    links.new(points, set_radius.inputs["Points"])
+    links.new(math("MULTIPLY", radius.outputs[0], math("DIVIDE", math("SUBTRACT", dist, d), dist)),
+              set_radius.inputs["Radius"])
+    offset = nodes.new("ShaderNodeVectorMath")
+    offset.operation = "SCALE"
+    links.new(direction.outputs[0], offset.inputs[0])
+    links.new(d, offset.inputs["Scale"])
+    move = nodes.new("GeometryNodeSetPosition")
+    links.new(set_radius.outputs[0], move.inputs["Geometry"])
+    links.new(offset.outputs[0], move.inputs["Offset"])
+    for node, (x, y) in ((camera, (-150, 400)), (info, (50, 400)), (position, (50, 200)), (to_cam, (250, 350)),
+                         (length, (450, 400)), (direction, (450, 250)), (lift, (450, 550)),
+                         (radius, (650, 550)), (set_radius, (850, 300)), (offset, (850, 150)), (move, (1050, 200))):
+        node.location = (x, y)
+    return move.outputs["Geometry"]
 
 
 def prepare_render_settings(scene, min_transparent_bounces: int = 64) -> None:
@@ -225,6 +309,31 @@ def prepare_render_settings(scene, min_transparent_bounces: int = 64) -> None:
         cycles.transparent_max_bounces = min_transparent_bounces
     if cycles.min_transparent_bounces < cycles.transparent_max_bounces:
         cycles.min_transparent_bounces = cycles.transparent_max_bounces
+
+
+def lift_distances(xyz, radius, matrix_world, f_px: float, sigma_px: float) -> np.ndarray:
+    """How far to lift each point of a cloud over native splats (module docstring) → [N] float32.
+
+    xyz: [N, 3] points and radius: [N] their radii, in the units of the camera at matrix_world
+    (Blender camera-to-world [4, 4]; focal length f_px in pixels); sigma_px: the largest standard
+    deviation, in that camera's pixels, of the Gaussians behind the cloud. A Gaussian at depth z
+    then reaches LIFT_REACH · sigma_px · z / f_px, and a point's own sphere its radius in front of
+    its centre: lifted by their sum, no transparent hit of the cloud lies inside a splat's reach.
+    """
+    M = np.asarray(matrix_world, dtype=np.float64).reshape(4, 4)
+    cam = (np.asarray(xyz, dtype=np.float64) - M[:3, 3]) @ M[:3, :3]  # camera space, looking down −Z
+    z = np.maximum(-cam[:, 2], 0.0)
+    return (LIFT_REACH * float(sigma_px) * z / float(f_px) + np.asarray(radius, dtype=np.float64)).astype(np.float32)
+
+
+def set_lift(obj, lift: np.ndarray) -> None:
+    """Give point object obj the per-point lift [N] (LIFT_ATTR; replaced when present)."""
+    mesh = obj.data
+    if LIFT_ATTR in mesh.attributes:
+        mesh.attributes.remove(mesh.attributes[LIFT_ATTR])
+    mesh.attributes.new(LIFT_ATTR, "FLOAT", "POINT")
+    mesh.attributes[LIFT_ATTR].data.foreach_set("value", np.ascontiguousarray(lift, dtype=np.float32))
+    mesh.update()
 
 
 def import_points(scene, cloud: PointCloud, name: str, job_id: str = "") -> "bpy.types.Object":

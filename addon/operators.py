@@ -146,7 +146,7 @@ class ZOOMSCAPE_OT_generate(bpy.types.Operator):
         if props.error:
             return fail(self, props, props.error)
         self.report({"INFO"}, f"Job {props.job_id} done; results in {props.last_output_dir}. "
-                              f"{runner.colour_note(scene)}")
+                              f"{runner.import_notes(scene)}")
         return {"FINISHED"}
 
 
@@ -181,7 +181,7 @@ class ZOOMSCAPE_OT_import_results(bpy.types.Operator):
         levels, stack = thumbnails.job_images(props.job_id)
         images = f", {len(levels)} level images" if levels else ""
         self.report({"INFO"}, f"Imported {obj.name} ({len(obj.data.vertices)} points{images}). "
-                              f"{runner.colour_note(scene)}")
+                              f"{runner.import_notes(scene)}")
         return {"FINISHED"}
 
 

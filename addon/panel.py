@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import colour, preferences, runner, splat_import, thumbnails, world
+from . import colour, native_render, preferences, runner, splat_import, thumbnails, world
 from .properties import server_default
 from .wire.names import MODEL_ROLES
 
@@ -122,6 +122,7 @@ class ZOOMSCAPE_PT_panel(bpy.types.Panel):
             layout.label(text=f"Job {props.job_id}")
             draw_world(layout, props)
             draw_colour(layout, context, prefs)
+            draw_native_samples(layout, context, prefs)
         row = layout.row(align=True)
         row.enabled = bool(props.job_id) and not running
         row.operator("zoomscape.import_results", icon="IMPORT")
@@ -156,6 +157,20 @@ def draw_colour(layout, context, prefs) -> None:
         col.label(text=line, icon=icon if i == 0 else "BLANK1")
     if prefs is not None:  # a per-user preference, never in the .blend
         col.prop(prefs, "keep_view_transform")
+
+
+def draw_native_samples(layout, context, prefs) -> None:
+    """Blender 5.3+: whether the scene's Cycles samples and denoiser are enough for native splats,
+    and the preference that keeps the user's own on import (nothing before 5.3)."""
+    note = native_render.panel_note(context.scene, native_render.keep_render_samples(context))
+    if note is None:
+        return
+    text, icon = note
+    col = layout.column(align=True)
+    for i, line in enumerate(wrap(text, 48)):
+        col.label(text=line, icon=icon if i == 0 else "BLANK1")
+    if prefs is not None:  # a per-user preference, never in the .blend
+        col.prop(prefs, "keep_render_samples")
 
 
 THUMB_SCALE, STACK_SCALE = 5.0, 8.0  # template_icon sizes in UI units (about 20 px each)

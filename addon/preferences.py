@@ -1,5 +1,6 @@
-"""The extension's preferences: the backend token lives here, never in a .blend, and whether an
-import keeps the scene's view transform (colour.py).
+"""The extension's preferences: the backend token lives here, never in a .blend, whether an
+import keeps the scene's view transform (colour.py) and, on Blender 5.3+, its Cycles samples and
+denoiser (native_render.py).
 
 A token in Scene.zoomscape would be saved with the file and shared with it. Preferences are per
 user (userpref.blend). Files saved by older versions may still hold a scene token (an ID property
@@ -30,9 +31,17 @@ class ZOOMSCAPE_AP_preferences(bpy.types.AddonPreferences):
                     "the import sets the Standard view transform (look None), the only one that renders "
                     "the generated colours as generated; AgX and Filmic tone-map them")
 
+    keep_render_samples: BoolProperty(
+        name="Keep my render samples", default=False,
+        description="Blender 5.3+ (native splats): importing results leaves the scene's Cycles samples and "
+                    "denoiser as they are. Off: the import raises the samples to at least 40 and switches the "
+                    "denoiser on, which native splats need to render as faithfully as the instanced quads")
+
     def draw(self, context):
         self.layout.prop(self, "token")
         self.layout.prop(self, "keep_view_transform")
+        if bpy.app.version >= (5, 3, 0):  # splat_import.NATIVE_SINCE: only the native path uses it
+            self.layout.prop(self, "keep_render_samples")
 
 
 def get(context=None):

@@ -13,7 +13,8 @@ import time
 
 import bpy
 
-from . import colour, importers, level_rig, preferences, thumbnails, world, zoom_path
+from . import (colour, importers, level_rig, native_render, preferences, splat_import, thumbnails, world,
+               zoom_path)
 from .client import Client, JobThread, base_url, download_results
 from .wire.manifest import Manifest, read_manifest
 from .wire.names import MANIFEST_FILE
@@ -24,6 +25,7 @@ _jobs: dict[str, JobThread] = {}  # scene name → running job thread (Python ob
 _timers: list = []  # timer functions this extension registered (unregistered on shutdown)
 _closers: list = []  # cleanup callables of running timers (e.g. closing a zeroconf browser)
 _colour_notes: dict[str, str] = {}  # scene name → what the last import did to its colours (reports)
+_render_notes: dict[str, str] = {}  # scene name → what it did to its Cycles samples (native splats)
 
 
 def add_timer(fn, first_interval: float, closer=None) -> None:
@@ -50,6 +52,7 @@ def shutdown() -> None:
             pass
     _closers.clear()
     _colour_notes.clear()
+    _render_notes.clear()
 
 
 def settings(scene):
@@ -210,16 +213,34 @@ def import_results(scene, out_dir: str):
     world.show_world(job_id, props.world_display)
     if manifest.levels and props.import_levels:
         fetch_files(scene, manifest, out_dir, [lv.gaussians for lv in manifest.levels])
-        root, _ = level_rig.import_levels(scene, manifest, out_dir, job_id)
+        root, level_objs = level_rig.import_levels(scene, manifest, out_dir, job_id)
         frame_0 = manifest.levels[0].frame
         for obj in (points, splats):
             if obj is not None:
                 level_rig.attach_world_object(obj, root, frame_0.origin, frame_0.rotation)
+        if splat_import.native_splats() and level_objs and manifest.zoom is not None:
+            lift_points_over_level_0(points, cloud, level_objs[0], manifest)
     else:  # levels off (or none): no level objects, not even an earlier import's
         importers.remove_job_objects(job_id, kinds=(level_rig.ROOT_KIND, level_rig.LEVEL_KIND))
     thumbnails.load_job_images(manifest, out_dir, job_id)
     _colour_notes[scene.name] = colour.use_generated_colours(scene, colour.keep_view_transform())
+    _render_notes[scene.name] = native_render.use_native_samples(scene, native_render.keep_render_samples())
     return points
+
+
+def lift_points_over_level_0(points, cloud, level_0, manifest: Manifest) -> None:
+    """Native splats (5.3+): lift the point cloud toward the camera just past the reach of level
+    0's Gaussians, so that while it fades out over level 0 no transparent hit of it lies inside a
+    splat (importers module docstring: Cycles renders such a splat differently, and level 0 popped
+    when the cloud left). From the camera the cloud covers the same pixels."""
+    zoom = manifest.zoom
+    f_px = float(zoom.intrinsics.fx)
+    sigma_px = splat_import.pixel_sigmas(level_0, manifest.levels[0].frame, zoom.matrix_world, f_px)
+    if not len(sigma_px):
+        return
+    radius = cloud.radius if cloud.radius is not None else importers.default_radius(cloud.xyz)
+    importers.set_lift(points, importers.lift_distances(cloud.xyz, radius, zoom.matrix_world, f_px,
+                                                        float(sigma_px.max())))
 
 
 def view_counts(job_id: str, objs: dict | None = None) -> tuple[int, int] | None:
@@ -238,6 +259,17 @@ def has_world_gaussians(job_id: str, objs: dict | None = None) -> bool:
 def colour_note(scene) -> str:
     """The last import's sentence about the scene's colours ("" before any import)."""
     return _colour_notes.get(scene.name, "")
+
+
+def render_note(scene) -> str:
+    """The last import's sentence about the scene's Cycles samples for native splats ("" before
+    any import, and before Blender 5.3)."""
+    return _render_notes.get(scene.name, "")
+
+
+def import_notes(scene) -> str:
+    """The last import's sentences for the operator's report (colours, then native samples)."""
+    return ". ".join(n for n in (colour_note(scene), render_note(scene)) if n)
 
 
 def build_path(scene, out_dir: str | None):

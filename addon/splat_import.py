@@ -54,9 +54,12 @@ render-time cull (Cover start, Cover frames, Hidden from); Delete Geometry keeps
 A faded splat must be faded in its α, not by a transparent material: Cycles skips splats of α 0,
 while a material-transparent splat still takes its place on the ray (a covered level over the
 next darkened a test frame from 0.49 to 0.29). Cycles samples native splats stochastically where
-it composites the quads exactly: at the demo's 4 samples the levels render at 0.18–0.44× the
-quads' time but 3.7–5.0 dB further from the level images; at 64 samples 0.4 dB
-(scripts/bench_splats_native).
+it composites the quads exactly: at the demo's 4 samples the levels render at 0.15–0.44× the
+quads' time but 3.7–5.0 dB further from the level images; at 64 samples 0.4 dB. The import
+therefore raises the scene's samples and switches the denoiser on (native_render.py: 40 samples +
+the denoiser are within 0.17–0.32 dB of the quads, scripts/bench_splats_native). A transparent
+surface within a native splat's reach changes how Cycles renders that splat, so the point cloud
+that fades out over level 0 is lifted past it (importers.py, "Lift").
 """
 from __future__ import annotations
 
@@ -223,6 +226,23 @@ def opacities(data) -> np.ndarray:
     out = np.empty(4 * n, dtype=np.float32)
     data.attributes[BASE_ATTR].data.foreach_get("vector", out)
     return out.reshape(n, 4)[:, 3].astype(np.float64)
+
+
+def pixel_sigmas(obj, frame, matrix_world, f_px: float) -> np.ndarray:
+    """The largest standard deviation of each Gaussian of splat object obj (held in its level's
+    frame: origin, rotation, unit) in pixels of the camera at matrix_world (focal length f_px)
+    → [N] float64 (0 for Gaussians behind that camera)."""
+    n = splat_count(obj)
+    means, scales = np.empty(3 * n, np.float32), np.empty(3 * n, np.float32)
+    obj.data.attributes["position"].data.foreach_get("vector", means)
+    obj.data.attributes[SCALE_ATTR].data.foreach_get("vector", scales)
+    unit = float(frame.unit)
+    world = np.asarray(frame.origin, np.float64) + unit * means.reshape(n, 3).astype(np.float64) @ np.asarray(
+        frame.rotation, np.float64).T
+    M = np.asarray(matrix_world, dtype=np.float64).reshape(4, 4)
+    z = -((world - M[:3, 3]) @ M[:3, :3])[:, 2]
+    sigma = unit * scales.reshape(n, 3).max(axis=1).astype(np.float64)
+    return np.where(z > 0, sigma * float(f_px) / np.maximum(z, 1e-30), 0.0)
 
 
 def enabled(sockets, name: str):

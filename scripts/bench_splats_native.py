@@ -10,8 +10,11 @@ same scene (run with the bpy 5.3 Python; see scripts/bench_splats_native):
   fidelity   PSNR of each such render against the level image (level_NN.png, 8-bit sRGB)
 
 It prints every figure for both paths and the ratios native / quads. Cycles samples the native
-splats stochastically (the quads composite exactly), so --native-samples adds rows for the native
-path at more samples: what it costs to match the quads' fidelity.
+splats stochastically (the quads composite exactly), so it also renders the native path at the
+settings the extension's import chooses on 5.3 (native_render.use_native_samples on the scene at
+--samples: NATIVE_SAMPLES samples and the denoiser) and prints those figures against the quads at
+--samples, with the target (within 0.5 dB of the quads at every level) MET or NOT MET;
+--native-samples adds rows for the native path at more samples without the denoiser.
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blender_bench import best_of, clear_scene  # noqa: E402
 
 PATHS = (("quads", False), ("native", True))
+CHOSEN = "native@import"  # the native path at the settings the extension's import chooses
+TARGET_DB = 0.5  # the import's settings: native within this of the quads at every level
 
 
 def default_results() -> str | None:
@@ -84,7 +89,7 @@ def main(argv=None):
     ap.add_argument("--results", default=None, help="a results directory (default: the newest out/demo/results/*)")
     ap.add_argument("--samples", type=int, default=4, help="Cycles samples per pixel (the demo's: 4)")
     ap.add_argument("--native-samples", default="16,64", help="more sample counts for the native path alone, "
-                    "comma-separated (default 16,64; empty for none)")
+                    "without the denoiser, comma-separated (default 16,64; empty for none)")
     args = ap.parse_args(argv)
     extra = [int(v) for v in args.native_samples.split(",") if v.strip()]
     if bpy.app.version < (5, 3, 0):
@@ -131,7 +136,9 @@ def main(argv=None):
         manifest = wm.read_manifest(results)
         zoom = manifest.zoom
         runs = [(label, native, args.samples) for label, native in PATHS]
+        runs += [(CHOSEN, True, args.samples)]  # the import's settings, raised from --samples
         runs += [(f"native@{spp}", True, spp) for spp in extra]
+        chosen = None
         for label, native, samples in runs:
             secs, dbs = [], []
             for lv in manifest.levels:
@@ -147,6 +154,10 @@ def main(argv=None):
                 scene.render.image_settings.color_depth = "8"
                 gl = sp.read_splat_ply(os.path.join(results, lv.gaussians))
                 obj = si.import_splats(scene, gl, f"level {lv.index}", "bench", native=native)
+                if label == CHOSEN:  # what runner.import_results does on 5.3 (no preference set)
+                    nr = importlib.import_module(name + ".native_render")
+                    nr.use_native_samples(scene, keep=False)
+                    chosen = (scene.cycles.samples, scene.cycles.use_denoising)
                 L = np.eye(4)
                 L[:3, :3] = lv.frame.rotation * lv.frame.unit
                 L[:3, 3] = lv.frame.origin
@@ -178,6 +189,19 @@ def main(argv=None):
     print(f"{'render, all levels (s)':22s}{tq:12.2f}{tn:12.2f}{tn / tq:13.2f}×")
     print(f"{'mean PSNR (dB)':22s}{np.mean(q['psnr']):12.2f}{np.mean(nat['psnr']):12.2f}"
           f"{np.mean(nat['psnr']) - np.mean(q['psnr']):+13.2f} dB")
+    r = rows[CHOSEN]
+    d = [a - b for a, b in zip(r["psnr"], q["psnr"])]
+    met = all(v >= -TARGET_DB for v in d)
+    print(f"native at the import's settings ({chosen[0]} samples, denoiser {'on' if chosen[1] else 'off'}) "
+          f"vs quads at {args.samples}:")
+    for i, lv in enumerate(manifest.levels):
+        print(f"{f'  level {lv.index}':22s}render {r['render'][i]:6.2f} s vs {q['render'][i]:6.2f} s "
+              f"({r['render'][i] / q['render'][i]:.2f}×), PSNR {r['psnr'][i]:6.2f} vs {q['psnr'][i]:6.2f} dB "
+              f"({d[i]:+.2f} dB)")
+    print(f"{'  all levels':22s}render {sum(r['render']):6.2f} s vs {tq:6.2f} s ({sum(r['render']) / tq:.2f}×), "
+          f"mean PSNR {np.mean(r['psnr']):.2f} vs {np.mean(q['psnr']):.2f} dB "
+          f"({np.mean(r['psnr']) - np.mean(q['psnr']):+.2f} dB); target within {TARGET_DB} dB at every level: "
+          f"{'MET' if met else 'NOT MET'}")
     for spp in extra:
         r = rows[f"native@{spp}"]
         print(f"native at {spp} samples vs quads at {args.samples}: render "
