@@ -446,12 +446,17 @@ def guided_eps(denoiser, x_t: torch.Tensor, t: int, cond: torch.Tensor, uncond: 
 # Photograph-conditioned zoom
 
 def photo_loss(images: torch.Tensor, levels: Sequence[int], photo: torch.Tensor, mask: torch.Tensor,
-               p: float) -> torch.Tensor:
+               p: float, geometry=None) -> torch.Tensor:
     """Σ over held levels of the masked mean squared error to the photograph, in level 0's frame.
 
     images: [M, 3, H, W] decoded levels `levels`; photo: [3, H, W]; mask: [H, W] (1 = known pixel).
     Level i is shrunk by p^i into the photograph's centre and compared where it covers it fully.
+    geometry: a zoom3d.StackGeometry at (H, W) (DOLLY): level i drawn into level 0's frame through
+    the level cameras instead (zoom3d.photo_loss_3d).
     """
+    if geometry is not None:
+        from .zoom3d import photo_loss_3d
+        return photo_loss_3d(images, levels, photo, mask, geometry)
     loss = images.new_zeros(())
     for img, i in zip(images, levels):
         shrunk, cov, _ = resample_level(img, i, p)
@@ -478,14 +483,18 @@ def invert_photo(denoiser, photo: torch.Tensor, mask: torch.Tensor, steps: int =
 
 
 def hold_to_photo(x0: torch.Tensor, levels: Sequence[int], z_photo: torch.Tensor, m_photo: torch.Tensor,
-                  p: float, weight: float) -> torch.Tensor:
+                  p: float, weight: float, geometry=None) -> torch.Tensor:
     """One preconditioned gradient step on ℓ_i = ½ ‖m ⊙ (D_{p^i}(x̂_i) − z_photo)‖² for each held level.
 
     x0: [N, C, h, w]; z_photo: [C, h, w]; m_photo: [h, w] known latent pixels. Level i shrunk by p^i
     is compared with the photograph's latent where it covers it; the residual, enlarged back by p^i,
     is added with weight w ∈ [0, 1] (w = 1 sets x̂_0 = z_photo on known pixels and every held level's
     p^i-block means to the photograph's: only the frequencies the photograph resolves are held).
+    geometry: a zoom3d.StackGeometry at (h, w) (DOLLY): through the level cameras instead.
     """
+    if geometry is not None:
+        from .zoom3d import hold_to_photo_3d
+        return hold_to_photo_3d(x0, levels, z_photo, m_photo, geometry, weight)
     out = x0.clone()
     for i in levels:
         shrunk, cov, _ = resample_level(x0[i], i, p)
@@ -495,20 +504,24 @@ def hold_to_photo(x0: torch.Tensor, levels: Sequence[int], z_photo: torch.Tensor
 
 
 def refine_to_photo(denoiser, x0: torch.Tensor, levels: Sequence[int], photo: torch.Tensor,
-                    mask: torch.Tensor, p: float, steps: int, lr: float) -> torch.Tensor:
+                    mask: torch.Tensor, p: float, steps: int, lr: float, geometry=None) -> torch.Tensor:
     """A few Adam steps on x̂ of the held levels on photo_loss through the VAE decoder (pixels).
 
     x0: [N, C, h, w] → the same with x0[levels] moved to lower photo_loss(D(x̂)); lr in latent units
     (Adam moves each value by about lr per step; SD's scaled latents have unit spread).
+    geometry: None, a zoom3d.StackGeometry at the decoded size, or a callable returning one
+    (DOLLY; built only when a held level other than 0 needs it): photo_loss through the level cameras.
     """
     if steps <= 0 or not levels:
         return x0
+    if callable(geometry):
+        geometry = geometry() if any(i != 0 for i in levels) else None
     z = x0[list(levels)].detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     with torch.enable_grad():
         for _ in range(steps):
             opt.zero_grad()
-            loss = photo_loss(denoiser.decode(z, clamp=False), levels, photo, mask, p)
+            loss = photo_loss(denoiser.decode(z, clamp=False), levels, photo, mask, p, geometry)
             loss.backward()
             opt.step()
     out = x0.clone()
@@ -573,7 +586,8 @@ def paint_zoom_stack(denoiser, prompts: list[str], factor, seed: int, *, steps: 
                      size=(512, 512),
                      sampler: str = "ddpm", negative_prompt: str = "", batch: int = 8,
                      joint: bool = True, progress: Optional[Progress] = None,
-                     should_cancel: Optional[Callable[[], bool]] = None) -> ZoomStack:
+                     should_cancel: Optional[Callable[[], bool]] = None,
+                     geometry=None) -> ZoomStack:
     """Jointly sample a zoom stack of len(prompts) levels at zoom factor p per level. → ZoomStack.
 
     denoiser: an SDDenoiser-like object (encode_prompts, predict_eps, decode, alphas_cumprod,
@@ -585,6 +599,13 @@ def paint_zoom_stack(denoiser, prompts: list[str], factor, seed: int, *, steps: 
     paper's posterior) or "ddim" (deterministic, fewer steps). joint=False samples every level
     independently (the baseline of scripts/bench_zoom). progress("zoom", step, total, message)
     after every denoising step and decoded level; should_cancel() raises errors.JobCancelled.
+    geometry: None (LENS: every level a lens zoom from level 0's pose, the 2D stack above) or a
+    zoom3d.StackGeometry of the N levels (DOLLY: level i from the camera p^i times closer to the
+    anchor; any resolution, it is rebuilt at the latent and pixel sizes with StackGeometry.at):
+    Π_noise, Π_image, the blend and the final pixel pass go through the level cameras
+    (zoom3d.pi_noise_3d, pi_image_3d, blend_3d), held levels > 0 are compared with the photograph
+    in level 0's frame through them, and the levels come back consistent in the 3D sense
+    (zoom3d.consistency_error_3d = 0).
     """
     from .errors import JobCancelled
 
@@ -614,12 +635,24 @@ def paint_zoom_stack(denoiser, prompts: list[str], factor, seed: int, *, steps: 
     ts = timesteps(len(ab), int(steps))
     gen = torch.Generator().manual_seed(int(seed))
 
+    if geometry is None:
+        geo_lat = geo_px = None
+        noise_op, image_op, blend_op = (lambda E: pi_noise_all(E, p)), (lambda L: pi_image_all(L, p)), \
+            (lambda X: blend(X, p))
+    else:                                                   # DOLLY: the 3D stack
+        from . import zoom3d
+        zoom3d.check_geometry(geometry, N, p)
+        geo_lat = geometry.at((h, w))
+        geo_px = lambda: geometry.at((H, W))                # noqa: E731 (built when first needed)
+        noise_op, image_op, blend_op = (lambda E: zoom3d.pi_noise_3d(E, geo_lat)), \
+            (lambda L: zoom3d.pi_image_3d(L, geo_lat)), (lambda X: zoom3d.blend_3d(X, geo_lat))
+
     def fresh_noise():
         E = torch.randn((N, denoiser.latent_channels, h, w), generator=gen, device="cpu").to(device)
-        return pi_noise_all(E, p) if joint else E
+        return noise_op(E) if joint else E
 
-    render = (lambda L: pi_image_all(L, p)) if joint else (lambda L: L)
-    mix = (lambda X: blend(X, p)) if joint else (lambda X: X)
+    render = image_op if joint else (lambda L: L)
+    mix = blend_op if joint else (lambda X: X)
 
     with torch.no_grad():
         cond, uncond = denoiser.encode_prompts(list(prompts), negative_prompt)
@@ -632,8 +665,9 @@ def paint_zoom_stack(denoiser, prompts: list[str], factor, seed: int, *, steps: 
             x0 = predict_x0(x, eps, ab_t)
             raw = x0
             if held:                                        # photograph-conditioned zoom
-                x0 = hold_to_photo(x0, held, z_photo, m_photo, p, float(photo_weight))
-                x0 = refine_to_photo(denoiser, x0, held, photo_t, mask_t, p, int(photo_steps), photo_lr)
+                x0 = hold_to_photo(x0, held, z_photo, m_photo, p, float(photo_weight), geo_lat)
+                x0 = refine_to_photo(denoiser, x0, held, photo_t, mask_t, p, int(photo_steps), photo_lr,
+                                     geo_px)
             L = mix(x0)                                     # multi-resolution blending
             x0r = render(L)                                 # Π_image(L; i) for every level
             if sampler == "ddpm":
@@ -652,8 +686,10 @@ def paint_zoom_stack(denoiser, prompts: list[str], factor, seed: int, *, steps: 
             images.append(denoiser.decode(latents[i:i + 1], clamp=True)[0].float())
             report("zoom", len(ts), len(ts), f"decoded level {i + 1}/{N}")
         pix = torch.stack(images)                           # [N, 3, H, W]
-        if joint:
+        if joint and geometry is None:
             pix = pi_image_all(blend(pix, p).clamp(0.0, 1.0), p)
+        elif joint:
+            pix = zoom3d.pi_image_3d(zoom3d.blend_3d(pix, geo_px()).clamp(0.0, 1.0), geo_px())
     levels = [np.ascontiguousarray(im.permute(1, 2, 0).cpu().numpy(), dtype=np.float32) for im in pix]
     return ZoomStack(levels=levels, latents=latents.float().cpu(), factor=p, prompts=list(prompts),
                      predictions=raw.float().cpu())

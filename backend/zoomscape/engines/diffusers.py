@@ -382,21 +382,39 @@ class DiffusersEngine:
                          should_cancel=None, rig=None):
         """The zoom stack of cam by joint sampling (zoom.paint_zoom_stack) at the model's working size.
 
-        photo: None or photo(width, height) → pointcloud.Projection (or a tuple (image [h, w, 3],
-        known [h, w] bool)), the view of the already generated world, which holds level 0.
-        rig: the level cameras (cameras.LevelCameras; None: LENS). → zoom.ZoomStack, levels at the
-        working size.
+        photo: None or photo(width, height) → pointcloud.Projection (image, mask, depth, …) or a
+        tuple (image [h, w, 3], known [h, w] bool), the view of the already generated world, which
+        holds level 0. rig: the level cameras (cameras.LevelCameras; None or mode "lens": the 2D
+        stack). In mode "dolly" the levels are painted from the cameras p^i times closer to the
+        anchor: the 3D stack (zoom3d.stack_geometry from level 0's depth, the view's depth; without
+        one, the anchor's plane, where it is the 2D stack). → zoom.ZoomStack, levels at the working size.
         """
         from ..zoom import paint_zoom_stack
 
-        if rig is not None and rig.mode != "lens":
-            raise ValueError(f"zoom.mode: '{rig.mode}' levels need the 3D zoom stack, which the diffusers "
-                             "engine does not paint yet; send zoom.mode 'lens'")
         native, multiple = self._native(self.text2img)
         w, h = working_size(cam.width, cam.height, native, multiple=multiple, pixel_budget=self.pixel_budget)
         view = photo(w, h) if photo is not None else None
         image, known = (None, None) if view is None else (view if isinstance(view, tuple) else (view.image, view.mask))
+        geometry = None
+        if rig is not None and rig.mode == "dolly":
+            geometry = dolly_geometry(rig, view, len(prompts), factor, (h, w), self.device)
         return paint_zoom_stack(self.denoiser(), list(prompts), factor, seed, steps=self.steps,
                                 guidance=self.guidance, negative_prompt=self.negative_prompt or "",
                                 photo=image, photo_mask=known, size=(h, w), progress=progress,
-                                should_cancel=should_cancel)
+                                should_cancel=should_cancel, geometry=geometry)
+
+
+def dolly_geometry(rig, view, levels: int, factor: float, size, device=None):
+    """The 3D zoom stack's geometry (zoom3d.StackGeometry at size (h, w)) for DOLLY levels: level 0's
+    z-depth from the view (a pointcloud.Projection's depth; +inf where the world has no point), or
+    unknown everywhere (a tuple view, or none), which zoom3d fills with the anchor's depth. Built on
+    a CUDA device when given one (the geometry is float64, which Apple's MPS lacks: there the CPU)."""
+    from ..zoom3d import stack_geometry
+
+    h, w = size
+    depth = getattr(view, "depth", None) if view is not None and not isinstance(view, tuple) else None
+    depth0 = np.full((h, w), np.nan) if depth is None else np.asarray(depth, dtype=np.float64)
+    if depth0.shape != (h, w):
+        raise ValueError(f"photo: the view's depth has shape {depth0.shape}, not the working size {(h, w)}")
+    on = device if device is not None and str(device).startswith("cuda") else "cpu"
+    return stack_geometry(depth0, rig.anchor_depth, factor, levels, size=(h, w), device=on)
