@@ -635,16 +635,31 @@ def photo_loss_3d(images: torch.Tensor, levels: Sequence[int], photo: torch.Tens
     return loss
 
 
+def resample_3d_adjoint(y: torch.Tensor, geo: StackGeometry, j: int, i: int) -> torch.Tensor:
+    """The transpose of resample_3d(·, geo, j, i)'s img: y: [..., h, w] in level i's frame →
+    [..., h, w] in level j's, out[src_k] += w_k·y[dst_k] (a gradient's way back)."""
+    h, w = y.shape[-2:]
+    if i == j:
+        return y
+    wp = warp(geo, j, i, y.device, y.dtype)
+    flat = y.reshape(-1, h * w)
+    return flat.new_zeros(flat.shape).index_add(1, wp.src, flat[:, wp.dst] * wp.w).reshape(y.shape)
+
+
 def hold_to_photo_3d(x0: torch.Tensor, levels: Sequence[int], z_photo: torch.Tensor, m_photo: torch.Tensor,
                      geo: StackGeometry, weight: float) -> torch.Tensor:
-    """zoom.hold_to_photo through the level cameras: level i drawn into level 0's frame, compared
-    with the photograph's latent where seen, and the residual drawn back into level i (resample_3d
-    from 0 to i), added with weight w. x0: [N, C, h, w]; z_photo: [C, h, w]; m_photo: [h, w]."""
+    """zoom.hold_to_photo through the level cameras: one Jacobi-preconditioned gradient step on
+    ℓ_i = ½ ‖m ⊙ (S_i x̂_i − z_photo)‖² per held level, S_i x = R_{i→0}(x)/cov (resample_3d: level i
+    averaged over each level-0 pixel where seen),
+        x̂_i ← x̂_i + w · S_iᵀ P (m ⊙ seen ⊙ (z_photo − S_i x̂_i)),   P = diag(S_i S_iᵀ)⁻¹ = cov²/var,
+    which on the anchor plane is zoom.hold_to_photo's residual enlarged back by p^i exactly.
+    x0: [N, C, h, w]; z_photo: [C, h, w]; m_photo: [h, w]; weight w ∈ [0, 1]."""
     out = x0.clone()
     for i in levels:
-        shrunk, seen = _seen_average(*resample_3d(x0[i], geo, i, 0)[:2])
-        resid = m_photo * seen * (z_photo - shrunk)
-        out[i] = x0[i] + weight * resample_3d(resid, geo, 0, i)[0]
+        img, cov, var = resample_3d(x0[i], geo, i, 0)
+        shrunk, seen = _seen_average(img, cov)
+        q = m_photo * seen * (z_photo - shrunk) * (cov / var.clamp_min(1e-12))   # P·resid/cov
+        out[i] = x0[i] + weight * resample_3d_adjoint(torch.where(seen, q, torch.zeros_like(q)), geo, i, 0)
     return out
 
 

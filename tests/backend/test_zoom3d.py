@@ -250,6 +250,38 @@ def test_pi_noise_3d_is_unit_gaussian_at_every_pixel_off_the_plane():
     assert ((Z.var(1) - 1).abs() < 5 * math.sqrt(2 / n)).all()
 
 
+# --- blending and holding through the level cameras ---------------------------------------------
+
+def test_blend_3d_keeps_a_stack_consistent_through_the_level_cameras():
+    """Π_image_3d's output is consistent through the cameras; blend_3d nearly keeps it (the
+    levels it averages agree there; only non-neighbouring levels' direct warps differ slightly
+    from the chained ones), while the 2D blend, blind to depth, moves it ≥ 4× as much."""
+    _, geo = geometry(16, 2, 3)
+    L = zoom3d.pi_image_3d(torch.randn(3, 4, 16, 16, generator=gen(1)), geo)
+    assert (zoom3d.consistency_error_3d(L, geo) < 1e-6).all()
+    d3, d2 = (zoom3d.blend_3d(L, geo) - L).abs().mean(), (zoom.blend(L, 2) - L).abs().mean()
+    assert d3 * 4 < d2, (d3, d2)
+    assert (zoom3d.consistency_error_3d(zoom3d.blend_3d(L, geo), geo)
+            < 0.5 * zoom3d.consistency_error_3d(zoom.blend(L, 2), geo)).all()
+
+
+def test_hold_to_photo_3d_pulls_every_held_level_toward_the_photograph_in_level_0s_frame():
+    _, geo = geometry(16, 2, 3)
+    x = torch.randn(3, 4, 16, 16, generator=gen(1))
+    z, m = torch.randn(4, 16, 16, generator=gen(2)), torch.ones(16, 16)
+
+    def resid(y, i):
+        avg, seen = zoom3d._seen_average(*zoom3d.resample_3d(y[i], geo, i, 0)[:2])
+        return ((avg - z).abs() * seen).sum() / (seen.sum() * 4)
+    h3 = zoom.hold_to_photo(x, [0, 1, 2], z, m, 2, 1.0, geometry=geo)
+    h2 = zoom.hold_to_photo(x, [0, 1, 2], z, m, 2, 1.0)
+    assert torch.allclose(h3[0], z)                                  # level 0: the photograph's camera
+    for i in (1, 2):
+        assert resid(h3, i) < 0.4 * resid(x, i) and resid(h3, i) < 0.6 * resid(h2, i), i
+    again = zoom.hold_to_photo(h3, [1, 2], z, m, 2, 1.0, geometry=geo)
+    assert all(resid(again, i) < 0.5 * resid(h3, i) for i in (1, 2))   # a convergent gradient step
+
+
 # --- joint sampling with a tiny random Stable Diffusion ------------------------------------------
 
 PROMPTS = ["a valley", "a boulder", "moss on the boulder"]
