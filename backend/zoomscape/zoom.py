@@ -18,6 +18,10 @@ entry point), which runs the joint sampling loop top to bottom:
 
 Resampling between levels is exact area averaging: for integer p on aligned grids it is an r×r box
 average (fast path, avg_pool), otherwise separable area-overlap matrices with per-pixel coverage.
+
+This is the LENS stack (every level a longer lens at level 0's pose). DOLLY levels (painted from
+cameras moved toward the anchor) need the 3D stack, zoom3d: the same loop with a per-pixel shrink
+from depth and occlusion (paint_zoom_stack's geometry=zoom3d.StackGeometry).
 """
 from __future__ import annotations
 
@@ -536,7 +540,9 @@ def refine_to_photo(denoiser, x0: torch.Tensor, levels: Sequence[int], photo: to
 class ZoomStack:
     """A painted zoom stack.
 
-    levels: N images [H, W, 3] float32 in [0, 1], consistent (level i−1's centre = level i shrunk by p);
+    levels: N images [H, W, 3] float32 in [0, 1], consistent (level i−1's centre = level i shrunk by p;
+    with a zoom3d geometry: level i drawn into level i−1's frame through the level cameras = level i−1
+    where it is seen);
     latents: [N, C, h, w] the consistent latent stack (None for engines without latents);
     predictions: [N, C, h, w] the model's own x̂ per level at the last step, before blending
     (a diagnostic: how far the levels agreed on their own).

@@ -11,17 +11,26 @@ z-depth from C_0. On the anchor's fronto-parallel plane (z_j = z_a·p^−j) m = 
 stack of zoom.py. So the 3D stack is zoom.py's resampling with a per-pixel shrink factor m from
 depth instead of a constant one, plus occlusion:
 
-  i < j (a finer level drawn in a coarser one's frame): every level-j pixel is splatted as a square
-      of side m (level-i pixels) about u_i, with exact box-overlap weights on the ≤ 2×2 level-i
-      pixels it touches (m < 1): img = Σ w·x, cov = Σ w, var = Σ w² per level-i pixel — zoom.resample_level's
-      area integral, coverage and variance (on the anchor plane the squares tile its footprint exactly);
-  i > j (a coarser level drawn in a finer one's frame): every level-i pixel's centre is mapped into
-      level j by (R) with level i's own depth D_i (δ_ji > 0: level j is behind), and its footprint
-      (a square of side D_i/(D_i + δ_ji) level-j pixels) is area-averaged there (weights sum to 1:
-      on integer-aligned grids exactly the nearest pixel, as resample_level's rel < 0).
-  Occlusion: a sample counts only where its depth in the target camera agrees with the target
-      level's depth map (OCCLUSION_TOL); hidden or disoccluded samples have weight 0, so cov is 0
-      where the target camera sees something the source level does not.
+  i < j (a finer level drawn in a coarser one's frame): every level-j pixel is splatted into level
+      i with exact box-overlap weights on the level-i pixels it touches (≤ 2×2 where m < 1):
+      img = Σ w·x, cov = Σ w, var = Σ w² per level-i pixel — zoom.resample_level's area integral,
+      coverage and variance. Its footprint is the rectangle between the images of its edge
+      midpoints under (R), each at the surface's depth there: for constant depth the square of
+      side m about u_i (on the anchor plane these tile the 2D footprint exactly); on a slope the
+      edges follow the surface, so neighbouring footprints meet (squares of side m would leave
+      the perspective's stretch, (u − e)·∇m, as gaps and overlaps of up to ±20 % coverage).
+  i > j (a coarser level drawn in a finer one's frame): every level-i pixel is mapped into level
+      j by (R) with level i's own depth D_i (δ_ji > 0: level j is behind) and its footprint there
+      (the same rectangle, ≈ a square of side D_i/(D_i + δ_ji) level-j pixels) is area-averaged
+      (weights sum to 1: on integer-aligned grids exactly the nearest pixel, as resample_level's
+      rel < 0).
+  Occlusion: a sample counts on a pixel only where its depth in the target camera agrees with the
+      target level's depth map (OCCLUSION_TOL) at that pixel or at the sample's mapped centre;
+      hidden or disoccluded samples have weight 0, so cov is 0 where the target camera sees
+      something the source level does not.
+  Blending: a coarser level j < i observes band k of level i's pyramid from the band its local
+      magnification 1/m' allows (k0 = ⌈log_q(1/m')⌉ per pixel, the largest over the band's parent
+      block: a per-pixel choice, which on the anchor plane is zoom.blend's per-level k0).
 
 The geometry (per-level depth maps and the warps between levels) is built once per stack
 (``stack_geometry``) and cached on the StackGeometry: every denoising step repeats it.
@@ -419,23 +428,28 @@ def build_warp(geo: StackGeometry, j: int, i: int) -> Warp:
     x_lo, x_hi = X(col, zl.reshape(-1), w / 2.0), X(col + 1.0, zr.reshape(-1), w / 2.0)
     y_lo, y_hi = X(row, zt.reshape(-1), h / 2.0), X(row + 1.0, zb.reshape(-1), h / 2.0)
     x_hi, y_hi = torch.maximum(x_hi, x_lo), torch.maximum(y_hi, y_lo)
-    ix, ox = _box_taps(x_lo, x_hi, w)
-    iy, oy = _box_taps(y_lo, y_hi, h)
-    T = ix.shape[1] * iy.shape[1]
-    tap = (iy[:, :, None] * w + ix[:, None, :]).reshape(-1, T)                     # [hw, T]
-    wt = (oy[:, :, None] * ox[:, None, :]).reshape(-1, T)
-    if i > j:
-        area = ((x_hi - x_lo) * (y_hi - y_lo)).clamp_min(1e-300)
-        wt = wt / area[:, None]
-    seen = _agree(z2[:, None], tgt_map.reshape(-1)[tap]) | _agree(z2, sample_depth(tgt_map, u2))[:, None]
-    wt = torch.where(seen, wt, torch.zeros_like(wt))
-    here = torch.arange(h * w, device=D.device)[:, None].expand(-1, T)
-    keep = wt > 0
-    if i < j:
-        src, dst = here[keep], tap[keep]
-    else:
-        src, dst = tap[keep], here[keep]
-    wk = wt[keep]
+    z_here = sample_depth(tgt_map, u2)                       # the target's depth at the mapped centre
+    tgt = tgt_map.reshape(-1)
+    # most footprints touch ≤ 2×2 pixels; the few wider ones (oblique surfaces) in a second group
+    narrow = ((x_hi - torch.floor(x_lo)) <= 2.0) & ((y_hi - torch.floor(y_lo)) <= 2.0)
+    parts = []
+    for group in (torch.nonzero(narrow).flatten(), torch.nonzero(~narrow).flatten()):
+        if group.numel() == 0:
+            continue
+        ix, ox = _box_taps(x_lo[group], x_hi[group], w)
+        iy, oy = _box_taps(y_lo[group], y_hi[group], h)
+        T = ix.shape[1] * iy.shape[1]
+        tap = (iy[:, :, None] * w + ix[:, None, :]).reshape(-1, T)                 # [K, T]
+        wt = (oy[:, :, None] * ox[:, None, :]).reshape(-1, T)
+        if i > j:
+            area = ((x_hi - x_lo) * (y_hi - y_lo))[group].clamp_min(1e-300)
+            wt = wt / area[:, None]
+        seen = _agree(z2[group, None], tgt[tap]) | _agree(z2[group], z_here[group])[:, None]
+        keep = seen & (wt > 0)
+        here = group[:, None].expand(-1, T)
+        parts.append((here[keep], tap[keep], wt[keep]))
+    here, tap, wk = (torch.cat(t) for t in zip(*parts))
+    src, dst = (here, tap) if i < j else (tap, here)
     cov = torch.zeros(h * w, dtype=torch.float64, device=D.device).index_add_(0, dst, wk)
     var = torch.zeros(h * w, dtype=torch.float64, device=D.device).index_add_(0, dst, wk * wk)
     return Warp(src, dst, wk, cov.reshape(h, w), var.reshape(h, w))
@@ -507,7 +521,7 @@ def pi_noise_3d(E: torch.Tensor, geo: StackGeometry) -> torch.Tensor:
     """Π_noise(E; i) for every level through the level cameras, exactly N(0, 1) per pixel.
 
     E: [N, C, h, w] i.i.d. N(0, 1) → [N, C, h, w]. As zoom.pi_noise with R = resample_3d:
-        Π_noise(E; i) = Σ_j w_j ⊙ R_{j→i}(E_j) / sqrt(Σ_j w_j² ⊙ Σ_k w_jk²),  w_j = Π_{k>j} (1 − cov_k)₊
+        Π_noise(E; i) = Σ_j w_j ⊙ R_{j→i}(E_j) / sqrt(Σ_j w_j² ⊙ Σ_k w_jk²),  w_j = Π_{k>j}(1 − cov_k)₊
     over j = i … i + noise_depth: every output pixel is a linear combination of independent
     N(0, 1) entries (each level-j sample enters a level-i pixel once) whose squared weights sum
     to 1. (1 − cov)₊ clamps the overlap of neighbouring splats (cov > 1 on slopes) at 0.
@@ -548,24 +562,23 @@ def _band_masks_3d(seen: torch.Tensor, k0: torch.Tensor, q: int, D: int) -> list
     return masks
 
 
-def _blend_weights_3d(geo: StackGeometry, i: int, window: tuple, q: int, D: int, device, dtype) -> tuple:
+def _blend_weights_3d(geo: StackGeometry, i: int, window: tuple, q: int, D: int, device, dtype,
+                      covs: Sequence[torch.Tensor]) -> tuple:
     """The band masks of level i's blend over the levels `window`, stacked, and their sums:
     ((m_k [M, 1, h_k, w_k], Σ_j m_jk clamped) for every band k), cached on geo.
 
     A coarser level j < i observes band k of a level-i pixel from k0 = ⌈log_q(1/m')⌉ on, m' =
     D_i/(D_i + δ_ji) the local shrink (1/m' level-i pixels per level-j pixel; p^(i−j) on the anchor
-    plane: zoom._coarse_k0); a finer level (or i itself) every band, where it fully covers the block."""
+    plane: zoom._coarse_k0); a finer level (or i itself) every band, where it fully covers the block.
+    covs: each window level's coverage in level i's frame (resample_3d's cov) [h, w]."""
     key = ("blend", i, window, str(device), dtype, q, D)
     hit = geo._cache.get(key)
     if hit is not None:
         return hit
     h, w = geo.size
     seens, k0s = [], []
-    for j in window:
-        if j == i:
-            seens.append(torch.ones(h, w, dtype=torch.bool, device=device))
-        else:
-            seens.append(warp(geo, j, i, device, dtype).cov >= SEEN)
+    for j, cov in zip(window, covs):
+        seens.append(cov >= SEEN)
         if j < i:
             Di = geo.D[i]
             mag = (Di + geo.delta(j, i)) / Di                     # 1/m' ≥ 1 (float64)
@@ -598,8 +611,9 @@ def blend_3d(xhat: torch.Tensor, geo: StackGeometry) -> torch.Tensor:
     out = []
     for i in range(N):
         window = tuple(range(max(0, i - coarse), min(N, i + fine + 1)))
-        obs = [xhat[j] if j == i else _seen_average(*resample_3d(xhat[j], geo, j, i)[:2])[0] for j in window]
-        weights = _blend_weights_3d(geo, i, window, q, D, xhat.device, xhat.dtype)
+        drawn = [resample_3d(xhat[j], geo, j, i) for j in window]                # (img, cov, var)
+        obs = [xhat[j] if j == i else _seen_average(img, cov)[0] for j, (img, cov, _) in zip(window, drawn)]
+        weights = _blend_weights_3d(geo, i, window, q, D, xhat.device, xhat.dtype, [d[1] for d in drawn])
         bands = laplacian_pyramid(torch.stack(obs), q, D)
         blended = [(m * band).sum(0) / m_sum for band, (m, m_sum) in zip(bands, weights)]
         out.append(collapse_pyramid(blended, q))
@@ -651,7 +665,7 @@ def hold_to_photo_3d(x0: torch.Tensor, levels: Sequence[int], z_photo: torch.Ten
     """zoom.hold_to_photo through the level cameras: one Jacobi-preconditioned gradient step on
     ℓ_i = ½ ‖m ⊙ (S_i x̂_i − z_photo)‖² per held level, S_i x = R_{i→0}(x)/cov (resample_3d: level i
     averaged over each level-0 pixel where seen),
-        x̂_i ← x̂_i + w · S_iᵀ P (m ⊙ seen ⊙ (z_photo − S_i x̂_i)),   P = diag(S_i S_iᵀ)⁻¹ = cov²/var,
+        x̂_i ← x̂_i + w · S_iᵀ P (m ⊙ seen ⊙ (z_photo − S_i x̂_i)), P = diag(S_i S_iᵀ)⁻¹ = cov²/var,
     which on the anchor plane is zoom.hold_to_photo's residual enlarged back by p^i exactly.
     x0: [N, C, h, w]; z_photo: [C, h, w]; m_photo: [h, w]; weight w ∈ [0, 1]."""
     out = x0.clone()

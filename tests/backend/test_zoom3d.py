@@ -225,7 +225,8 @@ def test_hidden_wall_pixels_do_not_count(case):
     if case == "passed":
         _, cov, _ = zoom3d.resample_3d(torch.zeros(W, W), geo, 1, 0)
         g0 = pixel_grid(W, W)
-        corner_box = np.stack([hidden_by_box(rig, 0, pixels_to_world(rig.level(0), g0 + c, np.full(W * W, 2 * Z_A)), box)
+        far = np.full(W * W, 2 * Z_A)                             # level-0 pixels wholly inside the box
+        corner_box = np.stack([hidden_by_box(rig, 0, pixels_to_world(rig.level(0), g0 + c, far), box)
                                for c in ((-.5, -.5), (.5, -.5), (-.5, .5), (.5, .5))]).all(0).reshape(W, W)
         footprint = np.zeros((W, W), bool)
         footprint[W // 4 + 1:3 * W // 4 - 1, W // 4 + 1:3 * W // 4 - 1] = True
@@ -377,3 +378,42 @@ def test_lens_is_bit_for_bit_what_it_was(denoiser, monkeypatch):
         b = ref.paint_zoom_stack(denoiser, PROMPTS, 2, 3, steps=3, guidance=3.0, size=SIZE, **kw)
         assert torch.equal(a.latents, b.latents) and torch.equal(a.predictions, b.predictions)
         assert all(np.array_equal(x, y) for x, y in zip(a.levels, b.levels))
+
+
+# --- the diffusers engine paints DOLLY levels with the 3D stack ------------------------------------
+
+def test_diffusers_engine_paints_dolly_levels_through_the_level_cameras(tmp_path_factory):
+    """rig.mode "dolly": the geometry comes from the photo callback's depth (a pointcloud.Projection);
+    a tuple (image, mask) has no depth: the anchor's plane, i.e. the 2D stack; "lens" is rig=None."""
+    pytest.importorskip("transformers")
+    from tests.helpers.tiny_models import build_all
+    from zoomscape.engines import get_engine
+    from zoomscape.engines.diffusers import dolly_geometry
+    from zoomscape.pointcloud import Projection
+
+    torch.set_num_threads(1)
+    engine = get_engine("diffusers", models=build_all(tmp_path_factory.mktemp("zoom3d-engine")), steps=3,
+                        device="cpu")
+    rig = rig_for(*SIZE, 2)
+    depth = truth_depth(rig, 0, *SIZE)
+    image = np.full((*SIZE, 3), 0.5, np.float32)
+    mask = np.zeros(SIZE, bool)
+    calls = []
+
+    def photo(w, h):
+        calls.append((w, h))
+        return Projection(image, mask, depth.astype(np.float32), np.full(SIZE, -1, np.int64))
+
+    prompts = PROMPTS
+    dolly = engine.paint_zoom_stack(rig.camera, prompts, 2.0, 3, photo=photo, rig=rig)
+    assert calls == [SIZE[::-1]] and len(dolly.levels) == 3
+    geo = dolly_geometry(rig, photo(*SIZE[::-1]), 3, 2.0, SIZE)
+    assert torch.allclose(geo.D[0], torch.from_numpy(depth), rtol=1e-6)
+    assert (zoom3d.consistency_error_3d(pixels(dolly), geo) < 1e-5).all()
+    assert (zoom.consistency_error(pixels(dolly), 2) > 1e-3).all()              # not the 2D stack
+    flat = engine.paint_zoom_stack(rig.camera, prompts, 2.0, 3, photo=lambda w, h: (image, mask), rig=rig)
+    assert (zoom.consistency_error(pixels(flat), 2) < 1e-5).all()               # no depth: the plane
+    lens = LevelCameras(rig.camera, rig.anchor, 2.0, "lens")
+    a = engine.paint_zoom_stack(rig.camera, prompts, 2.0, 3, photo=lambda w, h: (image, mask), rig=lens)
+    b = engine.paint_zoom_stack(rig.camera, prompts, 2.0, 3, photo=lambda w, h: (image, mask))
+    assert all(np.array_equal(x, y) for x, y in zip(a.levels, b.levels))
