@@ -270,22 +270,25 @@ def sample_depth(D: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """The depth map D: [h, w] at continuous pixel positions uv: [K, 2] → [K].
 
     Inverse depth interpolated bilinearly between the four surrounding pixel centres (exact on a
-    plane) when they are one surface (max/min ≤ 1 + EDGE_TOL), else the depth of the pixel uv
-    falls in (an occlusion edge keeps its two sides). Positions outside clamp to the border.
+    plane; within half a pixel of the border extrapolated from the two outermost) when they are
+    one surface (max/min ≤ 1 + EDGE_TOL), else the depth of the pixel uv falls in (an occlusion
+    edge keeps its two sides). Positions outside clamp to the border pixel.
     """
     h, w = D.shape
     x, y = uv[:, 0] - 0.5, uv[:, 1] - 0.5
-    x0, y0 = torch.floor(x), torch.floor(y)
-    fx, fy = x - x0, y - y0
+    x0 = torch.floor(x).clamp(0, max(w - 2, 0))
+    y0 = torch.floor(y).clamp(0, max(h - 2, 0))
+    fx = (x - x0).clamp(-0.5, 1.5) if w > 1 else torch.zeros_like(x)
+    fy = (y - y0).clamp(-0.5, 1.5) if h > 1 else torch.zeros_like(y)
     x0, y0 = x0.long(), y0.long()
-    xs = (x0.clamp(0, w - 1), (x0 + 1).clamp(0, w - 1))
-    ys = (y0.clamp(0, h - 1), (y0 + 1).clamp(0, h - 1))
+    xs = (x0, (x0 + 1).clamp_max(w - 1))
+    ys = (y0, (y0 + 1).clamp_max(h - 1))
     t = torch.stack([D[ys[a], xs[b]] for a in (0, 1) for b in (0, 1)])       # [4, K]
     wt = torch.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx])
-    smooth = 1.0 / (wt / t).sum(0)
-    cont = t.max(0).values <= t.min(0).values * (1.0 + EDGE_TOL)
+    zeta = (wt / t).sum(0)
+    cont = (t.max(0).values <= t.min(0).values * (1.0 + EDGE_TOL)) & (zeta > 0)
     near = D[torch.floor(uv[:, 1]).long().clamp(0, h - 1), torch.floor(uv[:, 0]).long().clamp(0, w - 1)]
-    return torch.where(cont, smooth, near)
+    return torch.where(cont, 1.0 / zeta.clamp_min(1e-300), near)
 
 
 def _fill_far(D: torch.Tensor, fallback: float) -> torch.Tensor:

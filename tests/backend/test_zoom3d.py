@@ -135,8 +135,11 @@ def test_level_depths_follow_the_surface_seen_from_each_level_camera():
     assert torch.isfinite(g.D).all() and (g.D > 0).all()
     small = geo.at((16, 16))
     assert small.size == (16, 16) and small is geo.at((16, 16))
-    rig16, _ = geometry(16, p, N, box=None)
+    rig16, small_plane = geometry(16, p, N, box=None)
     assert np.allclose(plane.at((16, 16)).D[1].numpy(), truth_depth(rig16, 1, 16, 16, box=None), rtol=1e-2)
+    up = small_plane.at((W, W))                                  # larger than its source: warped afresh
+    for j in range(N):
+        assert np.allclose(up.D[j].numpy(), truth_depth(rig, j, W, W, box=None), rtol=1e-9), j
 
 
 # --- the mapping against unproject-then-project --------------------------------------------------
