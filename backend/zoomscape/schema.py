@@ -169,7 +169,7 @@ class Zoom(_Strict):
     anchor: Optional[Annotated[list[Coordinate], Field(min_length=3, max_length=3)]] = None
     # "lens": level i is painted from the zoom camera with a p^i longer lens; "dolly": from the
     # camera moved p^i times closer to the anchor, as the dive's camera moves (real parallax;
-    # the procedural engine paints it, the diffusers engine's 3D stack is to come: issue 11)
+    # the diffusers engine samples it as zoom3d's 3D stack; the extension does not send it yet)
     mode: Literal[ZOOM_MODES] = "lens"
 
 
