@@ -37,6 +37,7 @@ from .wire.manifest import Level, Manifest, ManifestError, ZoomInfo
 from .wire.splats import Gaussians, read_splat_ply
 
 ROOT_KIND, LEVEL_KIND = "level_root", "level"
+PAINTED_MODE_KEY = "zoomscape_painted_mode"  # on the root: the manifest's zoom.mode, upper case
 FEATHER = 0.1  # the cover weight ramps over this fraction of the finer level's image size
 
 
@@ -137,6 +138,7 @@ def build_level_rig(scene, levels: list[Level], gaussians_of, job_id: str = "",
         bpy.data.materials.remove(mat)
     anchor, rotation = levels[0].frame.origin, levels[0].frame.rotation
     root = make_root(scene, anchor, rotation, job_id, name)
+    root[PAINTED_MODE_KEY] = (zoom.mode if zoom is not None else "lens").upper()
     coll = ensure_collection(scene)
     objs = []
     for lv in levels:
@@ -166,6 +168,13 @@ def import_levels(scene, manifest: Manifest, out_dir: str, job_id: str = ""):
     return build_level_rig(scene, manifest.levels,
                            lambda lv: read_splat_ply(os.path.join(out_dir, lv.gaussians)),
                            job_id, zoom=manifest.zoom)
+
+
+def painted_mode(job_id: str) -> str | None:
+    """"DOLLY" or "LENS": how job_id's imported levels were painted (None without a level rig)."""
+    root = next((o for o in bpy.data.objects
+                 if o.get(JOB_KEY) == job_id and o.get("zoomscape_kind") == ROOT_KIND), None)
+    return root.get(PAINTED_MODE_KEY) if root is not None else None
 
 
 def rig_of(job_id: str):

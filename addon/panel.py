@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import colour, native_render, preferences, runner, splat_import, thumbnails, world
+from . import colour, level_rig, native_render, preferences, runner, splat_import, thumbnails, world
 from .properties import server_default
 from .wire.names import MODEL_ROLES
 
@@ -71,6 +71,7 @@ class ZOOMSCAPE_PT_panel(bpy.types.Panel):
         box.prop(props, "zoom_factor")
         row = box.row(align=True)
         row.prop(props, "zoom_mode", expand=True)
+        draw_painted_mode(box, props)
         box.prop(props, "frames_per_level")
         row = box.row(align=True)
         row.prop(props, "import_levels")
@@ -129,6 +130,16 @@ class ZOOMSCAPE_PT_panel(bpy.types.Panel):
         row.operator("zoomscape.build_zoom_path", icon="ANIM")
         if not running:
             draw_thumbnails(layout, props.job_id)
+
+
+def draw_painted_mode(layout, props) -> None:
+    """Say so when the imported levels were painted in the other zoom mode: their dive follows
+    how they were painted (runner.build_path), the Zoom setting applies to the next Generate."""
+    painted = level_rig.painted_mode(props.job_id) if props.job_id else None
+    if painted and painted != props.zoom_mode:
+        for i, line in enumerate(wrap(f"The imported levels were painted for {painted.title()} and "
+                                      f"dive that way; Generate again for {props.zoom_mode.title()}", 48)):
+            layout.label(text=line, icon="INFO" if i == 0 else "BLANK1")
 
 
 def draw_world(layout, props) -> None:

@@ -281,11 +281,12 @@ def build_path(scene, out_dir: str | None):
     factor = zoom.factor if zoom is not None else float(props.zoom_factor)
     root, level_objs = level_rig.rig_of(job_id)
     if root is not None and manifest and manifest.levels:
-        # The levels were painted from the job's zoom camera about its anchor: zoom from there.
+        # The levels were painted from the job's zoom camera about its anchor, in the job's mode
+        # (the dive's own cameras or a longer lens): zoom from there, the way they were painted.
         (bpy.context.view_layer or scene.view_layers[0]).update()
         source = bpy.data.objects.get(zoom.camera) or props.zoom_camera or scene.camera
         return zoom_path.build_level_zoom(scene, source, root, level_objs, factor,
-                                          props.frames_per_level, props.zoom_mode, job_id,
+                                          props.frames_per_level, zoom.mode.upper(), job_id,
                                           fade_width=props.fade_width,
                                           matrix=zoom.matrix_world.tolist())
     if props.zoom_target is not None:

@@ -133,7 +133,7 @@ def build_request(scene, context, props) -> dict:
         "scene_prompt": props.scene_prompt,
         "cameras": cameras,
         "zoom": {"camera": zoom.name, "factor": float(props.zoom_factor), "levels": levels,
-                 "anchor": anchor},
+                 "anchor": anchor, "mode": props.zoom_mode.lower()},
         "init_rgbd": None,
         "extra_views": extra_view_count(props, len(cameras)),
     }

@@ -167,10 +167,10 @@ class Zoom(_Strict):
     factor: Annotated[float, Field(ge=ZOOM_FACTOR_RANGE[0], le=ZOOM_FACTOR_RANGE[1], allow_inf_nan=False)]
     levels: Annotated[list[ZoomLevel], Field(min_length=1, max_length=MAX_LEVELS)]
     anchor: Optional[Annotated[list[Coordinate], Field(min_length=3, max_length=3)]] = None
-    # "lens": level i is painted from the zoom camera with a p^i longer lens; "dolly": from the
-    # camera moved p^i times closer to the anchor, as the dive's camera moves (real parallax;
-    # the diffusers engine samples it as zoom3d's 3D stack; the extension does not send it yet)
-    mode: Literal[ZOOM_MODES] = "lens"
+    # "dolly" (default): level i is painted from the camera moved p^i times closer to the anchor,
+    # as the dive's camera moves (real parallax; the diffusers engine samples it as zoom3d's 3D
+    # stack); "lens": from the zoom camera with a p^i longer lens (the 2D stack)
+    mode: Literal[ZOOM_MODES] = "dolly"
 
 
 class InitRGBD(_Strict):
@@ -216,7 +216,7 @@ EXAMPLE_REQUEST = {
                                                      [0.0, 1.0, 0.0, 1.6], [0.0, 0.0, 0.0, 1.0]],
                  "fx": 55.4, "fy": 55.4, "cx": 32.0, "cy": 32.0, "width": 64, "height": 64}],
     "zoom": {"camera": "Cam.000", "factor": 4.0, "levels": [{"prompt": "a lit window"}], "anchor": None,
-             "mode": "lens"},
+             "mode": "dolly"},
 }
 
 

@@ -115,7 +115,10 @@ def test_request_sorted_by_name_and_zoom_camera_added(zs):
     req = zs.scene_io.build_request(scene, bpy.context, props)
     assert [c["name"] for c in req["cameras"]] == ["A zoom", "Cam.000", "Cam.002"]
     assert req["zoom"] == {"camera": "A zoom", "factor": 3.0, "levels": [{"prompt": "a window"}],
-                           "anchor": None}
+                           "anchor": None, "mode": "dolly"}   # the panel's Zoom, Dolly by default
+    props.zoom_mode = "LENS"
+    assert zs.scene_io.build_request(scene, bpy.context, props)["zoom"]["mode"] == "lens"
+    props.zoom_mode = "DOLLY"
     assert (req["seed"], req["engine"], req["init_rgbd"]) == (11, "procedural", None)
     M = np.array(req["cameras"][1]["matrix_world"])
     np.testing.assert_allclose(M, np.array(cams[1].matrix_world), atol=1e-7)

@@ -118,12 +118,11 @@ def test_the_request_and_manifest_carry_the_mode(tmp_path):
     req = {"engine": "procedural", "seed": SEED, "scene_prompt": PROMPT,
            "cameras": [wire_cam("Cam.000", (0.0, -12.0, 2.0), (0.0, 0.0, 0.6))],
            "zoom": {"camera": "Cam.000", "factor": 2, "levels": [{"prompt": "a"}, {"prompt": "b"}]}}
-    assert schema.validate_request(req).zoom.mode == "lens"
+    assert schema.validate_request(req).zoom.mode == "dolly"   # the default
     bad = json.loads(json.dumps(req))
     bad["zoom"]["mode"] = "zoom"
     with pytest.raises(schema.RequestError, match="zoom.mode"):
         schema.validate_request(bad)
-    req["zoom"]["mode"] = "dolly"
     manifest = run_job(schema.validate_request(req), tmp_path, engine=truth_engine())
     assert manifest.zoom.mode == "dolly"
     back = wm.read_manifest(tmp_path)

@@ -73,7 +73,7 @@ def test_manifest_matches_the_api(job):
     assert (z["fx"], z["width"], z["height"], z["factor"]) == (req["fx"], 128, 96, 4.0)
     assert z["levels"] == [{"prompt": "a lit window"}, {"prompt": "a cat"}]
     assert z["anchor_source"] == "surface" and len(z["anchor"]) == 3
-    assert z["mode"] == "lens"      # the request's default
+    assert z["mode"] == "dolly"     # the request's default
     stages = [s[0] for s in steps]
     assert stages[:3] == ["dream"] * 3 and stages[-2:] == ["write"] * 2
     assert stages.index("zoom") < stages.index("lift") < stages.index("world")

@@ -35,7 +35,7 @@ def test_defaults_for_optional_fields():
     req["zoom"].pop("mode")
     model = validate_request(req)
     assert (model.engine, model.seed, model.init_rgbd, model.zoom.anchor, model.zoom.mode) == \
-        ("procedural", 0, None, None, "lens")
+        ("procedural", 0, None, None, "dolly")
 
 
 def test_limits_themselves_are_accepted():
