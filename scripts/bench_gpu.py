@@ -20,7 +20,7 @@ weights paint noise, so the figures are time and memory, never image quality.
   scripts/bench_gpu --prepare --models DIR   only write the models and compile gsplat (a first
                                device call, so the job's call has its whole time limit).
 Options: --models DIR (keep the written model folders: reused next time), --size, --cameras,
---levels, --steps, --factor, --threads (--cpu), --level-refine-seconds, --world-refine-seconds.
+--levels, --steps, --factor, --mode dolly|lens (default dolly: the 3D stack), --threads (--cpu), --level-refine-seconds, --world-refine-seconds.
 Each stage's first report is printed as it starts ("[  12.3 s] zoom: ..."), so a run stopped at a
 time limit still shows where its time went.
 
@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from scripts import full_size_models as fsm  # noqa: E402
-from zoomscape import zoom  # noqa: E402
+from zoomscape import zoom, zoom3d  # noqa: E402
 
 GUIDANCE, LEVEL_BATCH = 7.5, 8   # the diffusers engine's CFG and zoom.paint_zoom_stack's batch
 
@@ -168,7 +168,7 @@ def job(args) -> dict:
     cams = [wire_camera(f"Cam.{i:03d}", 12.0 * (i - (args.cameras - 1) / 2), args.size)
             for i in range(args.cameras)]
     return {"engine": "diffusers", "seed": 7, "scene_prompt": "a misty harbour town at dawn", "cameras": cams,
-            "zoom": {"camera": cams[0]["name"], "factor": args.factor,
+            "zoom": {"camera": cams[0]["name"], "factor": args.factor, "mode": args.mode,
                      "levels": [{"prompt": f"zoom level {i}: ever finer detail"} for i in range(args.levels)],
                      "anchor": None},
             "init_rgbd": None}
@@ -222,7 +222,7 @@ def bench_job(args) -> int:
     t_load = time.perf_counter() - t
     print(f"bench_gpu: {'TINY models on the CPU (smoke run)' if args.tiny else 'full-size random-weight models'}"
           f" on {torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu'}, {engine.dtype}; "
-          f"{args.cameras} cameras at {args.size}², {args.levels} zoom levels (p={args.factor:g}), "
+          f"{args.cameras} cameras at {args.size}², {args.levels} zoom levels (p={args.factor:g}, {args.mode}), "
           f"{args.steps} steps; rasterizer: {backend}; refinement budgets: {level_budget:g} s per level, "
           f"{world_budget:g} s world")
     timers = Timers(device)
@@ -233,8 +233,11 @@ def bench_job(args) -> int:
     timers.wrap(world, "refine_world", "world refine", keep=True)
     timers.wrap(pipeline, "write_levels", "write")
     timers.wrap(SDDenoiser, "predict_eps", "unet")
-    for name in ("blend", "pi_image_all", "pi_noise_all"):
-        timers.wrap(zoom, name, lambda a, n=name: f"{n} {latent_or_pixels(a)}")
+    # the 2D stack's operators (LENS) and the 3D stack's (DOLLY) under the same keys
+    for owner, name, label in ((zoom, "blend", "blend"), (zoom, "pi_image_all", "pi_image_all"),
+                               (zoom, "pi_noise_all", "pi_noise_all"), (zoom3d, "blend_3d", "blend"),
+                               (zoom3d, "pi_image_3d", "pi_image_all"), (zoom3d, "pi_noise_3d", "pi_noise_all")):
+        timers.wrap(owner, name, lambda a, n=label: f"{n} {latent_or_pixels(a)}")
     timers.wrap(zoom, "hold_to_photo", "photo hold")
     timers.wrap(zoom, "refine_to_photo", "photo hold")
     timers.wrap(zoom, "invert_photo", "photo inversion")
@@ -312,6 +315,8 @@ def main(argv=None) -> int:
     ap.add_argument("--levels", type=int, default=None, help="zoom levels (default 8; --tiny 3)")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default 30; --tiny 2)")
     ap.add_argument("--factor", type=float, default=2.0)
+    ap.add_argument("--mode", choices=("dolly", "lens"), default="dolly",
+                    help="zoom.mode of the job (default dolly, the product's default: the 3D stack)")
     ap.add_argument("--threads", type=int, default=2, help="--cpu: torch threads")
     ap.add_argument("--repeats", type=int, default=5, help="--cpu: blending repeats (median)")
     ap.add_argument("--level-refine-seconds", type=float, default=None)
