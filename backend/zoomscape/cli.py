@@ -4,6 +4,7 @@
                     [--engine procedural|diffusers] [--no-zeroconf] [--model-dir DIR]
                     [--text2img-model ID] [--inpaint-model ID] [--depth-model ID]
                     [--device D] [--steps N] [--cpu-offload] [--attention-slicing]
+                    [--depth-truth]   (procedural engine: depth estimates are the true depth)
     zoomscape generate REQUEST.json --out DIR   (+ the engine flags: --device, --steps, --model-dir, ...)
     zoomscape models list [--json] | pull [--engine diffusers]   (+ --model-dir, --text2img-model, ...)
     zoomscape discover [--timeout 3] [--json]
@@ -64,6 +65,26 @@ def serve_host(args) -> Optional[str]:
     return ALL_INTERFACES if args.lan else (args.host or LOOPBACK)
 
 
+# The procedural engine's options under --depth-truth: its depth estimate is the world's true
+# z-depth (no scale or shift lie, no noise, no warp), so a job's errors are the algorithm's alone.
+DEPTH_TRUTH_OPTIONS = {"depth_scale_range": (1.0, 1.0), "first_scale_jitter": 0.0, "depth_shift": 0.0,
+                       "depth_noise": 0.0, "depth_warp": 0.0}
+
+
+def depth_truth_pool(settings):
+    """An EnginePool whose procedural engine tells the true depth (DEPTH_TRUTH_OPTIONS), also for
+    requests naming models (the procedural engine loads none; the pool would otherwise rebuild a
+    default engine for them)."""
+    from zoomscape.engines.procedural import ProceduralEngine
+    from zoomscape.jobs import EnginePool
+
+    class DepthTruthPool(EnginePool):
+        def get(self, name, models=None):
+            return super().get(name, None if name == "procedural" else models)
+
+    return DepthTruthPool(settings, procedural=ProceduralEngine(**DEPTH_TRUTH_OPTIONS))
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
@@ -78,6 +99,10 @@ def cmd_serve(args) -> int:
     host = serve_host(args)
     if host is None:
         return 2
+    if args.depth_truth and args.engine != "procedural":
+        _err(f"--depth-truth makes the procedural engine's depth estimate the true depth and only works "
+             f"with --engine procedural (got --engine {args.engine}); drop --depth-truth")
+        return 2
     token = args.token
     if args.lan and not token:
         token = secrets.token_urlsafe(24)
@@ -90,7 +115,7 @@ def cmd_serve(args) -> int:
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
 
-    store = JobStore(data_dir, engines=EnginePool(settings))
+    store = JobStore(data_dir, engines=depth_truth_pool(settings) if args.depth_truth else EnginePool(settings))
     try:
         engine = store.engines.get(args.engine)
     except EngineUnavailable as exc:
@@ -113,6 +138,9 @@ def cmd_serve(args) -> int:
     app = create_app(store, args.engine, token, on_shutdown=hooks)
     shown = LOOPBACK if host in ("0.0.0.0", "") else host
     print(f"Zoomscape {__version__} backend: engine {engine.name} on {engine.device}", flush=True)
+    if args.depth_truth:
+        print("depth: the true depth (--depth-truth: the procedural engine's depth estimate does not lie)",
+              flush=True)
     print(f"data: {data_dir}", flush=True)
     print(f"url: http://{shown}:{args.port}/v1", flush=True)
     if host == "0.0.0.0":
@@ -330,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every endpoint but health")
     s.add_argument("--engine", default="procedural", choices=["procedural", "diffusers"])
     s.add_argument("--no-zeroconf", action="store_true", help="do not advertise the service")
+    s.add_argument("--depth-truth", action="store_true",
+                   help="procedural engine only: its depth estimate is the true depth (no scale, shift, "
+                        "noise or warp), to tell what the monocular depth's lies cost from what the "
+                        "algorithm costs (benchmarks, tests)")
     s.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     _add_engine_flags(s)
     s.set_defaults(func=cmd_serve)
