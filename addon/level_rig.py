@@ -18,8 +18,11 @@ Cross-fade: level k is fully shown from τ = k (where it fills the screen at its
 the start of its zoom_range) and fades in linearly over the fade_width levels before that, while
 the coarser levels stay shown; see fade_weights. Levels lie on the same surface, so depth cannot
 say which one is in front: as level k+1 fades in, the Gaussians of level k that it covers (the
-``zs_cover`` weight, feathered at the border of level k+1's view) fade out by the same amount,
-an image-space cross-fade in which the finer level wins.
+``zs_cover`` weight: what level k+1's camera sees of them, feathered at the border of its view;
+cover.py) fade out by the same amount, an image-space cross-fade in which the finer level wins.
+What level k+1's camera cannot see (behind a nearer surface) stays, for the frames between the
+two cameras that do see it. The world joins the rig the same way against level 0
+(runner.import_results, zoom_path.key_world_splats_fade).
 """
 from __future__ import annotations
 
@@ -30,15 +33,13 @@ import numpy as np
 import bpy
 from mathutils import Matrix
 
-from . import splat_import
+from . import cover, splat_import
 from .importers import JOB_KEY, ensure_collection, remove_job_objects
-from .wire.cameras import project_blender, zoom_level_intrinsics
 from .wire.manifest import Level, Manifest, ManifestError, ZoomInfo
 from .wire.splats import Gaussians, read_splat_ply
 
 ROOT_KIND, LEVEL_KIND = "level_root", "level"
 PAINTED_MODE_KEY = "zoomscape_painted_mode"  # on the root: the manifest's zoom.mode, upper case
-FEATHER = 0.1  # the cover weight ramps over this fraction of the finer level's image size
 
 
 class LevelError(ManifestError):
@@ -78,21 +79,13 @@ def world_fade(width: float = 1.0) -> tuple[float, float]:
     return width / 8.0, 5.0 * width / 8.0
 
 
-def cover_weights(means: np.ndarray, level: Level, zoom: ZoomInfo) -> np.ndarray:
-    """How much level i+1 covers each Gaussian of level i: [N] float32 in [0, 1].
-
-    means: [N, 3] in level i's local frame. Level i+1's camera is the zoom camera zoomed by
-    p^(i+1) (wire.cameras.zoom_level_intrinsics); a Gaussian whose centre projects at distance δ
-    pixels inside that image's border gets clamp(δ / (FEATHER·min(W, H)), 0, 1), one behind the
-    camera 0. float64 throughout (world points are o + u_i·R·x).
-    """
-    k = zoom_level_intrinsics(zoom.intrinsics, zoom.factor, level.index + 1)
-    uv, z = project_blender(zoom.matrix_world, k, level.frame.to_world(means))
-    W, H = float(k.width), float(k.height)
-    u, v = uv[:, 0], uv[:, 1]
-    inside = np.minimum(np.minimum(u, W - u), np.minimum(v, H - v))
-    w = np.clip(inside / (FEATHER * min(W, H)), 0.0, 1.0)
-    return np.where(z > 0, np.nan_to_num(w), 0.0).astype(np.float32)
+def level_covers(levels: list[Level], gaussians: list[Gaussians], zoom: ZoomInfo) -> list:
+    """Per level, how much the next finer level covers each of its Gaussians (cover.cover_weights
+    in world coordinates: level i against level i+1's Gaussians from level i+1's camera) → a list
+    of [N_i] float32, None for the finest level."""
+    world = [lv.frame.to_world(g.means) for lv, g in zip(levels, gaussians)]
+    return [cover.cover_weights(world[i], world[i + 1], zoom, levels[i + 1].index)
+            if i + 1 < len(levels) else None for i in range(len(levels))]
 
 
 def make_root(scene, anchor: np.ndarray, rotation: np.ndarray, job_id: str, name: str):
@@ -129,9 +122,10 @@ def build_level_rig(scene, levels: list[Level], gaussians_of, job_id: str = "",
     """Import every level under a new root → (root, [level objects] by index).
 
     gaussians_of(level) → Gaussians in the level's local frame (e.g. read from the results
-    directory). zoom: the manifest's zoom (camera and factor) for the cover weights; None = no
-    cover (levels blend by depth only). Replaces this job's earlier levels and root. The root sits
-    at level 0's origin and rotation.
+    directory); every level is read before the first is imported (the cover weights need the
+    next level). zoom: the manifest's zoom (cameras, factor, mode) for the cover weights; None =
+    no cover (levels blend by depth only). Replaces this job's earlier levels and root. The root
+    sits at level 0's origin and rotation.
     """
     remove_job_objects(job_id, kinds=(ROOT_KIND, LEVEL_KIND))
     for mat in [m for m in bpy.data.materials if m.users == 0 and m.get(JOB_KEY) == job_id]:
@@ -141,11 +135,10 @@ def build_level_rig(scene, levels: list[Level], gaussians_of, job_id: str = "",
     root[PAINTED_MODE_KEY] = (zoom.mode if zoom is not None else "lens").upper()
     coll = ensure_collection(scene)
     objs = []
-    for lv in levels:
-        gaussians: Gaussians = gaussians_of(lv)
-        extra = None
-        if zoom is not None and lv.index + 1 < len(levels):
-            extra = {splat_import.COVER_ATTR: cover_weights(gaussians.means, lv, zoom)}
+    all_gaussians: list[Gaussians] = [gaussians_of(lv) for lv in levels]
+    covers = level_covers(levels, all_gaussians, zoom) if zoom is not None else [None] * len(levels)
+    for lv, gaussians, cov in zip(levels, all_gaussians, covers):
+        extra = None if cov is None else {splat_import.COVER_ATTR: cov}
         obj = splat_import.import_splats(scene, gaussians, f"{name} {lv.index:02d}", job_id,
                                          coll, kind=LEVEL_KIND, extra=extra)
         obj["zoomscape_level"] = lv.index
@@ -157,17 +150,32 @@ def build_level_rig(scene, levels: list[Level], gaussians_of, job_id: str = "",
     return root, objs
 
 
-def import_levels(scene, manifest: Manifest, out_dir: str, job_id: str = ""):
-    """Read level_NN.ply of a results directory and build the rig → (root, [level objects])."""
+def read_levels(manifest: Manifest, out_dir: str) -> list[Gaussians]:
+    """Every level's Gaussians (level_NN.ply of a results directory, in its local frame), in the
+    manifest's order; LevelError names the level whose file is missing."""
     if not manifest.levels:
         raise LevelError("levels: missing or empty in the manifest")
     for lv in manifest.levels:
         path = os.path.join(out_dir, lv.gaussians)
         if not os.path.isfile(path):
             raise LevelError(f"levels[{lv.index}].gaussians: {path} is missing")
-    return build_level_rig(scene, manifest.levels,
-                           lambda lv: read_splat_ply(os.path.join(out_dir, lv.gaussians)),
-                           job_id, zoom=manifest.zoom)
+    return [read_splat_ply(os.path.join(out_dir, lv.gaussians)) for lv in manifest.levels]
+
+
+def import_levels(scene, manifest: Manifest, out_dir: str, job_id: str = "",
+                  gaussians: list[Gaussians] | None = None):
+    """Build the rig of a results directory's levels → (root, [level objects]); gaussians: what
+    read_levels(manifest, out_dir) gives, when the caller has read them already."""
+    gaussians = read_levels(manifest, out_dir) if gaussians is None else gaussians
+    by_level = {lv.index: g for lv, g in zip(manifest.levels, gaussians)}
+    return build_level_rig(scene, manifest.levels, lambda lv: by_level[lv.index], job_id, zoom=manifest.zoom)
+
+
+def world_cover(world_means: np.ndarray, level_0: Gaussians, manifest: Manifest) -> np.ndarray:
+    """How much level 0 covers each of the world's Gaussians ([N, 3] world coordinates) →
+    [N] float32 (cover.cover_weights from level 0's camera, the zoom camera)."""
+    frame = manifest.levels[0].frame
+    return cover.cover_weights(world_means, frame.to_world(level_0.means), manifest.zoom, manifest.levels[0].index)
 
 
 def painted_mode(job_id: str) -> str | None:

@@ -209,11 +209,18 @@ def import_results(scene, out_dir: str):
     extra = sum(1 for v in manifest.views if v.extra)
     points["zoomscape_views"] = [len(manifest.views) - extra, extra]
     fetch_files(scene, manifest, out_dir, [manifest.world_file] if manifest.world_file else [])
-    splats = world.import_world(scene, manifest, out_dir, job_id)
-    world.show_world(job_id, props.world_display)
-    if manifest.levels and props.import_levels:
+    with_levels = bool(manifest.levels) and props.import_levels
+    if with_levels:
         fetch_files(scene, manifest, out_dir, [lv.gaussians for lv in manifest.levels])
-        root, level_objs = level_rig.import_levels(scene, manifest, out_dir, job_id)
+        levels = level_rig.read_levels(manifest, out_dir)
+    world_gaussians = world.read_world(manifest, out_dir)
+    cover = None  # the world fades out only where level 0 takes over (level_rig.world_cover)
+    if with_levels and world_gaussians is not None and manifest.zoom is not None:
+        cover = level_rig.world_cover(world_gaussians.means, levels[0], manifest)
+    splats = world.import_world(scene, manifest, out_dir, job_id, world_gaussians, cover)
+    world.show_world(job_id, props.world_display)
+    if with_levels:
+        root, level_objs = level_rig.import_levels(scene, manifest, out_dir, job_id, levels)
         frame_0 = manifest.levels[0].frame
         for obj in (points, splats):
             if obj is not None:

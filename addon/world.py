@@ -5,7 +5,8 @@ Both show the same surface: the Gaussians are the dreamed views' pixels as orien
 the surface, colour-deconvolved over all views, and they stay closed where the camera looks at
 the surface at a slant; the point object (pointcloud.ply) is the fallback. Exactly one of them is
 rendered (``WORLD_DISPLAY``); the other stays in the file, hidden, so switching costs nothing.
-In a level rig the world fades out as level 0 takes over (zoom_path.key_world_fade).
+In a level rig the world fades out where level 0 takes over (level_rig.world_cover,
+zoom_path.key_world_splats_fade); what level 0's camera cannot see stays for the frames that do.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import bpy
 from . import splat_import
 from .importers import JOB_KEY, ensure_collection, remove_job_objects
 from .wire.manifest import Manifest, ManifestError
-from .wire.splats import read_splat_ply
+from .wire.splats import Gaussians, read_splat_ply
 
 KIND = "world"  # zoomscape_kind of the world's splat object
 POINTS_KIND = "points"
@@ -28,19 +29,32 @@ class WorldError(ManifestError):
     """The manifest's world cannot be imported (e.g. world.ply is missing); names the field."""
 
 
-def import_world(scene, manifest: Manifest, out_dir: str, job_id: str = ""):
-    """The world's splat object for a results directory → the object, or None when the job has
-    no world Gaussians (older backends). Replaces this job's earlier world object."""
-    remove_job_objects(job_id, kinds=(KIND,))
+def read_world(manifest: Manifest, out_dir: str) -> Gaussians | None:
+    """The world's Gaussians of a results directory (world coordinates), or None when the job has
+    none (older backends); WorldError when the manifest names a file that is missing."""
     name = manifest.world_file
     if not name:
         return None
     path = os.path.join(out_dir, name)
     if not os.path.isfile(path):
         raise WorldError(f"world_file: {path} is missing")
-    gaussians = read_splat_ply(path)
+    return read_splat_ply(path)
+
+
+def import_world(scene, manifest: Manifest, out_dir: str, job_id: str = "",
+                 gaussians: Gaussians | None = None, cover=None):
+    """The world's splat object for a results directory → the object, or None when the job has
+    no world Gaussians. Replaces this job's earlier world object. gaussians: read_world's, when
+    the caller has read them; cover: [N] how much level 0 covers each (level_rig.world_cover),
+    stored as the splats' cover attribute so the world fades out only where level 0 takes over
+    (zoom_path.key_world_splats_fade)."""
+    remove_job_objects(job_id, kinds=(KIND,))
+    gaussians = read_world(manifest, out_dir) if gaussians is None else gaussians
+    if gaussians is None:
+        return None
+    extra = None if cover is None else {splat_import.COVER_ATTR: cover}
     obj = splat_import.import_splats(scene, gaussians, f"Zoomscape {job_id[:8]} World", job_id,
-                                     ensure_collection(scene), kind=KIND)
+                                     ensure_collection(scene), kind=KIND, extra=extra)
     for mat in obj.data.materials:  # the quads' own material (native splats have none)
         mat[JOB_KEY] = job_id
     return obj

@@ -262,7 +262,8 @@ def key_fades(level_objs, frame_start: float, frames_per_level: int, fade_width:
     has left the screen for good (set_hidden_from; the viewport keeps showing everything).
     points: the world objects in the rig (point clouds, the world's Gaussians); level 0 fades in
     over them and they then fade out over level_rig.world_fade (key_points_fade,
-    key_world_splats_fade), so at frame_start only the world shows.
+    key_world_splats_fade: the world's Gaussians only where level 0 covers them), so at
+    frame_start only the world shows.
     """
     si = level_rig.splat_import
     last = max(int(obj["zoomscape_level"]) for obj in level_objs)
@@ -305,7 +306,7 @@ def key_fades(level_objs, frame_start: float, frames_per_level: int, fade_width:
                           INTERPOLATION_CONSTANT)
     for obj in points:
         if obj.get("zoomscape_kind") == world.KIND:
-            key_world_splats_fade(obj, frame_start, frames_per_level, fade_width)
+            key_world_splats_fade(obj, frame_start, frames_per_level, fade_width, view)
         else:
             key_points_fade(obj, frame_start, frames_per_level, fade_width)
 
@@ -355,15 +356,37 @@ def key_points_fade(obj, frame_start: float, frames_per_level: int, fade_width: 
         importers.set_modifier_input(mod, items[importers.HIDDEN_FROM].identifier, float(np.ceil(end)))
 
 
-def key_world_splats_fade(obj, frame_start: float, frames_per_level: int, fade_width: float = 1.0) -> None:
-    """Fade the world's splat object out over level_rig.world_fade (its material's fade, 1 → 0,
-    linear) and drop it from renders once it is gone, as key_points_fade does for the points."""
+def key_world_splats_fade(obj, frame_start: float, frames_per_level: int, fade_width: float = 1.0,
+                          view: ZoomView | None = None) -> None:
+    """Fade the world's splat object out over level_rig.world_fade (linear), as key_points_fade
+    does for the points.
+
+    With a cover attribute (level_rig.world_cover: what level 0's camera sees of each Gaussian)
+    only the covered part goes: fade stays 1 and fade_next rises 0 → 1, so a Gaussian keeps
+    1 − cover of its opacity (splat_import); what level 0 cannot see (behind a nearer surface,
+    uncovered as a dolly passes it) stays, and renders drop the world once none of that is on
+    screen (covered_from, given the zoom's view). Without one the whole object fades (fade
+    1 → 0) and is dropped from renders once gone.
+    """
     t0, t1 = level_rig.world_fade(fade_width)
     begin, end = frame_start + frames_per_level * t0, frame_start + frames_per_level * t1
-    owner, path, _ = splat_import.fade_channel(obj)
-    set_keyframes(channel_fcurves(owner, f"{obj.name} Fade"), path, 0,
-                  np.array([begin, end]), np.array([1.0, 0.0]))
-    set_hidden_from(obj, float(np.ceil(end)))
+    owner, path, path_next = splat_import.fade_channel(obj)
+    curves = channel_fcurves(owner, f"{obj.name} Fade")
+    frames = np.array([begin, end])
+    if point_attribute(obj.data, splat_import.COVER_ATTR, 1) is None:
+        set_keyframes(curves, path, 0, frames, np.array([1.0, 0.0]))
+        remove_fcurve(curves, path_next)
+        set_hidden_from(obj, float(np.ceil(end)))
+        return
+    set_keyframes(curves, path, 0, frames[:1], np.array([1.0]))
+    set_keyframes(curves, path_next, 0, frames, np.array([0.0, 1.0]))
+    set_cover_frames(obj, begin, end - begin)
+    gone = splat_import.NEVER
+    if view is not None:
+        first = int(np.ceil(frames_per_level * t1 - 1e-9))
+        if first < len(view.scales) and (j := covered_from(obj, view, first)) < len(view.scales):
+            gone = float(frame_start + j)
+    set_hidden_from(obj, gone)
 
 
 def build_level_zoom(scene, source, root, level_objs, factor: float, frames_per_level: int,
