@@ -1,13 +1,27 @@
 """End-to-end fidelity benchmark: what Blender renders after a job vs the procedural world's truth.
 
-Run by scripts/bench_fidelity with .venv/backend's Python. For each rig (the demo's translating
-cameras, an orbit of 8 cameras around a point, a forward walk of 5 cameras) it
-1. runs a procedural job through a real backend process (`zoomscape serve` on loopback) and the
-   extension in headless Blender exactly as the panel does (scripts/fidelity_blender.py: stage +
-   enable, set the props, Generate, import, zoom path), polling the job's status for stage times;
+Run by scripts/bench_fidelity with .venv/backend's Python. One job = one Blender process = the rows
+it renders. For each rig (the demo's translating cameras, an orbit of 8 cameras around a point, a
+forward walk of 5 cameras):
+  main   a DOLLY job (the panel's default Zoom): input, novel and dive_DOLLY rows
+  lens   the same rig's job sent in LENS (the levels painted as a 2D centre-crop stack; the
+         imported rig dives the way its levels were painted): its dive only → dive_LENS
+and on the demo rig:
+  truth  the DOLLY job against a second backend started with `zoomscape serve --depth-truth` (the
+         procedural engine's depth estimate is the true depth), dive only → dive_DOLLY_truth: what
+         the monocular depth's lies cost vs what the algorithm costs
+  deep   a --deep-levels (10) level job (the level prompts cycled) at each --deep-factor, DOLLY and
+         LENS, every --deep-every-th dive frame → deep_DOLLY / deep_LENS (factor 2) and
+         deep_<mode>_x<F> (another factor F); the DOLLY/LENS job-time ratio is printed
+Each job
+1. runs through a real backend process (`zoomscape serve` on loopback) and the extension in
+   headless Blender exactly as the panel does (scripts/fidelity_blender.py: stage + enable, set
+   the props, Generate, import, zoom path), polling the job's status for stage times; --workers
+   Blender processes run at once (default 2, Cycles threads split between them; a job holds a
+   lock alone, so its time is not shared with renders and it never queues, while renders share it);
 2. renders with Cycles (CPU) every input camera, novel cameras (midpoints of neighbours; each
-   camera moved forward and up by 0.3 of the rig's spacing) and every k-th dive frame in DOLLY and
-   LENS, with a z-depth pass and alpha;
+   camera moved forward and up by 0.3 of the rig's spacing) and every k-th dive frame (as
+   imported: the job's own zoom mode), with a z-depth pass and alpha;
 3. renders the truth: World(scene prompt, seed).render through the camera Blender rendered (its
    matrix_world and intrinsics, composed with the rig root's transform for dive frames, where
    the world is scaled about the anchor instead of the camera moving);
@@ -15,13 +29,17 @@ cameras, an orbit of 8 cameras around a point, a forward walk of 5 cameras) it
    transform as saved when it differs), no-geometry pixels (alpha < 0.5), wrong-surface pixels
    (depth pass off the true depth by > 3%), the point cloud's surface accuracy/completeness at
    the input views (pointcloud.project z-buffer within 1% of the true depth), stage and render
-   times, and every target as MET / NOT MET. Not a test. Writes out/bench_fidelity/fidelity.json
-   and render | truth | |diff|×4 PNGs per rig.
+   times, and every target as MET / NOT MET. Not a test. Writes out/bench_fidelity/fidelity.json,
+   render | truth | |diff|×4 PNGs per rig and strip_<category>.png (the demo's dive frames left to
+   right, the render above the truth).
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import concurrent.futures
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -38,7 +56,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCENE_PROMPT = "a quiet valley of mossy boulders under a pale sky"
 LEVEL_PROMPTS = ["a weathered stone wall", "moss in the cracks", "dew on a moss leaf"]
 BASELINE_JOB_S = 14.0   # the demo's job today (4 cameras, 320×240), issue 10
-CATS = ("input", "novel", "dive_LENS", "dive_DOLLY")
+CATS = ("input", "novel", "dive_DOLLY", "dive_LENS", "dive_DOLLY_truth", "deep_DOLLY", "deep_LENS")
+DIVE_TARGET_DB = 28.0   # issue 11: every dive frame (every mode, every depth) ≥ 28 dB against the truth
+ROW_GROUPS = ("main", "lens", "truth", "deep")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,9 +300,19 @@ def write_png(path: str, render: np.ndarray, truth: np.ndarray) -> None:
 # ---------------------------------------------------------------------------------------------
 # Report
 
+def categories(figs: list[dict]) -> list[str]:
+    """The categories of figs: CATS' order first, then any other in the order met."""
+    found = list(dict.fromkeys(f["category"] for f in figs))
+    return [c for c in CATS if c in found] + [c for c in found if c not in CATS]
+
+
+def is_dive(cat: str) -> bool:
+    return cat.startswith("dive_") or cat.startswith("deep_")
+
+
 def summarise(figs: list[dict]) -> dict:
     out = {}
-    for cat in CATS:
+    for cat in categories(figs):
         fs = [f for f in figs if f["category"] == cat]
         if not fs:
             continue
@@ -307,7 +337,7 @@ def summarise(figs: list[dict]) -> dict:
 
 
 def print_table(rigs: list[dict], as_saved_differs: bool) -> None:
-    hdr = (f"{'rig':7} {'views':10} {'n':>2} | {'PSNR min':>8} {'mean':>6} | {'SSIM min':>8} {'mean':>6} | "
+    hdr = (f"{'rig':7} {'views':16} {'n':>2} | {'PSNR min':>8} {'mean':>6} | {'SSIM min':>8} {'mean':>6} | "
            + (f"{'saved min':>9} {'mean':>6} | " if as_saved_differs else "")
            + f"{'no-geo max':>10} {'mean':>7} | {'wrong max':>9} {'mean':>7} | {'>10% max':>8} | "
            f"{'scaled max':>10} {'mean':>7} | {'z ratio':>11} | {'render s':>8}")
@@ -315,7 +345,7 @@ def print_table(rigs: list[dict], as_saved_differs: bool) -> None:
     print("-" * len(hdr))
     for r in rigs:
         for cat, s in r["summary"].items():
-            print(f"{r['rig']:7} {cat:10} {s['n']:2d} | {s['psnr_min']:8.2f} {s['psnr_mean']:6.2f} | "
+            print(f"{r['rig']:7} {cat:16} {s['n']:2d} | {s['psnr_min']:8.2f} {s['psnr_mean']:6.2f} | "
                   f"{s['ssim_min']:8.3f} {s['ssim_mean']:6.3f} | "
                   + (f"{s['psnr_as_saved_min']:9.2f} {s['psnr_as_saved_mean']:6.2f} | " if as_saved_differs else "")
                   + f"{100 * s['no_geometry_max']:9.2f}% {100 * s['no_geometry_mean']:6.2f}% | "
@@ -358,12 +388,102 @@ def targets(rigs: list[dict]) -> list[tuple[str, bool, str]]:
     v = cat_vals("dive_LENS", "psnr_min")
     if v:
         add("LENS dive ≥ 28 dB every frame", v, min(v.values()) >= 28, ", ".join(f"{k} {x:.2f}" for k, x in v.items()))
-    demo = next((r for r in rigs if r["rig"] == "demo"), None)
+    dives = [c for c in categories([{"category": c} for s in per.values() for c in s]) if is_dive(c)
+             and c != "dive_LENS"]
+    for cat in dives:  # issue 11: every dive row, every frame
+        v = cat_vals(cat, "psnr_min")
+        add(f"{cat} ≥ {DIVE_TARGET_DB:g} dB every frame (issue 11)", v, min(v.values()) >= DIVE_TARGET_DB,
+            ", ".join(f"{k} {x:.2f}" for k, x in v.items()))
+    demo = next((r for r in rigs if r["rig"] == "demo" and r.get("job_seconds") is not None), None)
     if demo is not None:
         note = "" if demo["extra_view_props"] else " (no extra-views option in this tree: job time as is)"
         add(f"demo job ≤ 1.5 × {BASELINE_JOB_S:g} s with extra views", None,
-            demo["job_seconds"] <= 1.5 * BASELINE_JOB_S, f"{demo['job_seconds']:.1f} s{note}")
+            demo["job_seconds"] <= 1.5 * BASELINE_JOB_S, f"{demo['job_seconds']:.1f} s ({demo['zoom_mode']}){note}")
     return out
+
+
+def write_strip(path: str, items: list[tuple[dict, dict]], max_frames: int = 16) -> int:
+    """The frames of one dive left to right, each render above its truth → PNG; → frames shown."""
+    from PIL import Image
+    if len(items) > max_frames:
+        pick = np.unique(np.round(np.linspace(0, len(items) - 1, max_frames)).astype(int))
+        items = [items[i] for i in pick]
+    cols = [np.concatenate([imgs["render"], imgs["truth"]], axis=0) for _, imgs in items]
+    gap = np.ones((cols[0].shape[0], 2, 3))
+    strip = np.concatenate([c for col in cols for c in (col, gap)][:-1], axis=1)
+    Image.fromarray(np.round(np.clip(strip, 0, 1) * 255).astype(np.uint8)).save(path)
+    return len(items)
+
+
+def job_plan(specs: list[dict], groups: set, deep_levels: int, deep_factors: list[float]) -> list[dict]:
+    """The jobs to run: each {key, rig, spec, backend, flags, noise}, the longest first (for the
+    worker pool): main jobs, deep jobs, LENS dive-only jobs, the depth-truth job."""
+    mains, deeps, lenses, truths = [], [], [], []
+    for i, spec in enumerate(specs):
+        rig = spec["name"]
+        if "main" in groups:
+            mains.append({"key": rig, "rig": rig, "backend": "default", "noise": not mains,
+                          "spec": dict(spec, zoom_mode="DOLLY"), "flags": []})
+        if "lens" in groups:
+            lenses.append({"key": f"{rig}_lens", "rig": rig, "backend": "default", "noise": False,
+                           "spec": dict(spec, zoom_mode="LENS"), "flags": ["--no-input", "--no-novel"]})
+        if rig != "demo":
+            continue
+        if "truth" in groups:
+            truths.append({"key": "demo_truth", "rig": rig, "backend": "truth", "noise": False,
+                           "spec": dict(spec, zoom_mode="DOLLY", category_suffix="_truth"),
+                           "flags": ["--no-input", "--no-novel"]})
+        if "deep" in groups:
+            for j, factor in enumerate(deep_factors):
+                suffix = "" if factor == 2 else f"_x{factor:g}"
+                for mode in ("DOLLY", "LENS"):
+                    deeps.append({"key": f"demo_deep{suffix}_{mode}", "rig": rig, "backend": "default",
+                                  "noise": False, "deep": True,
+                                  "spec": dict(spec, zoom_mode=mode, levels=deep_levels, zoom_factor=float(factor),
+                                               dive_prefix="deep", category_suffix=suffix),
+                                  "flags": ["--no-input", "--no-novel"]})
+    return mains + deeps + lenses + truths
+
+
+class Backend:
+    """One `zoomscape serve` process on loopback (extra: its flags) with a StagePoller."""
+
+    def __init__(self, repo: str, out: str, name: str, extra=()):
+        self.port = free_port()
+        env = dict(os.environ, PYTHONPATH=os.path.join(repo, "backend"), HF_HUB_OFFLINE="1")
+        self.log_path = os.path.join(out, f"backend_{name}.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "zoomscape.cli", "serve", "--port", str(self.port),
+                                      "--no-zeroconf", "--engine", "procedural",
+                                      "--data-dir", os.path.join(out, f"backend_{name}"), *extra],
+                                     env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.poller = None
+
+    def wait(self) -> "Backend":
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v1/health", timeout=1)
+                break
+            except Exception:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+        else:
+            raise SystemExit(f"bench_fidelity: the backend did not start; see {self.log_path}")
+        if self.proc.poll() is not None:
+            raise SystemExit(f"bench_fidelity: the backend exited ({self.proc.returncode}); see {self.log_path}")
+        self.poller = StagePoller(self.port)
+        self.poller.start()
+        return self
+
+    def stop(self) -> None:
+        if self.poller is not None:
+            self.poller.stop.set()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 def main() -> None:
@@ -372,24 +492,39 @@ def main() -> None:
                     help="the tree whose backend and extension are measured (default: this one)")
     ap.add_argument("--out", default=None, help="default REPO_OF_THIS_SCRIPT/out/bench_fidelity")
     ap.add_argument("--rigs", default="demo,orbit,walk")
+    ap.add_argument("--rows", default=",".join(ROW_GROUPS),
+                    help="which jobs: main (DOLLY: input, novel, dive_DOLLY), lens (dive_LENS), "
+                         "truth (demo: dive_DOLLY_truth on a --depth-truth backend), deep (demo: "
+                         "deep_DOLLY, deep_LENS)")
     ap.add_argument("--size", type=int, default=320, help="render width (height = 3/4)")
     ap.add_argument("--samples", type=int, default=4,
                     help="Cycles samples per pixel (the import turns off the roulette through splats, "
-                         "so the noise is anti-aliasing only: the noise check prints its cost; "
-                         "at 4 the whole run took 20.7 minutes on 2 cores, at 8 36 minutes)")
+                         "so the noise is anti-aliasing only: the noise check prints its cost)")
     ap.add_argument("--frames-per-level", type=int, default=12)
     ap.add_argument("--dive-every", type=int, default=6)
+    ap.add_argument("--deep-levels", type=int, default=10)
+    ap.add_argument("--deep-factor", default="2,4", help="comma-separated zoom factors of the deep jobs")
+    ap.add_argument("--deep-every", type=int, default=None,
+                    help="render every k-th frame of a deep dive (default: 1.5 × frames per level, so "
+                         "the frames fall at half-level phases; and the deepest frame)")
+    ap.add_argument("--workers", type=int, default=2, help="Blender processes at once (Cycles threads split)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--no-novel", action="store_true")
     ap.add_argument("--no-dive", action="store_true")
     ap.add_argument("--no-noise-check", action="store_true")
     ap.add_argument("--blender", default="bpy42", help="the .venv/<name> with bpy (4.2 line)")
     ap.add_argument("--quick", action="store_true",
-                    help="demo and walk rigs, every 12th dive frame (about half the time)")
+                    help="demo and walk rigs, every 12th dive frame, deep factor 2 only")
     args = ap.parse_args()
     if args.quick:
         args.rigs = "demo,walk" if args.rigs == "demo,orbit,walk" else args.rigs
         args.dive_every = max(args.dive_every, 12)
+        args.deep_factor = args.deep_factor.split(",")[0]
+    groups = set(args.rows.split(","))
+    if groups - set(ROW_GROUPS):
+        raise SystemExit(f"bench_fidelity: unknown rows {sorted(groups - set(ROW_GROUPS))} ({', '.join(ROW_GROUPS)})")
+    deep_factors = [float(x) for x in args.deep_factor.split(",") if x]
+    deep_every = args.deep_every or max(1, round(1.5 * args.frames_per_level))
     repo = os.path.abspath(args.repo)
     here_root = os.path.dirname(HERE)
     out = os.path.abspath(args.out or os.path.join(here_root, "out", "bench_fidelity"))
@@ -402,87 +537,131 @@ def main() -> None:
     t_all = time.perf_counter()
     size = (args.size, args.size * 3 // 4)
     specs = rig_specs(repo, args.rigs.split(","), size, args.seed, args.frames_per_level)
+    plan = job_plan(specs, groups, args.deep_levels, deep_factors)
     world = World(SCENE_PROMPT, args.seed)
+    threads = max(1, (os.cpu_count() or 2) // max(1, args.workers))
+    print(f"bench_fidelity: {len(plan)} jobs ({', '.join(j['key'] for j in plan)}), {args.workers} Blender "
+          f"processes at once × {threads} Cycles threads; dive every {args.dive_every}th frame, deep dive every "
+          f"{deep_every}th", flush=True)
 
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.path.join(repo, "backend"), HF_HUB_OFFLINE="1")
-    server_log = open(os.path.join(out, "backend.log"), "w")
-    server = subprocess.Popen([sys.executable, "-m", "zoomscape.cli", "serve", "--port", str(port),
-                               "--no-zeroconf", "--engine", "procedural",
-                               "--data-dir", os.path.join(out, "backend")],
-                              env=env, stdout=server_log, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(100):
+    backends = {"default": Backend(repo, out, "default")}
+    if any(j["backend"] == "truth" for j in plan):
+        backends["truth"] = Backend(repo, out, "truth", ["--depth-truth"])
+    bpy_python = os.path.join(here_root, ".venv", args.blender, "bin", "python")
+    # jobs hold it alone (their times are not shared with renders; they never queue), renders and
+    # the figures share it
+    lock_path = os.path.join(out, "quiet.lock")
+
+    @contextlib.contextmanager
+    def shared_quiet():
+        with open(lock_path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_SH)
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1)
-                break
-            except Exception:
-                time.sleep(0.2)
-        else:
-            raise SystemExit(f"bench_fidelity: the backend did not start; see {out}/backend.log")
-        poller = StagePoller(port)
-        poller.start()
-        bpy_python = os.path.join(here_root, ".venv", args.blender, "bin", "python")
-        rigs = []
-        for i, spec in enumerate(specs):
-            rig_out = os.path.join(out, spec["name"])
-            os.makedirs(rig_out, exist_ok=True)
-            spec_path = os.path.join(rig_out, "spec.json")
-            json.dump(spec, open(spec_path, "w"), indent=1)
-            cmd = [bpy_python, os.path.join(HERE, "fidelity_blender.py"), "--spec", spec_path, "--out", rig_out,
-                   "--port", str(port), "--repo", repo, "--samples", str(args.samples),
-                   "--dive-every", str(args.dive_every)]
-            cmd += ["--noise-check"] if i == 0 and not args.no_noise_check else []
-            cmd += ["--no-novel"] if args.no_novel else []
-            cmd += ["--no-dive"] if args.no_dive else []
-            t = time.perf_counter()
-            print(f"bench_fidelity: rig '{spec['name']}' ({len(spec['cameras'])} cameras) in Blender …", flush=True)
-            with open(os.path.join(rig_out, "blender.log"), "w") as blog:
-                rc = subprocess.call(cmd, stdout=blog, stderr=subprocess.STDOUT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-            if rc != 0:
-                raise SystemExit(f"bench_fidelity: Blender failed on rig '{spec['name']}'; see {rig_out}/blender.log")
-            blender_s = time.perf_counter() - t
-            info = json.load(open(os.path.join(rig_out, "views.json")))
-            cloud = read_ply(os.path.join(info["results"], "pointcloud.ply"))
-            t = time.perf_counter()
-            figs, shown = [], {}
-            for rec in info["views"]:
-                npz = np.load(os.path.join(rig_out, "views", rec["name"] + ".npz"))
-                f, imgs = view_figures(rec, npz, world, cloud if rec["category"] == "input" else None)
-                figs.append(f)
-                shown.setdefault(rec["category"], []).append((rec["name"], imgs))
-            noise = noise_figure(next(r for r in info["views"] if r["category"] == "input"), info["noise"],
-                                 os.path.join(rig_out, "views"), world) if info.get("noise") else None
-            for cat, items in shown.items():  # first, middle and last of each category
-                for name, imgs in {items[0][0]: items[0][1], items[len(items) // 2][0]: items[len(items) // 2][1],
-                                   items[-1][0]: items[-1][1]}.items():
-                    write_png(os.path.join(out, f"{spec['name']}_{name}.png"), imgs["render"], imgs["truth"])
-            stages = poller.stages(info["job_id"])
-            rig = {"rig": spec["name"], "cameras": len(spec["cameras"]), "job_id": info["job_id"],
-                   "job_seconds": info["job_seconds"], "stages": stages, "blender_seconds": blender_s,
-                   "figures_seconds": time.perf_counter() - t, "spacing": info["spacing"],
-                   "as_saved": info["as_saved"], "background": info["background"],
-                   "background_note": info["background_note"], "extra_view_props": info["extra_view_props"],
-                   "levels_shown_at_start": info["levels_shown_at_start"], "noise": noise,
-                   "summary": summarise(figs), "views": figs}
-            rigs.append(rig)
-            st = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items() if k not in ("done", "failed"))
-            print(f"bench_fidelity: rig '{spec['name']}': job {info['job_seconds']:.1f} s ({st}); "
-                  f"{len(figs)} renders, {np.mean([f['render_s'] for f in figs]):.1f} s each; "
-                  f"Blender total {blender_s:.0f} s, figures {rig['figures_seconds']:.0f} s", flush=True)
-        poller.stop.set()
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def run_blender(job: dict) -> dict:
+        job_out = os.path.join(out, job["key"])
+        os.makedirs(job_out, exist_ok=True)
+        spec_path = os.path.join(job_out, "spec.json")
+        json.dump(job["spec"], open(spec_path, "w"), indent=1)
+        cmd = [bpy_python, os.path.join(HERE, "fidelity_blender.py"), "--spec", spec_path, "--out", job_out,
+               "--port", str(backends[job["backend"]].port), "--repo", repo, "--samples", str(args.samples),
+               "--dive-every", str(deep_every if job.get("deep") else args.dive_every),
+               "--threads", str(threads), "--quiet-lock", lock_path, *job["flags"]]
+        cmd += ["--noise-check"] if job["noise"] and not args.no_noise_check else []
+        cmd += ["--no-novel"] if args.no_novel and "--no-novel" not in cmd else []
+        cmd += ["--no-dive"] if args.no_dive else []
+        t = time.perf_counter()
+        print(f"bench_fidelity: job '{job['key']}' ({len(job['spec']['cameras'])} cameras, "
+              f"{job['spec']['zoom_mode']}) in Blender …", flush=True)
+        with open(os.path.join(job_out, "blender.log"), "w") as blog:
+            rc = subprocess.call(cmd, stdout=blog, stderr=subprocess.STDOUT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        if rc != 0:
+            raise RuntimeError(f"Blender failed on job '{job['key']}'; see {job_out}/blender.log")
+        return {"job_out": job_out, "blender_seconds": time.perf_counter() - t}
+
+    runs = []
+    try:
+        for b in backends.values():
+            b.wait()
+        with concurrent.futures.ThreadPoolExecutor(max(1, args.workers)) as pool:
+            futures = {pool.submit(run_blender, job): job for job in plan}
+            for fut in concurrent.futures.as_completed(futures):
+                job = futures[fut]
+                try:
+                    done = fut.result()
+                except RuntimeError as exc:
+                    for f in futures:
+                        f.cancel()
+                    raise SystemExit(f"bench_fidelity: {exc}")
+                job_out = done["job_out"]
+                info = json.load(open(os.path.join(job_out, "views.json")))
+                has_input = any(r["category"] == "input" for r in info["views"])
+                cloud = read_ply(os.path.join(info["results"], "pointcloud.ply")) if has_input else None
+                t = time.perf_counter()
+                figs, shown = [], {}
+                for rec in info["views"]:
+                    npz = np.load(os.path.join(job_out, "views", rec["name"] + ".npz"))
+                    with shared_quiet():
+                        f, imgs = view_figures(rec, npz, world, cloud if rec["category"] == "input" else None)
+                    figs.append(f)
+                    shown.setdefault(rec["category"], []).append((rec["name"], imgs))
+                noise = noise_figure(next(r for r in info["views"] if r["category"] == "input"), info["noise"],
+                                     os.path.join(job_out, "views"), world) if info.get("noise") else None
+                for cat, items in shown.items():  # first, middle and last of each category
+                    for name, imgs in {items[0][0]: items[0][1], items[len(items) // 2][0]: items[len(items) // 2][1],
+                                       items[-1][0]: items[-1][1]}.items():
+                        write_png(os.path.join(out, f"{job['rig']}_{name}.png"), imgs["render"], imgs["truth"])
+                strips = {}
+                if job["rig"] == "demo":
+                    for cat, items in shown.items():
+                        if is_dive(cat):
+                            path = os.path.join(out, f"strip_{cat}.png")
+                            strips[cat] = {"path": path, "frames": write_strip(path, items)}
+                stages = backends[job["backend"]].poller.stages(info["job_id"])
+                run = {"key": job["key"], "rig": job["rig"], "backend": job["backend"],
+                       "zoom_mode": info.get("zoom_mode"), "manifest_zoom_mode": info.get("manifest_zoom_mode"),
+                       "rig_zoom_mode": info.get("rig_zoom_mode"), "levels": info.get("levels"),
+                       "zoom_factor": info.get("zoom_factor"), "dive_every": info.get("dive_every"),
+                       "frames": [info.get("frame_start"), info.get("frame_end")],
+                       "cameras": len(job["spec"]["cameras"]), "job_id": info["job_id"],
+                       "job_seconds": info["job_seconds"], "stages": stages, "blender_seconds": done["blender_seconds"],
+                       "figures_seconds": time.perf_counter() - t, "spacing": info["spacing"],
+                       "as_saved": info["as_saved"], "background": info["background"],
+                       "background_note": info["background_note"], "extra_view_props": info["extra_view_props"],
+                       "levels_shown_at_start": info["levels_shown_at_start"], "blender": info["blender"],
+                       "noise": noise, "strips": strips, "views": figs}
+                runs.append(run)
+                st = ", ".join(f"{k} {v:.1f} s" for k, v in stages.items() if k not in ("done", "failed"))
+                print(f"bench_fidelity: job '{job['key']}': {info['job_seconds']:.1f} s ({st}); "
+                      f"{len(figs)} renders, {np.mean([f['render_s'] for f in figs]) if figs else 0:.1f} s each; "
+                      f"Blender total {done['blender_seconds']:.0f} s, figures {run['figures_seconds']:.0f} s", flush=True)
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for b in backends.values():
+            b.stop()
+
+    # ---- merge the jobs of each rig (its main job's settings and times)
+    order = {j["key"]: i for i, j in enumerate(plan)}
+    runs.sort(key=lambda r: order[r["key"]])
+    rigs = []
+    for spec in specs:
+        mine = [r for r in runs if r["rig"] == spec["name"]]
+        if not mine:
+            continue
+        main_run = next((r for r in mine if r["key"] == spec["name"]), mine[0])
+        figs = [f for r in mine for f in r["views"]]
+        rigs.append(dict({k: v for k, v in main_run.items() if k not in ("views", "key", "strips")},
+                         job_seconds=main_run["job_seconds"] if main_run["key"] == spec["name"] else None,
+                         noise=next((r["noise"] for r in mine if r["noise"]), None),
+                         summary=summarise(figs), views=figs))
 
     # ---- report
     print()
     saved = rigs[0]["as_saved"]
     differs = saved["view_transform"] != "Standard" or saved["look"] not in ("None", "")
-    print(f"Blender {json.load(open(os.path.join(out, rigs[0]['rig'], 'views.json')))['blender']}, Cycles CPU, "
+    print(f"Blender {rigs[0]['blender']}, Cycles CPU, "
           f"{args.samples} samples, {size[0]}×{size[1]}, pixel filter {saved['filter_width']} px; "
           f"background: {rigs[0]['background_note']}")
     print(f"view transform after import: {saved['view_transform']} (look {saved['look']}). PSNR/SSIM are of "
@@ -498,6 +677,11 @@ def main() -> None:
                   f"{2 * n['samples']} samples {n['psnr_2n']:.2f} dB, {n['samples']} vs {2 * n['samples']}: "
                   f"{n['psnr_n_vs_2n']:.1f} dB → noise costs {n['noise_cost_db']:.2f} dB at {n['samples']} "
                   f"samples ({'under' if n['noise_cost_db'] < 0.5 else 'NOT under'} 0.5 dB)")
+    for r in runs:
+        if r["rig_zoom_mode"] is not None and str(r["rig_zoom_mode"]).upper() != r["zoom_mode"]:
+            print(f"WARNING: job '{r['key']}' was sent {r['zoom_mode']} but its level rig dives {r['rig_zoom_mode']}")
+        if r["manifest_zoom_mode"] is not None and str(r["manifest_zoom_mode"]).upper() != r["zoom_mode"]:
+            print(f"WARNING: job '{r['key']}' was sent {r['zoom_mode']} but its manifest says {r['manifest_zoom_mode']}")
     chk = [f for r in rigs for f in r["views"] if f.get("depth_ratio_corner_over_centre")]
     if chk:
         print(f"depth pass: corner/centre ratio of Blender to true depth {np.median([f['depth_ratio_corner_over_centre'] for f in chk]):.4f} "
@@ -511,6 +695,14 @@ def main() -> None:
           "a wrong surface, not a wrong global scale")
     print_table(rigs, differs)
     print()
+    print("dive frames (frame: PSNR dB / no-geometry %):")
+    for r in rigs:
+        for cat in r["summary"]:
+            if is_dive(cat):
+                fs = [f for f in r["views"] if f["category"] == cat]
+                print(f"{r['rig']:7} {cat:16} " + "  ".join(
+                    f"{f['frame']}: {f['psnr']:.1f}/{100 * f['no_geometry']:.1f}%" for f in fs))
+    print()
     print(f"{'rig':7} | surface within 1% of true depth (input views: min / mean) | covered | accurate (of covered)")
     for r in rigs:
         s = r["summary"].get("input")
@@ -518,22 +710,35 @@ def main() -> None:
             print(f"{r['rig']:7} | {100 * s['surface_within_1pct_min']:6.2f}% / {100 * s['surface_within_1pct_mean']:6.2f}%"
                   f"{'':33}| {100 * s['surface_covered_mean']:6.2f}% | {100 * s['surface_accurate_mean']:6.2f}%")
     print()
-    for r in rigs:
+    for r in runs:
         st = ", ".join(f"{k} {v:.1f} s" for k, v in r["stages"].items() if k not in ("done", "failed", "cancelled"))
-        print(f"{r['rig']:7} | job {r['job_seconds']:5.1f} s over {r['cameras']} cameras ({st})")
+        print(f"{r['key']:20} | job {r['job_seconds']:6.1f} s, {r['zoom_mode']:5} {r['levels']:2d} levels × "
+              f"{r['zoom_factor']:g}, {r['cameras']} cameras, backend {r['backend']} ({st}); Blender "
+              f"{r['blender_seconds']:.0f} s")
+    for factor in deep_factors:
+        suffix = "" if factor == 2 else f"_x{factor:g}"
+        d = next((r for r in runs if r["key"] == f"demo_deep{suffix}_DOLLY"), None)
+        lz = next((r for r in runs if r["key"] == f"demo_deep{suffix}_LENS"), None)
+        if d and lz:
+            print(f"deep (factor {factor:g}): {d['levels']}-level dolly job {d['job_seconds']:.1f} s vs lens "
+                  f"{lz['job_seconds']:.1f} s, ratio {d['job_seconds'] / lz['job_seconds']:.2f}; every "
+                  f"{d['dive_every']}th of frames {d['frames'][0]}–{d['frames'][1]} rendered (and the last)")
     print()
     results = targets(rigs)
     for name, ok, detail in results:
         print(f"{'MET    ' if ok else 'NOT MET'}  {name}: {detail}")
-    dolly = {r["rig"]: r["summary"]["dive_DOLLY"]["psnr_min"] for r in rigs if "dive_DOLLY" in r["summary"]}
-    if dolly:
-        print(f"(info)   DOLLY dive min PSNR (its target belongs to issue 8): "
-              + ", ".join(f"{k} {x:.2f}" for k, x in dolly.items()))
+    strips = [(cat, s) for r in runs for cat, s in r["strips"].items()]
+    if strips:
+        print()
+        for cat, s in strips:
+            print(f"strip {cat}: {s['path']} ({s['frames']} frames, render above truth)")
     total = time.perf_counter() - t_all
     json.dump({"repo": repo, "samples": args.samples, "size": size, "seconds": total, "rigs": rigs,
+               "runs": [{k: v for k, v in r.items() if k != "views"} for r in runs],
                "targets": [{"target": n, "met": ok, "detail": d} for n, ok, d in results]},
               open(os.path.join(out, "fidelity.json"), "w"), indent=1, default=float)
-    print(f"\nbench_fidelity: {total:.0f} s in all; figures in {out}/fidelity.json, PNGs (render | truth | |diff|×4) in {out}")
+    print(f"\nbench_fidelity: {total:.0f} s ({total / 60:.1f} min) in all; figures in {out}/fidelity.json, "
+          f"PNGs (render | truth | |diff|×4) in {out}")
 
 
 if __name__ == "__main__":

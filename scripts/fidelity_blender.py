@@ -1,7 +1,12 @@
-"""Blender side of scripts/bench_fidelity: one rig's job through the extension, then the renders.
+"""Blender side of scripts/bench_fidelity: one job of one rig through the extension, then the renders.
 
-Run by scripts/bench_fidelity.py with a bpy environment's Python (one process per rig):
-  python scripts/fidelity_blender.py --spec RIG.json --out DIR --port PORT --repo REPO
+Run by scripts/bench_fidelity.py with a bpy environment's Python (one process per job):
+  python scripts/fidelity_blender.py --spec JOB.json --out DIR --port PORT --repo REPO
+The spec (one spec = one job): the rig (size, cameras, zoom_camera, closed), scene_prompt,
+level_prompts (levels: how many zoom levels, the prompts cycled; default one per prompt),
+zoom_factor, seed, frames_per_level, zoom_mode ("DOLLY" or "LENS": the panel's Zoom, sent with
+the job; default DOLLY), dive_prefix and category_suffix (the dive's category is
+f"{dive_prefix}_{mode}{category_suffix}", default "dive_<mode>"), novel_forward, novel_up.
 The backend must already be serving on 127.0.0.1:PORT. Exactly as the panel: the extension of REPO
 is staged and enabled (REPO/tests/addon/blender_ext.py), the rig's cameras are selected, the
 props set, Generate run (it blocks in background mode), which imports the results and keys the
@@ -9,8 +14,8 @@ zoom; the .blend is saved as the user gets it. Then Cycles (CPU) renders, from t
   input   every rig camera                                at frame_start (as saved)
   novel   midpoints of neighbours (position lerp, rotation slerp) and each camera moved
           forward by 0.3·spacing and up by 0.3·spacing    at frame_start
-  dive    every k-th frame of the dive, DOLLY (as generated) then LENS (the panel's zoom_mode,
-          rebuilt with the Build zoom path operator)
+  dive    every k-th frame of the dive as imported: the level rig dives the way the job's levels
+          were painted (its manifest's zoom.mode, i.e. the spec's zoom_mode), once
 Each render: a transparent film (alpha = coverage), the Z pass (z-depth), linear RGBA and depth
 written by a compositor File Output node as EXR and read back here; the RGB is composited over
 the scene's world colour (a plain Background node, or black without one) and turned into
@@ -24,6 +29,8 @@ camera), the render seconds.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -39,6 +46,25 @@ from mathutils import Matrix, Quaternion, Vector
 
 def log(msg: str) -> None:
     print(f"fidelity[blender]: {msg}", flush=True)
+
+
+QUIET_LOCK = None  # --quiet-lock: a file other benchmark processes share
+
+
+@contextlib.contextmanager
+def quiet(exclusive: bool):
+    """Hold QUIET_LOCK: exclusive around a job (so its time is not shared with another process's
+    renders, and jobs never queue behind each other), shared around a render (renders of parallel
+    processes run together). No lock file: nothing."""
+    if QUIET_LOCK is None:
+        yield
+        return
+    with open(QUIET_LOCK, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def build_rig(spec: dict) -> list:
@@ -207,7 +233,8 @@ def render_view(scene, zs, cam, frame: int, name: str, tmp: str, out_views: str,
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     try:
-        bpy.ops.render.render(write_still=False)
+        with quiet(False):
+            bpy.ops.render.render(write_still=False)
     finally:
         os.dup2(saved, 1)
         os.close(saved)
@@ -241,9 +268,15 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--noise-check", action="store_true", help="also render the first input at 2× samples")
     ap.add_argument("--dive-every", type=int, default=6)
+    ap.add_argument("--no-input", action="store_true", help="no input-camera renders (a dive-only job)")
     ap.add_argument("--no-novel", action="store_true")
     ap.add_argument("--no-dive", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="Cycles threads (0: all cores)")
+    ap.add_argument("--quiet-lock", default=None,
+                    help="a lock file shared with parallel runs: the job holds it alone, renders share it")
     args = ap.parse_args()
+    global QUIET_LOCK
+    QUIET_LOCK = args.quiet_lock
     spec = json.load(open(args.spec))
     out = os.path.abspath(args.out)
     views_dir, tmp = os.path.join(out, "views"), os.path.join(out, "tmp")
@@ -265,9 +298,14 @@ def main() -> None:
     props.host, props.port = "127.0.0.1", args.port
     bpy.ops.zoomscape.connect()
     props.scene_prompt = spec["scene_prompt"]
-    for prompt in spec["level_prompts"]:
+    prompts = spec["level_prompts"]
+    n_levels = int(spec.get("levels", len(prompts)))
+    for i in range(n_levels):
         bpy.ops.zoomscape.level_add()
-        props.levels[-1].prompt = prompt
+        props.levels[-1].prompt = prompts[i % len(prompts)]
+    mode = spec.get("zoom_mode", "DOLLY").upper()
+    props.zoom_mode = mode  # what the panel sends with the job (scene_io: zoom.mode = its lower case)
+    category = f"{spec.get('dive_prefix', 'dive')}_{mode}{spec.get('category_suffix', '')}"
     props.zoom_factor = spec["zoom_factor"]
     props.camera_source = "SELECTED"
     props.zoom_camera = bpy.data.objects[spec["zoom_camera"]]
@@ -277,13 +315,19 @@ def main() -> None:
     props.output_dir = os.path.join(out, "results")
     extra = sorted(p.identifier for p in props.bl_rna.properties if "extra" in p.identifier.lower())
 
-    t = time.perf_counter()
-    result = bpy.ops.zoomscape.generate()
-    job_seconds = time.perf_counter() - t
+    with quiet(True):
+        t = time.perf_counter()
+        result = bpy.ops.zoomscape.generate()
+        job_seconds = time.perf_counter() - t
     if result != {"FINISHED"} or props.job_state != "done":
         raise SystemExit(f"fidelity: the job did not finish: {props.job_state}: {props.error}")
     results = bpy.path.abspath(props.last_output_dir)
-    log(f"job {props.job_id} done in {job_seconds:.1f} s over {len(cams)} cameras; results in {results}")
+    log(f"job {props.job_id} ({mode}, {n_levels} levels × {props.zoom_factor:g}) done in {job_seconds:.1f} s "
+        f"over {len(cams)} cameras; results in {results}")
+    try:
+        manifest_mode = json.load(open(os.path.join(results, "manifest.json")))["zoom"].get("mode")
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        manifest_mode = f"unread ({type(exc).__name__})"
     vs = scene.view_settings
     as_saved = {"view_transform": vs.view_transform, "look": vs.look, "exposure": vs.exposure,
                 "gamma": vs.gamma, "display_device": scene.display_settings.display_device,
@@ -299,11 +343,13 @@ def main() -> None:
     scene.frame_set(frame0)
     shown_at_start = [o.name for o in level_objs if not o.hide_render]
     views = []
-    for c in cams:
+    if args.threads > 0:
+        scene.render.threads_mode, scene.render.threads = "FIXED", args.threads
+    for c in ([] if args.no_input else cams):
         views.append(dict(render_view(scene, zs, c, frame0, f"input_{c.name}", tmp, views_dir, bg), category="input"))
         log(f"rendered {views[-1]['name']} in {views[-1]['render_seconds']:.1f} s")
     noise = None
-    if args.noise_check:
+    if args.noise_check and not args.no_input:
         scene.cycles.samples = 2 * args.samples
         noise = render_view(scene, zs, cams[0], frame0, f"noise2x_{cams[0].name}", tmp, views_dir, bg)
         noise["category"] = "noise"
@@ -313,25 +359,28 @@ def main() -> None:
         for c, kind in novel:
             views.append(dict(render_view(scene, zs, c, frame0, f"novel_{c.name}", tmp, views_dir, bg), category=kind))
             log(f"rendered {views[-1]['name']} in {views[-1]['render_seconds']:.1f} s")
+    root = next((o for o in bpy.data.objects if o.get("zoomscape_kind") == "level_root"), None)
+    rig_mode = root.get("zoomscape_zoom_mode") if root is not None else None
+    if rig_mode is not None and str(rig_mode).upper() != mode:
+        log(f"WARNING: the job was sent as {mode} but the level rig dives {rig_mode}")
     if not args.no_dive:
-        for mode in ("DOLLY", "LENS"):
-            if props.zoom_mode != mode:
-                props.zoom_mode = mode
-                r = bpy.ops.zoomscape.build_zoom_path()
-                if r != {"FINISHED"}:
-                    raise SystemExit(f"fidelity: build zoom path ({mode}) failed: {props.error}")
-            root = next((o for o in bpy.data.objects if o.get("zoomscape_kind") == "level_root"), None)
-            rest = None
-            if root is not None:
-                scene.frame_set(frame0)
-                rest = np.array(root.matrix_world, dtype=np.float64)
-            zcam = next(o for o in bpy.data.objects if o.get("zoomscape_kind") == "zoom_camera")
-            for f in range(scene.frame_start, scene.frame_end + 1, args.dive_every):
-                views.append(dict(render_view(scene, zs, zcam, f, f"dive_{mode}_{f:04d}", tmp, views_dir, bg,
-                                              root, rest), category=f"dive_{mode}"))
-                log(f"rendered {views[-1]['name']} in {views[-1]['render_seconds']:.1f} s")
+        rest = None
+        if root is not None:
+            scene.frame_set(frame0)
+            rest = np.array(root.matrix_world, dtype=np.float64)
+        zcam = next(o for o in bpy.data.objects if o.get("zoomscape_kind") == "zoom_camera")
+        frames = list(range(scene.frame_start, scene.frame_end + 1, args.dive_every))
+        if frames[-1] != scene.frame_end:
+            frames.append(scene.frame_end)  # the deepest frame, always
+        for f in frames:
+            views.append(dict(render_view(scene, zs, zcam, f, f"{category}_{f:04d}", tmp, views_dir, bg,
+                                          root, rest), category=category))
+            log(f"rendered {views[-1]['name']} in {views[-1]['render_seconds']:.1f} s")
     shutil.rmtree(tmp, ignore_errors=True)
-    json.dump({"rig": spec["name"], "job_id": props.job_id, "job_seconds": job_seconds,
+    json.dump({"rig": spec["name"], "job_id": props.job_id, "job_seconds": job_seconds, "zoom_mode": mode,
+               "manifest_zoom_mode": manifest_mode, "rig_zoom_mode": None if rig_mode is None else str(rig_mode),
+               "levels": n_levels, "zoom_factor": props.zoom_factor, "dive_category": category,
+               "frame_start": scene.frame_start, "frame_end": scene.frame_end, "dive_every": args.dive_every,
                "results": results, "cameras": len(cams), "spacing": spacing, "as_saved": as_saved,
                "background": bg, "background_note": bg_note, "extra_view_props": extra,
                "levels_shown_at_start": shown_at_start, "blender": bpy.app.version_string,
