@@ -389,6 +389,23 @@ def key_world_splats_fade(obj, frame_start: float, frames_per_level: int, fade_w
     set_hidden_from(obj, gone)
 
 
+def key_dolly_clip_end(cam_obj, anchor: np.ndarray, frames: np.ndarray, scale: np.ndarray) -> None:
+    """Keep a dollying rig's far clip where the user's camera had it, in the world's metres.
+
+    The rig scales the world by s = p^τ about the anchor while the camera stays, so a point at
+    depth D (level-0 metres, along the view axis) is at d₀ + (D − d₀)·s in the render (d₀ the
+    anchor's depth): the sky and the far ground would cross a constant clip_end within a level or
+    two. clip_end(τ) = d₀ + (clip_end − d₀)·s keeps the far clip at clip_end level-0 metres (the near
+    clip stays constant in the render, clip_start·p^−τ in level-0 metres: it follows the dive in)."""
+    M = np.array(cam_obj.matrix_world, dtype=np.float64)
+    d0 = float((anchor - M[:3, 3]) @ -M[:3, 2])
+    clip_end = float(cam_obj.data.clip_end)
+    if not clip_end > d0:
+        return
+    curves = channel_fcurves(cam_obj.data, f"{cam_obj.data.name} Clip")
+    set_keyframes(curves, "clip_end", 0, frames, d0 + (clip_end - d0) * np.asarray(scale, dtype=np.float64))
+
+
 def build_level_zoom(scene, source, root, level_objs, factor: float, frames_per_level: int,
                      mode: str = "DOLLY", job_id: str = "", name: str = "Zoomscape Zoom",
                      fade_width: float = 1.0, levels: int | None = None, matrix=None):
@@ -396,8 +413,10 @@ def build_level_zoom(scene, source, root, level_objs, factor: float, frames_per_
 
     The zoom runs N = levels (default: the number of level objects) levels in N·F + 1 frames from
     frame_start: the root's scale is keyed every frame to p^τ (τ = frame offset / F), the levels'
-    fades from fade_weights. The camera is a static copy of source made the scene camera; its clip
-    planes are constant, which in the scaled rig is clip·p^−τ in level-0 metres (they follow the zoom).
+    fades from fade_weights. The camera is a static copy of source made the scene camera; its near
+    clip is constant, which in the scaled rig is clip_start·p^−τ in level-0 metres (it follows the
+    zoom), and in DOLLY its far clip is keyed to stay at clip_end level-0 metres (key_dolly_clip_end;
+    LENS does not scale depth).
     matrix: the pose the levels were painted from (manifest zoom.matrix_world), default source's.
     """
     anchor = np.array(root.matrix_world.translation, dtype=np.float64)
@@ -410,6 +429,8 @@ def build_level_zoom(scene, source, root, level_objs, factor: float, frames_per_
     root_curves = channel_fcurves(root, f"{root.name} Zoom")
     for i in range(3):
         set_keyframes(root_curves, "scale", i, frames, scales[:, i])
+    if mode == "DOLLY":
+        key_dolly_clip_end(obj, anchor, frames, scales[:, 0])
     points = [o for o in root.children if o.get("zoomscape_kind") in ("points", world.KIND)]
     key_fades(level_objs, scene.frame_start, frames_per_level, fade_width,
               zoom_view(scene, obj, root, scales), points)

@@ -144,6 +144,39 @@ def test_a_10_level_dive_stays_within_half_a_pixel_in_float32(zs, tmp_path, mode
         assert max(naive_errs) > 0.5  # float32 world coordinates could not do it: the test can fail
 
 
+@pytest.mark.parametrize("mode", ["DOLLY", "LENS"])
+def test_the_far_world_stays_inside_the_far_clip_through_the_dive(zs, tmp_path, mode):
+    """The rig scales the world about the anchor; in DOLLY depths grow with it, so the zoom
+    camera's clip_end is keyed to keep what the user's camera saw (up to its clip_end) in view:
+    the sky of a 4^3 dive is 64× farther in the render than at its first frame."""
+    scene = bpy.context.scene
+    cam = source_camera(32)
+    cam.data.clip_end = 300.0
+    anchor = np.array([0.0, 0.0, 1.0])
+    manifest = write_dive(zs, str(tmp_path), cam, anchor, 4.0, 3, side=2)
+    root, objs = zs.level_rig.import_levels(scene, typed(zs, manifest), str(tmp_path), "clip")
+    zoom = zs.zoom_path.build_level_zoom(scene, cam, root, objs, 4.0, 4, mode, "clip")
+    M = np.array(cam.matrix_world, dtype=np.float64)
+    far = M[:3, 3] - 0.9 * 300.0 * M[:3, 2]  # 270 m ahead (level-0 metres), on the view axis
+    scene.frame_set(scene.frame_start)
+    rest_inv = np.linalg.inv(np.array(root.matrix_world, dtype=np.float64))
+    depths, clips = [], []
+    for f in range(scene.frame_start, scene.frame_end + 1):
+        scene.frame_set(f)
+        x = np.array(root.matrix_world, dtype=np.float64) @ rest_inv @ np.append(far, 1.0)
+        Mc = np.array(zoom.matrix_world, dtype=np.float64)
+        depths.append(float((x[:3] - Mc[:3, 3]) @ -Mc[:3, 2]))
+        clips.append(zoom.data.clip_end)
+    depths, clips = np.array(depths), np.array(clips)
+    assert (depths < clips).all(), np.column_stack([depths, clips])[depths >= clips][:3]
+    if mode == "DOLLY":
+        assert depths[-1] > 300.0 * 10  # a constant clip_end would have cut it: the test can fail
+        np.testing.assert_allclose(clips[0], 300.0, rtol=1e-6)
+    else:
+        np.testing.assert_allclose(clips, 300.0, rtol=1e-6)
+        np.testing.assert_allclose(depths, 270.0, rtol=1e-6)
+
+
 def test_cover_weights_are_blenders_view_of_the_next_level(zs):
     """cover.cover_weights' frustum term in LENS (wire.cameras.level_pose + project_blender)
     against Blender's own world_to_camera_view of level i+1's camera: the zoom camera with lens
