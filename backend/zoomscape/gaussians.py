@@ -32,8 +32,8 @@ bottom (``lift_levels``):
         kept only when the level's PSNR does not drop.
 
 Level 0 has no coarser level: with a reference depth (the dream cloud's z-buffer in the zoom
-camera) it is fitted like the others; without one its scale is set so that the depth at the
-image centre is the anchor's.
+camera, ref_0, footprints f_0) it is fitted and clamped like the others; without one its scale
+is set so that the depth at the image centre is the anchor's.
 
 Every level is stored in its own local frame (``cameras.level_frame``, a wire.manifest.LevelFrame:
 origin = anchor, axes =
@@ -722,10 +722,13 @@ def _check_inputs(level_images, zoom_cam: Camera, anchor, factor: float) -> list
 
 
 def _fit_level0(D_hat: np.ndarray, cam: Camera, anchor: np.ndarray, depth0) -> tuple[np.ndarray, DepthFit]:
-    """Level 0's depth: fitted to depth0 [H, W] when given, else scaled so that the median depth
-    of the centre window is the anchor's z-depth."""
+    """Level 0's depth: fitted to depth0 [H, W] when given and clamped to it within κ of its
+    footprints (the world's points are about one pixel of this camera wide: its relief is what
+    the views agreed on, while a monocular estimate bends by a few % over the image and a
+    moving camera shows that as a misplaced surface), else scaled so that the median depth of
+    the centre window is the anchor's z-depth."""
     if depth0 is not None:
-        return align_depth(D_hat, np.asarray(depth0, np.float64))
+        return align_depth(D_hat, np.asarray(depth0, np.float64), f_ref=float(np.sqrt(cam.K[0, 0] * cam.K[1, 1])))
     _, z_a = world_to_pixels(cam, anchor[None])
     H, W = D_hat.shape
     r = max(2, min(W, H) // 32)
@@ -742,7 +745,8 @@ def lift_levels(level_images, zoom_cam: Camera, anchor, factor: float, engine, *
                 should_cancel: Optional[Callable[[], bool]] = None, depth0=None,
                 refine_max_pixels: Optional[int] = None, backend: str = "auto",
                 sigma_px: float = SIGMA_PX, opacity: float = OPACITY0, device=None,
-                clock: Callable[[], float] = time.monotonic, mode: str = "lens") -> list[LevelGaussians]:
+                clock: Callable[[], float] = time.monotonic, mode: str = "lens",
+                painted_from: Optional[list[Camera]] = None) -> list[LevelGaussians]:
     """Lift the zoom stack to Gaussians, level by level (the module docstring's loop).
 
     level_images: list of [H, W, 3] float32 in [0, 1] (level i seen by LevelCameras(zoom_cam,
@@ -758,6 +762,8 @@ def lift_levels(level_images, zoom_cam: Camera, anchor, factor: float, engine, *
     device: where the Gaussians are rendered, fitted and refined (default: engine.device when it
     is a CUDA device, so a CUDA engine renders with gsplat; else the CPU, where the reference
     rasterizer and its sparse colour solve run — e.g. for an "mps" engine).
+    painted_from: the camera each level was painted from where the engine says so (ZoomStack.cameras):
+    its depth is estimated there, and lifted from the level camera as always.
     progress("lift", level, n_levels, message) after each level; should_cancel() is polled.
     """
     images = _check_inputs(level_images, zoom_cam, anchor, factor)
@@ -777,7 +783,7 @@ def lift_levels(level_images, zoom_cam: Camera, anchor, factor: float, engine, *
             raise JobCancelled(f"cancelled before lifting level {i}")
         cam = rig.level(i)
         frame = level_frame(zoom_cam, anchor, p, i)
-        D_hat = np.asarray(engine.estimate_depth(I_i, cam), np.float64)
+        D_hat = np.asarray(engine.estimate_depth(I_i, painted_from[i] if painted_from else cam), np.float64)
         if i == 0:
             D, fit = _fit_level0(D_hat, cam, anchor, depth0)
         elif mode == "dolly":

@@ -201,7 +201,8 @@ def _zoom_levels(request: JobRequest, result, zoom_cam: Camera, engine, anchor,
     lifted = lift_levels(stack.levels, lcam, anchor, factor,
                          DepthFor(engine, seed, "level"), depth0=depth0,
                          refine_steps=LEVEL_REFINE_STEPS if budget > 0 else 0, refine_seconds=budget,
-                         progress=report, should_cancel=should_cancel, mode=zoom.mode)
+                         progress=report, should_cancel=should_cancel, mode=zoom.mode,
+                         painted_from=stack.cameras)
     return ZoomLevels(lcam, prompts, factor, list(stack.levels), lifted, zoom.mode)
 
 

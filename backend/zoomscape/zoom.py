@@ -545,7 +545,11 @@ class ZoomStack:
     where it is seen);
     latents: [N, C, h, w] the consistent latent stack (None for engines without latents);
     predictions: [N, C, h, w] the model's own x̂ per level at the last step, before blending
-    (a diagnostic: how far the levels agreed on their own).
+    (a diagnostic: how far the levels agreed on their own);
+    cameras: the camera each level was painted from where the engine says so (the procedural
+    engine's DOLLY stack: engines/procedural_zoom.true_dolly_rig), None = the level cameras; a
+    level's depth is estimated at it (gaussians.lift_levels: an estimator that reads the pixels
+    ignores the camera, the procedural one looks the depth up there).
     """
 
     levels: list
@@ -553,6 +557,7 @@ class ZoomStack:
     factor: float = 2.0
     prompts: list = field(default_factory=list)
     predictions: Optional[torch.Tensor] = None
+    cameras: Optional[list] = None
 
 
 def _check_request(prompts, size, steps, guidance, scale):
