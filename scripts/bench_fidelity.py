@@ -24,7 +24,9 @@ Each job
    imported: the job's own zoom mode), with a z-depth pass and alpha;
 3. renders the truth: World(scene prompt, seed).render through the camera Blender rendered (its
    matrix_world and intrinsics, composed with the rig root's transform for dive frames, where
-   the world is scaled about the anchor instead of the camera moving);
+   the world is scaled about the anchor instead of the camera moving); for DOLLY dive frames also
+   the same dive toward the true surface (dive_map: the job's scale about the zoom camera, which
+   no view can tell, factored out; its figure is "PSNR of the same dive");
 4. prints PSNR/SSIM (display images with the Standard view transform, and with the scene's view
    transform as saved when it differs), no-geometry pixels (alpha < 0.5), wrong-surface pixels
    (depth pass off the true depth by > 3%), the point cloud's surface accuracy/completeness at
@@ -217,8 +219,32 @@ def srgb_oetf(lin: np.ndarray) -> np.ndarray:
     return np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
 
 
-def view_figures(rec: dict, npz, world, cloud=None) -> tuple[dict, dict]:
-    """Figures of one rendered view against the truth → (figures, images for the PNGs)."""
+def dive_map(results: str, world):
+    """(C_0, s) of a DOLLY job: the zoom camera's centre and how much farther the job's anchor is
+    than the true surface on the same ray (s = |a − C_0| / |a* − C_0|), or None (LENS, no levels).
+
+    The job's geometry is a few % off in scale (its first depth estimate's), and scaling about
+    C_0 cannot be seen from C_0; the dive flies to the job's anchor, so its camera at C sees what
+    the truth looks like from C_0 + (C − C_0)/s: the same dive toward the surface the zoom camera
+    looks at (engines/procedural_zoom.true_dolly_rig paints the levels from there)."""
+    from zoomscape.cameras import from_wire, world_to_pixels
+    from zoomscape.engines.procedural import SKY
+    from zoomscape.wire.manifest import read_manifest
+    m = read_manifest(results)
+    if m.zoom is None or m.zoom.mode != "dolly":
+        return None
+    c0 = from_wire(dict(name="zoom", matrix_world=np.asarray(m.zoom.matrix_world).tolist(), **m.zoom.intrinsics.to_dict()))
+    uv, _ = world_to_pixels(c0, np.asarray(m.zoom.anchor, np.float64)[None])
+    hit = world.trace(c0, uv)
+    if int(hit.kind[0]) == SKY:
+        return None
+    return c0.center, float(np.linalg.norm(m.zoom.anchor - c0.center) / np.linalg.norm(hit.point[0] - c0.center))
+
+
+def view_figures(rec: dict, npz, world, cloud=None, dive=None) -> tuple[dict, dict]:
+    """Figures of one rendered view against the truth → (figures, images for the PNGs).
+    dive: dive_map's (C_0, s) for a DOLLY dive frame: also "psnr_dive", against the truth from
+    C_0 + (C − C_0)/s."""
     from zoomscape.cameras import pixel_grid
     from zoomscape.engines.procedural import SKY
     cam, lam, skew = equivalent_camera(rec)
@@ -249,6 +275,15 @@ def view_figures(rec: dict, npz, world, cloud=None) -> tuple[dict, dict]:
          "depth_ratio": float(ratio),
          "render_s": rec["render_seconds"], "truth_s": truth_s, "depth_scale": lam, "skew_px": skew,
          "samples": rec["samples"]}
+    if dive is not None:
+        import dataclasses
+        c0, scale = dive
+        c2w = cam.c2w.copy()
+        c2w[:3, 3] = c0 + (cam.center - c0) / scale
+        dcam = dataclasses.replace(cam, c2w=c2w)
+        dtruth = world.shade(world.trace(dcam, pixel_grid(cam.width, cam.height)))
+        f["psnr_dive"] = psnr(std, dtruth.reshape(cam.height, cam.width, 3).astype(np.float64))
+        f["dive_scale"] = scale
     if cloud is not None:  # the world's surface accuracy and completeness at an input view
         from zoomscape.pointcloud import project
         proj = project(cloud, cam)
@@ -329,6 +364,9 @@ def summarise(figs: list[dict]) -> dict:
                     "wrong_scaled_mean": col("wrong_surface_scaled").mean(),
                     "depth_ratio_min": col("depth_ratio").min(), "depth_ratio_max": col("depth_ratio").max(),
                     "render_s_mean": col("render_s").mean()}
+        if all("psnr_dive" in f for f in fs):
+            out[cat]["psnr_dive_min"], out[cat]["psnr_dive_mean"] = col("psnr_dive").min(), col("psnr_dive").mean()
+            out[cat]["dive_scale"] = fs[0]["dive_scale"]
         if "surface_within_1pct" in fs[0]:
             for k in ("surface_within_1pct", "surface_covered", "surface_accurate"):
                 out[cat][k + "_min"] = col(k).min()
@@ -394,6 +432,11 @@ def targets(rigs: list[dict]) -> list[tuple[str, bool, str]]:
         v = cat_vals(cat, "psnr_min")
         add(f"{cat} ≥ {DIVE_TARGET_DB:g} dB every frame (issue 11)", v, min(v.values()) >= DIVE_TARGET_DB,
             ", ".join(f"{k} {x:.2f}" for k, x in v.items()))
+        v = cat_vals(cat, "psnr_dive_min")
+        if v:  # the same dive toward the true surface (dive_map): the job's scale about C_0 factored out
+            sc = cat_vals(cat, "dive_scale")
+            add(f"{cat} ≥ {DIVE_TARGET_DB:g} dB every frame, the same dive (issue 11)", v,
+                min(v.values()) >= DIVE_TARGET_DB, ", ".join(f"{k} {x:.2f} (s {sc[k]:.4f})" for k, x in v.items()))
     demo = next((r for r in rigs if r["rig"] == "demo" and r.get("job_seconds") is not None), None)
     if demo is not None:
         note = "" if demo["extra_view_props"] else " (no extra-views option in this tree: job time as is)"
@@ -600,12 +643,14 @@ def main() -> None:
                 info = json.load(open(os.path.join(job_out, "views.json")))
                 has_input = any(r["category"] == "input" for r in info["views"])
                 cloud = read_ply(os.path.join(info["results"], "pointcloud.ply")) if has_input else None
+                dmap = dive_map(info["results"], world)
                 t = time.perf_counter()
                 figs, shown = [], {}
                 for rec in info["views"]:
                     npz = np.load(os.path.join(job_out, "views", rec["name"] + ".npz"))
                     with shared_quiet():
-                        f, imgs = view_figures(rec, npz, world, cloud if rec["category"] == "input" else None)
+                        f, imgs = view_figures(rec, npz, world, cloud if rec["category"] == "input" else None,
+                                               dmap if is_dive(rec["category"]) else None)
                     figs.append(f)
                     shown.setdefault(rec["category"], []).append((rec["name"], imgs))
                 noise = noise_figure(next(r for r in info["views"] if r["category"] == "input"), info["noise"],
@@ -695,13 +740,14 @@ def main() -> None:
           "a wrong surface, not a wrong global scale")
     print_table(rigs, differs)
     print()
-    print("dive frames (frame: PSNR dB / no-geometry %):")
+    print("dive frames (frame: PSNR dB / no-geometry % [/ PSNR of the same dive, DOLLY]):")
     for r in rigs:
         for cat in r["summary"]:
             if is_dive(cat):
                 fs = [f for f in r["views"] if f["category"] == cat]
                 print(f"{r['rig']:7} {cat:16} " + "  ".join(
-                    f"{f['frame']}: {f['psnr']:.1f}/{100 * f['no_geometry']:.1f}%" for f in fs))
+                    f"{f['frame']}: {f['psnr']:.1f}/{100 * f['no_geometry']:.1f}%"
+                    + (f"/{f['psnr_dive']:.1f}" if "psnr_dive" in f else "") for f in fs))
     print()
     print(f"{'rig':7} | surface within 1% of true depth (input views: min / mean) | covered | accurate (of covered)")
     for r in rigs:
