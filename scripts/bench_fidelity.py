@@ -401,7 +401,7 @@ def targets(rigs: list[dict]) -> list[tuple[str, bool, str]]:
 
     per = {r["rig"]: r["summary"] for r in rigs}
     def cat_vals(cat, key):
-        return {rig: s[cat][key] for rig, s in per.items() if cat in s}
+        return {rig: s[cat][key] for rig, s in per.items() if cat in s and key in s[cat]}
 
     v = cat_vals("input", "psnr_min")
     if v:
