@@ -227,19 +227,19 @@ def render_view(scene, zs, cam, frame: int, name: str, tmp: str, out_views: str,
     bpy.context.view_layer.update()
     for f in os.listdir(tmp):
         os.remove(os.path.join(tmp, f))
-    t = time.perf_counter()
     sys.stdout.flush()
     saved = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     try:
-        with quiet(False):
+        with quiet(False):  # the render's time, not the wait for another process's job
+            t = time.perf_counter()
             bpy.ops.render.render(write_still=False)
+            seconds = time.perf_counter() - t
     finally:
         os.dup2(saved, 1)
         os.close(saved)
         os.close(devnull)
-    seconds = time.perf_counter() - t
     rgba = load_pixels(os.path.join(tmp, f"rgba_{frame:04d}.exr"))
     depth = load_pixels(os.path.join(tmp, f"depth_{frame:04d}.exr"))[..., 0]
     comp = rgba[..., :3] + (1.0 - rgba[..., 3:4]) * np.asarray(bg, np.float32)
