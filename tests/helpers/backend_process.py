@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Optional
 
 REPO = Path(__file__).resolve().parents[2]
-STARTUP_TIMEOUT = 30.0
+# a backend process is up in a few seconds; a first import of torch + diffusers + transformers from
+# a fresh venv (no bytecode yet) on a loaded 2-core machine once took longer than 30 s
+STARTUP_TIMEOUT = 90.0
 
 
 def backend_python() -> str:
