@@ -227,18 +227,18 @@ def dive_map(results: str, world):
     C_0 cannot be seen from C_0; the dive flies to the job's anchor, so its camera at C sees what
     the truth looks like from C_0 + (C − C_0)/s: the same dive toward the surface the zoom camera
     looks at (engines/procedural_zoom.true_dolly_rig paints the levels from there)."""
-    from zoomscape.cameras import from_wire, world_to_pixels
-    from zoomscape.engines.procedural import SKY
+    from zoomscape.cameras import LevelCameras, from_wire
+    from zoomscape.engines.procedural_zoom import true_dolly_rig
     from zoomscape.wire.manifest import read_manifest
     m = read_manifest(results)
     if m.zoom is None or m.zoom.mode != "dolly":
         return None
     c0 = from_wire(dict(name="zoom", matrix_world=np.asarray(m.zoom.matrix_world).tolist(), **m.zoom.intrinsics.to_dict()))
-    uv, _ = world_to_pixels(c0, np.asarray(m.zoom.anchor, np.float64)[None])
-    hit = world.trace(c0, uv)
-    if int(hit.kind[0]) == SKY:
+    rig = LevelCameras(c0, np.asarray(m.zoom.anchor, np.float64), m.zoom.factor, "dolly")
+    true = true_dolly_rig(world, rig)
+    if true is rig:  # the ray meets only the sky
         return None
-    return c0.center, float(np.linalg.norm(m.zoom.anchor - c0.center) / np.linalg.norm(hit.point[0] - c0.center))
+    return c0.center, float(np.linalg.norm(rig.anchor - c0.center) / np.linalg.norm(true.anchor - c0.center))
 
 
 def view_figures(rec: dict, npz, world, cloud=None, dive=None) -> tuple[dict, dict]:

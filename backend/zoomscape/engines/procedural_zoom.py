@@ -84,7 +84,7 @@ def procedural_zoom_stack(cam: Camera, prompts: list[str], factor, seed: int, *,
         images.append(rgb)
         report("zoom", i + 1, N, f"rendered level {i + 1}/{N} at zoom {p ** i:g}")
     stack = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)   # [N, 3, H, W]
-    if consistent and not (rig is not None and rig.mode == "dolly"):
+    if consistent and not dolly:
         stack = pi_image_all(stack, p)
     levels = [np.ascontiguousarray(im.permute(1, 2, 0).numpy(), dtype=np.float32) for im in stack]
     return ZoomStack(levels=levels, latents=None, factor=p, prompts=list(prompts),
