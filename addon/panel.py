@@ -91,6 +91,8 @@ class ZOOMSCAPE_PT_panel(bpy.types.Panel):
             sub.label(text="one per camera")
         else:
             sub.prop(props, "extra_views")
+        if props.use_extra_views and props.zoom_mode == "DOLLY":
+            box.label(text="+1 on the dive's path (Dolly)", icon="CAMERA_DATA")
         box.prop(props, "output_dir")
 
         if props.engine == "diffusers":

@@ -219,3 +219,13 @@ def aim_at(cam: Camera, point) -> Camera:
     c2w = cam.c2w.copy()
     c2w[:3, :3] = cam.c2w[:3, :3] @ R
     return Camera(cam.name, cam.K.copy(), c2w, cam.width, cam.height)
+
+
+def dolly_camera(cam: Camera, anchor, factor: float, tau: float, name: Optional[str] = None) -> Camera:
+    """The DOLLY dive's camera at zoom τ (any real τ ≥ 0, not only a level): cam (aimed at the
+    anchor a) moved along the line from its centre C_0 to a, to C_τ = a + (C_0 − a)·p^−τ, with
+    the same orientation, lens and resolution; p^τ times closer to the anchor."""
+    a = np.asarray(anchor, dtype=np.float64).reshape(3)
+    c2w = cam.c2w.copy()
+    c2w[:3, 3] = a + (cam.center - a) * float(factor) ** (-float(tau))
+    return Camera(name or f"{cam.name}/dive_{tau:g}", cam.K.copy(), c2w, cam.width, cam.height)

@@ -66,7 +66,7 @@ from .cameras import Camera, pixel_grid, pixels_to_world, world_to_pixels
 from .consensus import Consensus, Link, apply_consensus, consensus, coupling, view_parts
 from .engines.base import check_image
 from .errors import JobCancelled  # the one JobCancelled (zoomscape.dream.JobCancelled is it)
-from .extra_views import ExtraViewPlanner, PlannedView
+from .extra_views import DivePath, ExtraViewPlanner, PlannedView
 from .pointcloud import (FOOTPRINT_PX, PointCloud, footprint_pixels, footprint_ratio, merge, project,
                          unproject)
 from .wire.manifest import ViewSummary
@@ -437,7 +437,7 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
           progress: Optional[Progress] = None, should_cancel: Optional[Callable[[], bool]] = None,
           *, crack_tol: float = 0.03, free_space_tol: float = 0.03, near_margin: float = 0.05,
           near_min: int = 4, init=None, refine: bool = True, extra_views: int = 0,
-          coarse: float = COARSE) -> DreamResult:
+          coarse: float = COARSE, dive: Optional[DivePath] = None) -> DreamResult:
     """Algorithm 1 over cams in order. engine: an engines.base.Engine. → DreamResult.
 
     init: None, or (I_0, D_0, M_0) for cams[0] (check_init): the user's image [H, W, 3], metric
@@ -458,8 +458,12 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
     would fill the most) and dreamed like any view, so the consensus and the pinhole fill take them
     too. The user's views come out as with M = 0 except for what the consensus changes. The
     planning stops early when no candidate leaves more than a small fraction empty.
-    progress("dream", step, total, message) after each view (step = views done, total = N + M,
-    N + the extra views planned once the planning stops) and
+    dive: a DOLLY zoom's DivePath: its cameras (placed once the user's views are dreamed) are
+    dreamed first of the extra views (extra_views.py: kind "dive"), on top of the M (M = 0: none
+    of them either). A dive view paints and lifts its holes only (no coarse cover, so it replaces
+    nothing): the surface the zoom dives to keeps the points the other views put there.
+    progress("dream", step, total, message) after each view (step = views done, total = N + dive
+    views + M, N + the views dreamed once the planning stops) and
     after each denoising step of an engine that denoises: with T steps per view, step v·T + s of
     total N·T during view v's step s, and views done · T after each view. should_cancel() is
     polled before each view and handed to engine.inpaint (with on_step) as call arguments, so the
@@ -472,7 +476,8 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         raise ValueError(f"extra_views: must be an integer ≥ 0, got {extra_views!r}")
     cams = list(cams)    # the user's N cameras, then the extra views as they are planned
     N, extra_views = len(cams), int(extra_views)
-    total = [N + extra_views]  # the views this dream may take (progress)
+    n_dive = len(dive.taus) if dive is not None and extra_views > 0 else 0
+    total = [N + n_dive + extra_views]  # the views this dream may take (progress)
     report = progress or (lambda *a: None)
     space = getattr(engine, "depth_space", "depth")
     if init is not None:
@@ -555,11 +560,13 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         if i == len(cams):
             # the user's cameras are done: plan the next extra view from the cloud and the depths
             # seen so far (extra_views.py), or stop
-            if len(planned) == extra_views:
+            if extra_views == 0 or sum(v.kind != "dive" for v in planned) == extra_views:
                 break
             check_cancel()
             if planner is None:
-                planner = ExtraViewPlanner(cams[:N], observed[:N], tol=free_space_tol)
+                planner = ExtraViewPlanner(cams[:N], observed[:N], tol=free_space_tol,
+                                           dive=dive.cameras(P) if n_dive else (),
+                                           dive_source=dive.camera.name if n_dive else "")
             # the whole cloud, the replaced points too: the planner takes in what was added since
             # its last call (the cloud only grows), and finer points cover the replaced ones
             nxt = planner.next(P, cams, observed)
@@ -584,7 +591,11 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         # R_i: covered by old points too coarse for this view: sharpened (the engine paints the
         # detail the view resolves, keeping what they show) and lifted like the hole
         fixed_all = np.concatenate(fixed)
-        R_i = coarse_cover(P_alive, proj, cam, coarse, fixed_all[alive])
+        # a dive view only fills what no view saw: the surface the zoom dives to stays as the
+        # zoom camera and the views beside it put it (its anchor and level 0's depth; a part in a
+        # thousand of the anchor's distance is p^τ times that at zoom τ)
+        dive_view = i >= N and planned[i - N].kind == "dive"
+        R_i = coarse_cover(P_alive, proj, cam, np.inf if dive_view else coarse, fixed_all[alive])
         if int(R_i.sum()) < near_min:
             R_i[:] = False
         sharpen = getattr(engine, "sharpen", None)

@@ -12,6 +12,14 @@ camera it was made from (for a pair, the nearer one):
     ahead of i, (a, u) ∈ AHEAD:   c = c_i + a·s·f_i + u·s·ẑ,   R = R_i   (ẑ: world up)
     around i:                     c = c_i,  R = Rot_ẑ(±α)·R_i (yaw),  R_i·Rot_x(±β) (pitch),
                                   α = AROUND · horizontal field of view, β = AROUND · vertical
+    dive (a DOLLY zoom's path):   the zoom camera C_τ = a + (C_0 − a)·p^−τ, τ ∈ DIVE (given by the
+                                  caller: cameras.dolly_camera), aimed at the anchor a
+
+Dive candidates come first: while one is allowed, it is the next view, whatever it fills. Between
+its first two levels a dolly passes what stands beside its path and sees what no other view saw:
+the ground behind a box it passes. Those pixels are few against the frame, so neither E(c) nor
+G(c) would pick the view. The dream paints its holes only (dream.py: no coarse cover for a dive
+view), so the surface the zoom dives to keeps the points the other views put there.
 
 A candidate is rejected, for good, once it would be inside or behind a surface of the cloud:
 
@@ -50,20 +58,20 @@ dreamed since. Everything is vectorised over the points; the loops run over cand
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from scipy.ndimage import minimum_filter
 from scipy.spatial.transform import Rotation, Slerp
 
-from .cameras import Camera, pixel_rays
+from .cameras import Camera, aim_at, dolly_camera, pixel_rays
 from .pointcloud import PointCloud
 
-KINDS = ("between", "ahead", "around")
+KINDS = ("between", "ahead", "around", "dive")
 # what filling a kind of place is worth: the paths a user flies (between the cameras, ahead of
 # them) count fully; turning on the spot counts a little, so those views come once the paths are
 # complete (a view around can still be picked first for what it fills on the paths)
-KIND_WEIGHT = {"between": 1.0, "ahead": 1.0, "around": 0.05}
+KIND_WEIGHT = {"between": 1.0, "ahead": 1.0, "around": 0.05, "dive": 1.0}
 
 LOOP_FACTOR = 1.5        # last–first distance ≤ this × the open rig's spacing: a loop
 DEPTH_SPACING = 0.1      # no spacing: s = this × scene depth
@@ -85,10 +93,10 @@ class PlannedView:
     """One extra view the planner picked.
 
     camera: the Camera to dream (intrinsics and resolution of a user camera); kind: "between",
-    "ahead" or "around"; source: the names of the user cameras it was made from (two for
+    "ahead", "around" or "dive"; source: the names of the user cameras it was made from (two for
     "between"); empty: E(c), the fraction of its sample pixels the cloud left empty when it was
     picked, before it was dreamed; fills: G(c), what its points were guessed to fill, summed over
-    the candidates (weighted fractions of their sample pixels).
+    the candidates (weighted fractions of their sample pixels; 0 for a dive view: not measured).
     """
 
     camera: Camera
@@ -96,6 +104,27 @@ class PlannedView:
     source: tuple[str, ...]
     empty: float
     fills: float = 0.0
+
+
+@dataclass(frozen=True)
+class DivePath:
+    """Where a DOLLY zoom passes, for the dream to see from (the "dive" candidates).
+
+    camera: the zoom camera as the user gave it; factor: p; taus: the zoom values τ of the views,
+    in the order to dream them; anchor_of: the anchor a the zoom will dive toward, given the cloud
+    of the user's views ([3] world). Its cameras are cameras.dolly_camera at each τ of the zoom
+    camera aimed at a (cameras.aim_at)."""
+
+    camera: Camera
+    factor: float
+    taus: tuple[float, ...]
+    anchor_of: Callable[[PointCloud], Sequence[float]]
+
+    def cameras(self, cloud: PointCloud) -> tuple[Camera, ...]:
+        """The views at taus, aimed at the anchor the cloud puts."""
+        a = np.asarray(self.anchor_of(cloud), np.float64)
+        z = aim_at(self.camera, a)
+        return tuple(dolly_camera(z, a, self.factor, t) for t in self.taus)
 
 
 @dataclass(frozen=True)
@@ -326,7 +355,9 @@ class ExtraViewPlanner:
     """Plans extra views one at a time (module docstring), keeping what it measured between calls.
 
     user_cams: the user's cameras (the candidates' sources); user_observed: [H, W] per user view,
-    the depth it saw (scene depth); tol: the dream's free-space tolerance τ. next(cloud, cams,
+    the depth it saw (scene depth); tol: the dream's free-space tolerance τ; dive: the cameras of
+    a DOLLY zoom's path (DivePath.cameras), dreamed first (kind "dive", while the rules allow
+    them; source dive_source, the zoom camera's name). next(cloud, cams,
     observed) takes the cloud and every view dreamed so far (user, then extra; the cloud only grew
     since the last call) and returns the next PlannedView, or None when no candidate is left or
     none leaves more than min_empty empty. rejected counts the candidates each rule ruled out;
@@ -334,14 +365,16 @@ class ExtraViewPlanner:
     """
 
     def __init__(self, user_cams: Sequence[Camera], user_observed: Sequence[np.ndarray], *,
-                 tol: float = 0.03, plan_size: int = PLAN_SIZE, min_empty: float = MIN_EMPTY):
+                 tol: float = 0.03, plan_size: int = PLAN_SIZE, min_empty: float = MIN_EMPTY,
+                 dive: Sequence[Camera] = (), dive_source: str = ""):
         self.user_cams = list(user_cams)
         self.depth = scene_depth(user_observed)
         self.spacing = rig_spacing(self.user_cams, self.depth)
         self.clearance = max(CLEAR_SPACING * self.spacing, CLEAR_DEPTH * self.depth)
         self.near = NEAR * self.clearance
         self.tol, self.min_empty = float(tol), float(min_empty)
-        self.candidates = candidates(self.user_cams, self.spacing)
+        self.candidates = candidates(self.user_cams, self.spacing) + \
+            [Candidate(c.c2w.copy(), c, "dive", (dive_source,)) for c in dive]
         self.centres = np.stack([c.center for c in self.candidates]) if self.candidates else \
             np.zeros((0, 3))
         K = len(self.candidates)
@@ -429,18 +462,26 @@ class ExtraViewPlanner:
 
     def next(self, cloud: PointCloud, cams: Sequence[Camera], observed: Sequence[np.ndarray],
              name: Optional[str] = None) -> Optional[PlannedView]:
-        """The next extra view (its camera named name, default "Extra.NNN"), or None."""
+        """The next extra view (its camera named name, default "Extra.NNN", a dive view
+        "Dive.NNN"), or None."""
         self.update(cloud, cams, observed)
         E = self.empty()
-        with np.errstate(invalid="ignore"):
-            open_ = np.isfinite(E) & (E >= self.min_empty)
-        if not open_.any():
-            return None
-        G = self.gains()
-        k = int(np.nanargmax(np.where(open_, G, np.nan)))
+        dive = [k for k, c in enumerate(self.candidates) if c.kind == "dive" and self.alive[k]]
+        if dive:
+            k = dive[0]                             # the zoom's path first, in its order
+            G = np.zeros(len(self.candidates))   # not measured
+        else:
+            with np.errstate(invalid="ignore"):
+                open_ = np.isfinite(E) & (E >= self.min_empty)
+            if not open_.any():
+                return None
+            G = self.gains()
+            k = int(np.nanargmax(np.where(open_, G, np.nan)))
         self.alive[k] = False                       # picked: never again
         taken = {c.name for c in cams}
-        name = name or f"Extra.{len(self.planned):03d}"
+        kind = self.candidates[k].kind
+        name = name or (f"Dive.{sum(v.kind == 'dive' for v in self.planned):03d}" if kind == "dive" else
+                        f"Extra.{sum(v.kind != 'dive' for v in self.planned):03d}")
         while name in taken:
             name += "+"
         c = self.candidates[k]

@@ -24,6 +24,7 @@ from .cameras import Camera, LevelCameras, aim_at, from_wire, pixel_grid, pixels
 from .background import BackgroundStage
 from .dream import dream
 from .engines.base import DepthFor
+from .extra_views import DivePath
 from .errors import JobCancelled
 from .gaussians import LEVEL_REFINE_STEPS, lift_levels
 from .pointcloud import PointCloud, project, write_ply
@@ -35,6 +36,9 @@ from .wire.names import MANIFEST_FILE, POINTCLOUD_FILE, STACK_FILE, WORLD_FILE, 
 from .wire.splats import write_splat_ply
 
 Progress = Callable[[str, int, int, str], None]
+# A DOLLY zoom's dive views: the zoom camera at these τ on its path (between level 0 and level 1, where
+# a dolly passes what stands beside its path), dreamed as the first extra views
+DIVE_VIEWS = (0.5,)
 
 __all__ = ["run_job", "surface_anchor", "JobCancelled", "POINTCLOUD_FILE", "MANIFEST_FILE"]
 
@@ -110,16 +114,24 @@ def run_job(request: JobRequest, out_dir: Path, progress: Optional[Progress] = N
         from .init_view import decode_init_rgbd
 
         init = decode_init_rgbd(request.init_rgbd, cams[0])
+
+    def find_anchor(cloud: PointCloud) -> list[float]:
+        if zoom.anchor is not None:
+            return [float(v) for v in zoom.anchor]
+        return surface_anchor(cloud, cams[zi]).tolist()
+
+    # DOLLY: the dream sees from the dive's path too, aimed at the anchor the user's views put (the
+    # final cloud's, which the zoom takes, lies within their depth noise of it)
+    dive = DivePath(cams[zi], float(zoom.factor), DIVE_VIEWS, find_anchor) if zoom.mode == "dolly" else None
+
     # dream() hands on_step/should_cancel to every engine.inpaint call (the pooled engine keeps no
     # hooks), and reports stage "dream" per denoising step: step v·T + s of views·T
     result = dream(cams, request.scene_prompt, engine, seed, report, should_cancel, init=init,
-                   extra_views=request.extra_views)
+                   extra_views=request.extra_views, dive=dive)
     check_cancel()
 
-    if zoom.anchor is not None:
-        anchor, anchor_source = [float(v) for v in zoom.anchor], "request"
-    else:
-        anchor, anchor_source = surface_anchor(result.cloud, cams[zi]).tolist(), "surface"
+    anchor = find_anchor(result.cloud)
+    anchor_source = "request" if zoom.anchor is not None else "surface"
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_ply(out_dir / POINTCLOUD_FILE, result.cloud)

@@ -63,8 +63,10 @@ def test_discover_generate_import_render_reload(zs, server, tmp_path):
     own = [v.camera for v in manifest.views if not v.extra]
     extra = [v.camera for v in manifest.views if v.extra]
     assert own == [c.name for c in cams] == [v.camera for v in manifest.views[:len(cams)]]
-    # on by default, one per camera (Auto)
-    assert props.use_extra_views and props.extra_views_auto and 1 <= len(extra) <= len(cams)
+    # on by default, one per camera (Auto), and in DOLLY (the default) the dive's view first
+    dive = [n for n in extra if n.startswith("Dive.")]
+    assert props.zoom_mode == "DOLLY" and dive == ["Dive.000"] == extra[:1]
+    assert props.use_extra_views and props.extra_views_auto and 1 <= len(extra) - len(dive) <= len(cams)
     assert zs.runner.view_counts(props.job_id) == (len(cams), len(extra))
 
     pts = [o for o in bpy.data.objects if o.get("zoomscape_kind") == "points"]

@@ -56,9 +56,13 @@ def test_job_runs_queued_running_done_and_results_download(idle):
     assert "running" in states, "never saw the job running"
     progress = [s["progress"] for s in seen]
     assert progress == sorted(progress) and progress[-1] == 1.0 and 0.0 <= progress[0] < 1.0
-    # per view: the user's 3 and the default extra views the dream plans (total N + M)
+    # per view: the user's 3, a DOLLY zoom's dive views and the default extra views the dream
+    # plans (total N + dive + M)
+    from zoomscape.pipeline import DIVE_VIEWS
     from zoomscape.schema import DEFAULT_EXTRA_VIEWS
-    assert any(s["stage"] == "dream" and s["total"] == 3 + DEFAULT_EXTRA_VIEWS for s in seen), \
+    dive = len(DIVE_VIEWS) if req["zoom"].get("mode", "dolly") == "dolly" else 0
+    assert any(s["stage"] == "dream" and s["total"] == 3 + dive + DEFAULT_EXTRA_VIEWS
+               for s in seen), \
         "no per-view dream progress seen"
 
     status, listing = http_json("GET", f"{srv.url}/v1/jobs/{created['id']}/files")
