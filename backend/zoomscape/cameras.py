@@ -19,6 +19,7 @@ import numpy as np
 
 from .wire.cameras import (ZOOM_MODES, Intrinsics, blender_intrinsics, level_pose,  # noqa: F401 (re-export)
                            zoom_level_intrinsics)
+from .wire.cameras import dolly_level_matrix
 from .wire.manifest import LevelFrame
 
 # Blender camera axes (x right, y up, z back) → OpenCV camera axes (x right, y down, z forward).
@@ -221,11 +222,9 @@ def aim_at(cam: Camera, point) -> Camera:
     return Camera(cam.name, cam.K.copy(), c2w, cam.width, cam.height)
 
 
-def dolly_camera(cam: Camera, anchor, factor: float, tau: float, name: Optional[str] = None) -> Camera:
+def dolly_camera(cam: Camera, anchor, factor: float, tau: float) -> Camera:
     """The DOLLY dive's camera at zoom τ (any real τ ≥ 0, not only a level): cam (aimed at the
-    anchor a) moved along the line from its centre C_0 to a, to C_τ = a + (C_0 − a)·p^−τ, with
-    the same orientation, lens and resolution; p^τ times closer to the anchor."""
-    a = np.asarray(anchor, dtype=np.float64).reshape(3)
-    c2w = cam.c2w.copy()
-    c2w[:3, 3] = a + (cam.center - a) * float(factor) ** (-float(tau))
-    return Camera(name or f"{cam.name}/dive_{tau:g}", cam.K.copy(), c2w, cam.width, cam.height)
+    anchor a) moved to C_τ = a + (C_0 − a)·p^−τ (wire.cameras.dolly_level_matrix), with the same
+    orientation, lens and resolution."""
+    M = dolly_level_matrix(cam.matrix_world, anchor, factor, tau)
+    return Camera(f"{cam.name}/dive_{tau:g}", cam.K.copy(), M @ BLENDER_TO_OPENCV, cam.width, cam.height)

@@ -80,8 +80,9 @@ def zoom_level_intrinsics(k: Intrinsics, factor: float, i: int) -> Intrinsics:
 ZOOM_MODES = ("dolly", "lens")
 
 
-def dolly_level_matrix(matrix_world, anchor, factor: float, i: int) -> np.ndarray:
-    """The pose of DOLLY zoom level i: [4, 4] float64 Blender matrix_world.
+def dolly_level_matrix(matrix_world, anchor, factor: float, i: float) -> np.ndarray:
+    """The pose of DOLLY zoom level i: [4, 4] float64 Blender matrix_world (i may be any zoom
+    τ ≥ 0 between levels too: the dive's camera there).
 
     Level 0's camera (matrix_world, aimed so the anchor is at the image centre) moved along the
     line from its centre C_0 to the anchor a, to C_i = a + (C_0 − a)·p^−i: p^i times closer, with
@@ -91,7 +92,7 @@ def dolly_level_matrix(matrix_world, anchor, factor: float, i: int) -> np.ndarra
     """
     M = np.array(matrix_world, dtype=np.float64).reshape(4, 4)
     a = np.asarray(anchor, dtype=np.float64).reshape(3)
-    M[:3, 3] = a + (M[:3, 3] - a) * float(factor) ** (-int(i))
+    M[:3, 3] = a + (M[:3, 3] - a) * float(factor) ** (-float(i))
     return M
 
 
