@@ -5,7 +5,8 @@ the code Î_i, D̂_i, D̃_i, P̂_i are spelled I_hat_i, D_hat_i, D_tilde_i, P_ha
 
     I_0 = S(blank, all hole, prompt),  D_0 = D(I_0),  P_0 = φ2→3([I_0, D_0], K_0, c2w_0)
     for i = 1 … N−1:
-        Î_i, M_i, D̃_i = φ3→2(P_{i−1}, K_i, c2w_i)          image, covered mask, z-buffer depth
+        Î_i, M_i, D̃_i = φ3→2(P_{i−1}, K_i, c2w_i)          image (the front surface's points
+                                                             interpolated), covered mask, z-buffer depth
         R_i = M_i ∧ r_k·f_i / D̃_i > COARSE·√½               covered by points too coarse for view i
         I_i = Sharpen(S(Î_i, ¬M_i, prompt), R_i)            paint the holes, sharpen R_i
         D̂_i = D(I_i)                                        depth up to an unknown scale/shift
@@ -67,8 +68,8 @@ from .consensus import Consensus, Link, apply_consensus, consensus, coupling, vi
 from .engines.base import check_image
 from .errors import JobCancelled  # the one JobCancelled (zoomscape.dream.JobCancelled is it)
 from .extra_views import DivePath, ExtraViewPlanner, PlannedView
-from .pointcloud import (FOOTPRINT_PX, PointCloud, footprint_pixels, footprint_ratio, merge, project,
-                         unproject)
+from .pointcloud import (FOOTPRINT_PX, PointCloud, blend_front, footprint_pixels, footprint_ratio, merge,
+                         project, unproject)
 from .wire.manifest import ViewSummary
 
 Progress = Callable[[str, int, int, str], None]
@@ -585,7 +586,9 @@ def dream(cams: list[Camera], prompt: str, engine, seed: int,
         alive = np.flatnonzero(~gone)
         P_alive = P if alive.size == len(P) else P.select(alive)
         proj = project(P_alive, cam)
-        I_hat_i, M_i, D_tilde_i = proj.image, proj.mask, proj.depth.astype(np.float64)
+        # Î_i: the covered pixels interpolate the front surface's points (blend_front), not the
+        # z-buffer's nearest one, so a surface seen from another camera keeps its texture
+        I_hat_i, M_i, D_tilde_i = blend_front(P_alive, cam, proj), proj.mask, proj.depth.astype(np.float64)
         overlap = float(M_i.mean())
         index_i = np.where(M_i, alive[np.maximum(proj.index, 0)], -1)   # proj.index into P
         # R_i: covered by old points too coarse for this view: sharpened (the engine paints the

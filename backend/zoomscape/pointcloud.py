@@ -201,6 +201,68 @@ def project(cloud: PointCloud, cam: Camera, *, near: float = 1e-6, max_splat: fl
                       depth=zbuf.astype(np.float32).reshape(H, W), index=index.reshape(H, W))
 
 
+# blend_front: how far each point's tent reaches, in its own footprint radii r (= half the pixel
+# diagonal of the view that lifted it: its neighbours lie √2·r away, so √2 is bilinear
+# interpolation on that view's grid), and how far behind a pixel's front depth a point may lie
+# and still be its surface (relative: the depth noise and the bends of the views it came from)
+BLEND_REACH = float(np.sqrt(2.0))
+BLEND_DEPTH_TOL = 0.03
+
+
+def blend_front(cloud: PointCloud, cam: Camera, proj: Projection, *, reach: float = BLEND_REACH,
+                depth_tol: float = BLEND_DEPTH_TOL, max_splat: float = 8.0) -> np.ndarray:
+    """The colours of proj's covered pixels resampled from every point of the front surface, not
+    the z-buffer's one winner: [H, W, 3] float32 (proj.image where nothing blends; 0 where empty).
+
+    proj: project(cloud, cam). Each point k spreads its colour over the pixels p within its tent,
+    w_k(p) = max(0, 1 − |p_u − u_k| / ρ_k) · max(0, 1 − |p_v − v_k| / ρ_k), ρ_k = max(reach ·
+    r_k·f / z_k, ½) pixels, and only onto pixels where nothing hides it, z_k ≤ (1 + depth_tol) ·
+    proj.depth(p) (a surface behind the front one never shows; a nearer point whose tent reaches
+    past its own footprint, at a silhouette or on a slope, weighs in like an anti-aliased edge);
+    each pixel gets Σ w_k c_k / Σ w_k. A nearest-point z-buffer
+    resamples a surface seen from another camera with a jitter of up to half a source pixel and
+    aliases its texture; the tent (reach √2: bilinear interpolation on the source view's own
+    grid, whose points lie √2·r apart) interpolates instead. From the camera that lifted them,
+    the points sit on the pixel centres 1 px apart and each tent (ρ = 1 px) is 0 at its
+    neighbours' centres: the image comes back unchanged. Vectorised over fragments in batches,
+    like project().
+    """
+    H, W = cam.height, cam.width
+    uv, z = world_to_pixels(cam, cloud.xyz)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(z) & (z > 0) & np.isfinite(uv).all(axis=1)
+        ok &= (uv[:, 0] > -max_splat - 2) & (uv[:, 0] < W + max_splat + 2)
+        ok &= (uv[:, 1] > -max_splat - 2) & (uv[:, 1] < H + max_splat + 2)
+    pts = np.flatnonzero(ok)
+    u, v, zp = uv[pts, 0], uv[pts, 1], z[pts]
+    radius = cloud.radius[pts].astype(np.float64)
+    radius = np.where(np.isfinite(radius) & (radius > 0), radius, 0.0)
+    rho = np.maximum(np.minimum(reach * radius * cam.K[0, 0] / zp, max_splat), 0.5)
+    j0, j1 = _splat_spans(u, rho, W)
+    i0, i1 = _splat_spans(v, rho, H)
+    nj, ni = j1 - j0 + 1, i1 - i0 + 1
+    live = (nj > 0) & (ni > 0)
+    pts, u, v, zp, rho = pts[live], u[live], v[live], zp[live], rho[live]
+    j0, i0, nj, ni = j0[live], i0[live], nj[live], ni[live]
+    front = proj.depth.reshape(-1).astype(np.float64) * (1.0 + depth_tol)
+    acc = np.zeros((4, H * W))
+    for lo, hi in _chunks(nj * ni, FRAGMENT_CHUNK):
+        pix, owner = _fragments(W, j0[lo:hi], i0[lo:hi], nj[lo:hi], ni[lo:hi])
+        owner = owner + lo
+        keep = zp[owner] <= front[pix]
+        pix, owner = pix[keep], owner[keep]
+        w = (np.clip(1.0 - np.abs(pix % W + 0.5 - u[owner]) / rho[owner], 0.0, None)
+             * np.clip(1.0 - np.abs(pix // W + 0.5 - v[owner]) / rho[owner], 0.0, None))
+        acc[3] += np.bincount(pix, w, H * W)
+        rgb = cloud.rgb[pts[owner]]
+        for c in range(3):
+            acc[c] += np.bincount(pix, w * rgb[:, c], H * W)
+    image = proj.image.reshape(-1, 3).copy()
+    good = proj.mask.reshape(-1) & (acc[3] > 1e-6)
+    image[good] = (acc[:3, good] / acc[3, good]).T
+    return image.reshape(H, W, 3).astype(np.float32)
+
+
 def footprint_pixels(cloud: PointCloud, cam: Camera, *, max_splat: float = 8.0
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The pixels each point's splat covers in cam, exactly as project() draws it, for the points
