@@ -6,7 +6,8 @@ The spec (one spec = one job): the rig (size, cameras, zoom_camera, closed), sce
 level_prompts (levels: how many zoom levels, the prompts cycled; default one per prompt),
 zoom_factor, seed, frames_per_level, zoom_mode ("DOLLY" or "LENS": the panel's Zoom, sent with
 the job; default DOLLY), dive_prefix and category_suffix (the dive's category is
-f"{dive_prefix}_{mode}{category_suffix}", default "dive_<mode>"), novel_forward, novel_up.
+f"{dive_prefix}_{mode}{category_suffix}", default "dive_<mode>"; input and novel views get the
+suffix too), novel_forward, novel_up.
 The backend must already be serving on 127.0.0.1:PORT. Exactly as the panel: the extension of REPO
 is staged and enabled (REPO/tests/addon/blender_ext.py), the rig's cameras are selected, the
 props set, Generate run (it blocks in background mode), which imports the results and keys the
@@ -305,7 +306,8 @@ def main() -> None:
         props.levels[-1].prompt = prompts[i % len(prompts)]
     mode = spec.get("zoom_mode", "DOLLY").upper()
     props.zoom_mode = mode  # what the panel sends with the job (scene_io: zoom.mode = its lower case)
-    category = f"{spec.get('dive_prefix', 'dive')}_{mode}{spec.get('category_suffix', '')}"
+    suffix = spec.get("category_suffix", "")
+    category = f"{spec.get('dive_prefix', 'dive')}_{mode}{suffix}"
     props.zoom_factor = spec["zoom_factor"]
     props.camera_source = "SELECTED"
     props.zoom_camera = bpy.data.objects[spec["zoom_camera"]]
@@ -346,7 +348,8 @@ def main() -> None:
     if args.threads > 0:
         scene.render.threads_mode, scene.render.threads = "FIXED", args.threads
     for c in ([] if args.no_input else cams):
-        views.append(dict(render_view(scene, zs, c, frame0, f"input_{c.name}", tmp, views_dir, bg), category="input"))
+        views.append(dict(render_view(scene, zs, c, frame0, f"input_{c.name}", tmp, views_dir, bg),
+                          category="input" + suffix))
         log(f"rendered {views[-1]['name']} in {views[-1]['render_seconds']:.1f} s")
     noise = None
     if args.noise_check and not args.no_input:
@@ -357,7 +360,8 @@ def main() -> None:
         log(f"rendered {noise['name']} ({2 * args.samples} samples) in {noise['render_seconds']:.1f} s")
     if not args.no_novel:
         for c, kind in novel:
-            views.append(dict(render_view(scene, zs, c, frame0, f"novel_{c.name}", tmp, views_dir, bg), category=kind))
+            views.append(dict(render_view(scene, zs, c, frame0, f"novel_{c.name}", tmp, views_dir, bg),
+                              category=kind + suffix))
             log(f"rendered {views[-1]['name']} in {views[-1]['render_seconds']:.1f} s")
     root = next((o for o in bpy.data.objects if o.get("zoomscape_kind") == "level_root"), None)
     rig_mode = root.get("zoomscape_zoom_mode") if root is not None else None
