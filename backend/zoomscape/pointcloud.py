@@ -215,8 +215,8 @@ def blend_front(cloud: PointCloud, cam: Camera, proj: Projection, *, reach: floa
     the z-buffer's one winner: [H, W, 3] float32 (proj.image where nothing blends; 0 where empty).
 
     proj: project(cloud, cam). Each point k spreads its colour over the pixels p within its tent,
-    w_k(p) = max(0, 1 − |p_u − u_k| / ρ_k) · max(0, 1 − |p_v − v_k| / ρ_k), ρ_k = max(reach ·
-    r_k·f / z_k, ½) pixels, and only onto pixels where nothing hides it, z_k ≤ (1 + depth_tol) ·
+    w_k(p) = max(0, 1 − |p_u − u_k| / ρ_u) · max(0, 1 − |p_v − v_k| / ρ_v), ρ_u = max(reach ·
+    r_k·f_x / z_k, ½) pixels (ρ_v with f_y), and only onto pixels where nothing hides it, z_k ≤ (1 + depth_tol) ·
     proj.depth(p) (a surface behind the front one never shows; a nearer point whose tent reaches
     past its own footprint, at a silhouette or on a slope, weighs in like an anti-aliased edge);
     each pixel gets Σ w_k c_k / Σ w_k. A nearest-point z-buffer
@@ -237,12 +237,13 @@ def blend_front(cloud: PointCloud, cam: Camera, proj: Projection, *, reach: floa
     u, v, zp = uv[pts, 0], uv[pts, 1], z[pts]
     radius = cloud.radius[pts].astype(np.float64)
     radius = np.where(np.isfinite(radius) & (radius > 0), radius, 0.0)
-    rho = np.maximum(np.minimum(reach * radius * cam.K[0, 0] / zp, max_splat), 0.5)
-    j0, j1 = _splat_spans(u, rho, W)
-    i0, i1 = _splat_spans(v, rho, H)
+    rho_u = np.maximum(np.minimum(reach * radius * cam.K[0, 0] / zp, max_splat), 0.5)
+    rho_v = np.maximum(np.minimum(reach * radius * cam.K[1, 1] / zp, max_splat), 0.5)
+    j0, j1 = _splat_spans(u, rho_u, W)
+    i0, i1 = _splat_spans(v, rho_v, H)
     nj, ni = j1 - j0 + 1, i1 - i0 + 1
     live = (nj > 0) & (ni > 0)
-    pts, u, v, zp, rho = pts[live], u[live], v[live], zp[live], rho[live]
+    pts, u, v, zp, rho_u, rho_v = pts[live], u[live], v[live], zp[live], rho_u[live], rho_v[live]
     j0, i0, nj, ni = j0[live], i0[live], nj[live], ni[live]
     front = proj.depth.reshape(-1).astype(np.float64) * (1.0 + depth_tol)
     acc = np.zeros((4, H * W))
@@ -251,8 +252,8 @@ def blend_front(cloud: PointCloud, cam: Camera, proj: Projection, *, reach: floa
         owner = owner + lo
         keep = zp[owner] <= front[pix]
         pix, owner = pix[keep], owner[keep]
-        w = (np.clip(1.0 - np.abs(pix % W + 0.5 - u[owner]) / rho[owner], 0.0, None)
-             * np.clip(1.0 - np.abs(pix // W + 0.5 - v[owner]) / rho[owner], 0.0, None))
+        w = (np.clip(1.0 - np.abs(pix % W + 0.5 - u[owner]) / rho_u[owner], 0.0, None)
+             * np.clip(1.0 - np.abs(pix // W + 0.5 - v[owner]) / rho_v[owner], 0.0, None))
         acc[3] += np.bincount(pix, w, H * W)
         rgb = cloud.rgb[pts[owner]]
         for c in range(3):
