@@ -132,6 +132,17 @@ def _chunks(count: np.ndarray, budget: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
+def _half_extents(radius: np.ndarray, z: np.ndarray, cam: Camera, max_splat: float,
+                  reach: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Splat half-extents in pixels (rx, ry), each [N]: min(reach · radius · f / z, max_splat),
+    radius: [N] world radii (a non-finite or negative radius counts as 0: one pixel)."""
+    r = radius.astype(np.float64)
+    r = np.where(np.isfinite(r) & (r > 0), r, 0.0)
+    if reach != 1.0:
+        r = reach * r
+    return np.minimum(r * cam.K[0, 0] / z, max_splat), np.minimum(r * cam.K[1, 1] / z, max_splat)
+
+
 def project(cloud: PointCloud, cam: Camera, *, near: float = 1e-6, max_splat: float = 8.0,
             pixels: np.ndarray | None = None) -> Projection:
     """φ3→2 with a z-buffer: render the cloud into cam.
@@ -160,10 +171,7 @@ def project(cloud: PointCloud, cam: Camera, *, near: float = 1e-6, max_splat: fl
         front = z[pts] > near * np.linalg.norm(cloud.xyz[pts] - cam.center, axis=1)
     pts = pts[front]
     u, v, zp = uv[pts, 0], uv[pts, 1], z[pts]
-    radius = cloud.radius[pts].astype(np.float64)
-    radius = np.where(np.isfinite(radius) & (radius > 0), radius, 0.0)
-    rx = np.minimum(radius * cam.K[0, 0] / zp, max_splat)
-    ry = np.minimum(radius * cam.K[1, 1] / zp, max_splat)
+    rx, ry = _half_extents(cloud.radius[pts], zp, cam, max_splat)
     j0, j1 = _splat_spans(u, rx, W)
     i0, i1 = _splat_spans(v, ry, H)
     nj, ni = j1 - j0 + 1, i1 - i0 + 1
@@ -235,10 +243,7 @@ def blend_front(cloud: PointCloud, cam: Camera, proj: Projection, *, reach: floa
         ok &= (uv[:, 1] > -max_splat - 2) & (uv[:, 1] < H + max_splat + 2)
     pts = np.flatnonzero(ok)
     u, v, zp = uv[pts, 0], uv[pts, 1], z[pts]
-    radius = cloud.radius[pts].astype(np.float64)
-    radius = np.where(np.isfinite(radius) & (radius > 0), radius, 0.0)
-    rho_u = np.maximum(np.minimum(reach * radius * cam.K[0, 0] / zp, max_splat), 0.5)
-    rho_v = np.maximum(np.minimum(reach * radius * cam.K[1, 1] / zp, max_splat), 0.5)
+    rho_u, rho_v = (np.maximum(r, 0.5) for r in _half_extents(cloud.radius[pts], zp, cam, max_splat, reach))
     j0, j1 = _splat_spans(u, rho_u, W)
     i0, i1 = _splat_spans(v, rho_v, H)
     nj, ni = j1 - j0 + 1, i1 - i0 + 1
@@ -274,13 +279,10 @@ def footprint_pixels(cloud: PointCloud, cam: Camera, *, max_splat: float = 8.0
     """
     H, W = cam.height, cam.width
     uv, z = world_to_pixels(cam, cloud.xyz)
-    radius = cloud.radius.astype(np.float64)
-    radius = np.where(np.isfinite(radius) & (radius > 0), radius, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         front = np.isfinite(z) & (z > 0) & np.isfinite(uv).all(axis=1)
         zs = np.where(front, z, 1.0)
-        rx = np.minimum(radius * cam.K[0, 0] / zs, max_splat)
-        ry = np.minimum(radius * cam.K[1, 1] / zs, max_splat)
+        rx, ry = _half_extents(cloud.radius, zs, cam, max_splat)
         u, v = np.where(front, uv[:, 0], -1e9), np.where(front, uv[:, 1], -1e9)
         j0, j1 = _splat_spans(u, rx, W, clip=False)
         i0, i1 = _splat_spans(v, ry, H, clip=False)
