@@ -120,12 +120,16 @@ def own_tangents(cam: Camera, observed: np.ndarray, pix: np.ndarray,
     filled with the median there).
 
     t = surface_tangents(cam, D)[pix] · z / D[pix]: a point the consensus moved along its ray by
-    z / D carries its surface patch scaled about the camera by the same factor.
+    z / D carries its surface patch scaled about the camera by the same factor. The footprint
+    stays whole in front of depth edges too (edge_shrink 1, unlike a zoom level's): a novel view
+    looks behind a world's silhouettes, where a level has the coarser levels and the world
+    behind it, and a shrunk edge leaves the gap its parallax opens empty (measured on the demo
+    job: novel views' no-geometry 0.18 % → 0.51 %, their PSNR min / mean −0.3 dB).
     """
     D = np.asarray(observed, np.float64)
     ok = np.isfinite(D) & (D > 0)
     D = np.where(ok, D, np.median(D[ok]) if ok.any() else 1.0)
-    t_u, t_v = surface_tangents(cam, D)
+    t_u, t_v = surface_tangents(cam, D, edge_shrink=1.0)
     k = (z / D.reshape(-1)[pix])[:, None]
     return t_u[pix] * k, t_v[pix] * k
 
