@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .cameras import Camera, LevelCameras, aim_at, from_wire, pixel_grid, pixels_to_world
+from .cameras import Camera, LevelCameras, aim_at, from_wire, pixel_grid, pixels_to_world, world_to_pixels
 from .background import BackgroundStage
 from .dream import dream
 from .engines.base import DepthFor
@@ -43,22 +43,39 @@ DIVE_VIEWS = (0.5,)
 __all__ = ["run_job", "surface_anchor", "JobCancelled", "POINTCLOUD_FILE", "MANIFEST_FILE"]
 
 
-def surface_anchor(cloud: PointCloud, cam: Camera, window: Optional[int] = None) -> np.ndarray:
-    """The surface point at cam's image centre (W/2, H/2): [3] world.
+ANCHOR_RADII = (2.0, 4.0)  # pixels about the image centre whose front-surface points fit the anchor's plane
+ANCHOR_MIN_POINTS = 6
+ANCHOR_FRONT_TOL = 0.03   # a point farther than this behind its pixel's z-buffer depth is hidden
 
-    z-buffered projection of the cloud; the median depth of the covered pixels whose centres lie
-    within `window` pixels of the image centre (default max(2, min(W, H)/32)), unprojected through
-    the image centre. If none is covered there, the nearest covered pixel's point along its own
-    pixel. Raises ValueError when the camera sees none of the cloud.
+
+def surface_anchor(cloud: PointCloud, cam: Camera, window: Optional[int] = None) -> np.ndarray:
+    """The surface point on cam's centre ray, through the image centre e = (W/2, H/2): [3] world.
+
+    A DOLLY dive flies to the anchor: at zoom τ the camera is d0·p^−τ from it, so an anchor a
+    fraction ε of d0 off the surface puts the surface ε·p^τ off where every deep level expects
+    it (10 levels at p = 2: ε = 0.2 % doubles the last level's distance). So the anchor is the
+    front surface's own depth at e, not a neighbourhood's: the points of the front surface
+    (z ≤ (1 + ANCHOR_FRONT_TOL)·the z-buffer's depth at their pixel) within r px of e give a
+    plane in inverse depth, 1/z = a + b·(u − e_u) + c·(v − e_v), robustly (three rounds of least
+    squares dropping residuals beyond 3 MADs: a few points of another surface in the window
+    leave), and z = 1/a. A plane is linear in inverse depth, so this is exact on planes however
+    slanted, where a median or the nearest point per pixel lies toward the camera. The first
+    r in ANCHOR_RADII with ANCHOR_MIN_POINTS points decides; else the median depth of the
+    covered pixels whose centres lie within `window` pixels of e (default max(2, min(W, H)/32));
+    if none is covered there, the nearest covered pixel's point along its own pixel. Raises
+    ValueError when the camera sees none of the cloud.
     """
     W, H = cam.width, cam.height
-    r = window if window is not None else max(2, round(min(W, H) / 32))
     proj = project(cloud, cam)
     if not proj.mask.any():
         raise ValueError(f"zoom.camera: camera '{cam.name}' sees none of the point cloud; "
                          "give zoom.anchor explicitly")
-    uv = pixel_grid(W, H)
     centre = np.array([W / 2.0, H / 2.0])
+    z = _plane_depth_at_centre(cloud, cam, proj, centre)
+    if z is not None:
+        return pixels_to_world(cam, centre[None], np.array([z]))[0]
+    r = window if window is not None else max(2, round(min(W, H) / 32))
+    uv = pixel_grid(W, H)
     near = (np.abs(uv - centre) <= r).all(axis=1) & proj.mask.reshape(-1)
     depth = proj.depth.reshape(-1).astype(np.float64)
     if near.any():
@@ -68,6 +85,33 @@ def surface_anchor(cloud: PointCloud, cam: Camera, window: Optional[int] = None)
         k = covered[np.argmin(np.linalg.norm(uv[covered] - centre, axis=1))]
         z, at = float(depth[k]), uv[k]
     return pixels_to_world(cam, at[None], np.array([z]))[0]
+
+
+def _plane_depth_at_centre(cloud: PointCloud, cam: Camera, proj, centre: np.ndarray) -> Optional[float]:
+    """surface_anchor's plane: the front surface's z-depth at centre, or None (too few points)."""
+    uv, z = world_to_pixels(cam, cloud.xyz)
+    d = uv - centre
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(z) & (z > 0) & np.isfinite(uv).all(axis=1)
+    for r in ANCHOR_RADII:
+        sel = np.flatnonzero(ok & (np.abs(d) <= r).all(axis=1))
+        col = np.clip(np.floor(uv[sel, 0]).astype(np.int64), 0, cam.width - 1)
+        row = np.clip(np.floor(uv[sel, 1]).astype(np.int64), 0, cam.height - 1)
+        sel = sel[z[sel] <= (1.0 + ANCHOR_FRONT_TOL) * proj.depth[row, col]]
+        if len(sel) < ANCHOR_MIN_POINTS:
+            continue
+        A, w = np.c_[np.ones(len(sel)), d[sel]], 1.0 / z[sel]
+        for _ in range(3):
+            x = np.linalg.lstsq(A, w, rcond=None)[0]
+            res = np.abs(w - A @ x)
+            keep = res <= 3.0 * 1.4826 * np.median(res) + 1e-12
+            if keep.sum() < ANCHOR_MIN_POINTS:
+                break
+            A, w = A[keep], w[keep]
+        x = np.linalg.lstsq(A, w, rcond=None)[0]
+        if x[0] > 0 and np.isfinite(x[0]):
+            return float(1.0 / x[0])
+    return None
 
 
 def _job_id(out_dir: Path, job_id: Optional[str]) -> str:

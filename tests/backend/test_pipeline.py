@@ -121,6 +121,28 @@ def test_same_job_on_a_used_and_a_fresh_engine_writes_the_same_files(job, tmp_pa
     assert vars(engine) == before
 
 
+def test_the_anchor_lies_on_a_slanted_surface_at_the_centre_ray(monkeypatch):
+    """Ground seen at a grazing angle, sampled by two views' points (not on the zoom camera's
+    pixel centres): the anchor is on the ground where the centre ray meets it, within 2·10⁻⁴ of
+    its distance. The median of the window's z-buffer (the nearest point per pixel) lies toward
+    the camera by more than that: the test can fail."""
+    from zoomscape.pointcloud import PointCloud
+    cam = from_wire(wire_cam("Zoom", (0.0, -6.0, 1.6), (0.0, 2.0, 0.0), W=96, H=64))
+    rng = np.random.default_rng(3)
+    centre = np.array([[cam.width / 2, cam.height / 2]])
+    ray = pixels_to_world(cam, centre, np.array([1.0]))[0] - cam.center
+    hit = cam.center + ray * (-cam.center[2] / ray[2])       # the ground z = 0 on the centre ray
+    xy = hit[:2] + rng.uniform(-0.6, 0.6, (6000, 2))          # two views' worth of ground points
+    pts = np.c_[xy, np.zeros(len(xy))]
+    cloud = PointCloud(pts, np.full((len(pts), 3), 0.5), np.full(len(pts), 0.004))
+    d0 = float(np.linalg.norm(hit - cam.center))
+    a = surface_anchor(cloud, cam)
+    assert np.linalg.norm(a - hit) / d0 < 2e-4, np.linalg.norm(a - hit) / d0
+    monkeypatch.setattr(pipeline, "ANCHOR_RADII", ())        # the window's median alone
+    old = surface_anchor(cloud, cam)
+    assert np.linalg.norm(old - hit) / d0 > 1e-3, np.linalg.norm(old - hit) / d0
+
+
 def test_anchor_falls_back_to_the_nearest_covered_pixel():
     from zoomscape.pointcloud import PointCloud
     cam = from_wire(request()["cameras"][0])
