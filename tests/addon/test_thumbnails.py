@@ -150,7 +150,7 @@ def test_import_levels_off_imports_only_the_point_cloud(zs, tmp_path):
     assert bpy.ops.zoomscape.build_zoom_path() == {"FINISHED"}  # the plain camera path
     cam = scene.camera
     assert cam.get("zoomscape_kind") == "zoom_camera" and cam.animation_data is not None
-    assert scene.frame_end - scene.frame_start == 2 * props.frames_per_level
+    assert scene.frame_end - scene.frame_start == 1 * props.frames_per_level  # 2 levels: to level 1
     assert len(zs.thumbnails.job_images("thumbs")[0]) == 2  # the images are not level objects
 
 
