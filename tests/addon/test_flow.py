@@ -65,7 +65,7 @@ def test_discover_generate_import_render_reload(zs, server, tmp_path):
     assert own == [c.name for c in cams] == [v.camera for v in manifest.views[:len(cams)]]
     # on by default, one per camera (Auto), and in DOLLY (the default) the dive's view first
     dive = [n for n in extra if n.startswith("Dive.")]
-    assert props.zoom_mode == "DOLLY" and dive == ["Dive.000"] == extra[:1]
+    assert props.zoom_mode == "DOLLY" and dive == ["Dive.000", "Dive.001"] == extra[:2]
     assert props.use_extra_views and props.extra_views_auto and 1 <= len(extra) - len(dive) <= len(cams)
     assert zs.runner.view_counts(props.job_id) == (len(cams), len(extra))
 

@@ -1,7 +1,7 @@
 """Dive views (issue 11): a DOLLY zoom's path passes what stands beside it, seen from angles no
 user camera had (the side of a box level 0 saw edge-on, the ground behind it). The dream sees
-from the path itself first: the zoom camera at τ = 0.5 (pipeline.DIVE_VIEWS), dreamed before the
-M extra views and on top of them. Checked on the procedural world at small sizes, against the
+from the path itself first: the zoom camera at τ = 0.5 and 0.625 (pipeline.DIVE_VIEWS) with a
+wider field of view (DIVE_WIDEN), dreamed before the M extra views and on top of them. Checked on the procedural world at small sizes, against the
 truth."""
 import numpy as np
 import pytest
@@ -9,8 +9,8 @@ import pytest
 from zoomscape.cameras import aim_at, dolly_camera
 from zoomscape.dream import dream
 from zoomscape.engines.procedural import ProceduralEngine
-from zoomscape.extra_views import DivePath
-from zoomscape.pipeline import DIVE_VIEWS, run_job, surface_anchor
+from zoomscape.extra_views import DivePath, widened
+from zoomscape.pipeline import DIVE_VIEWS, DIVE_WIDEN, run_job, surface_anchor
 from zoomscape.pointcloud import project
 from zoomscape.schema import validate_request
 from zoomscape.wire.manifest import read_manifest
@@ -24,7 +24,7 @@ def dive_of(found):
     def anchor_of(cloud):
         found["anchor"] = surface_anchor(cloud, DEMO_CAMS[ZOOM])
         return found["anchor"]
-    return DivePath(DEMO_CAMS[ZOOM], FACTOR, DIVE_VIEWS, anchor_of)
+    return DivePath(DEMO_CAMS[ZOOM], FACTOR, DIVE_VIEWS, anchor_of, DIVE_WIDEN)
 
 
 def empty(cloud, cam):
@@ -41,18 +41,29 @@ def runs():
 
 
 def test_dive_views_are_dreamed_first_and_fill_the_path(runs):
-    """The first extra view is the zoom camera at τ = 0.5 on its path, the M planned ones follow;
-    at τ = 0.5 the cloud leaves under a third of the pixels empty that the plain extra views leave
-    (the ground behind what the dive passes), and the user's own views lose nothing."""
+    """The first extra views are the zoom camera at τ = 0.5 and 0.625 on its path, DIVE_WIDEN times
+    its field of view at its focal length, the M planned ones follow; at τ = 0.5 the cloud leaves
+    under a third of the pixels empty that the plain extra views leave (the ground behind what
+    the dive passes), and the user's own views lose nothing."""
     plain, dived, a = runs
-    first = dived.planned[0]
-    assert first.kind == "dive" and first.source == (DEMO_CAMS[ZOOM].name,)
-    want = dolly_camera(aim_at(DEMO_CAMS[ZOOM], a), a, FACTOR, 0.5)
-    np.testing.assert_allclose(first.camera.c2w, want.c2w, atol=1e-9)
-    d0 = float(np.linalg.norm(a - DEMO_CAMS[ZOOM].center))
-    assert np.linalg.norm(a - first.camera.center) == pytest.approx(d0 / 2.0, rel=1e-9)
+    n = len(DIVE_VIEWS)
+    assert DIVE_VIEWS[:2] == (0.5, 0.625) and DIVE_WIDEN > 1
+    zoom = DEMO_CAMS[ZOOM]
+    d0 = float(np.linalg.norm(a - zoom.center))
+    for view, tau in zip(dived.planned[:n], DIVE_VIEWS):
+        assert view.kind == "dive" and view.source == (zoom.name,)
+        want = dolly_camera(aim_at(zoom, a), a, FACTOR, tau)
+        np.testing.assert_allclose(view.camera.c2w, want.c2w, atol=1e-9)
+        assert np.linalg.norm(a - view.camera.center) == pytest.approx(d0 * FACTOR ** -tau, rel=1e-9)
+        cam = view.camera           # wider, at the zoom camera's focal length, centred the same
+        assert (cam.width, cam.height) == (round(zoom.width * DIVE_WIDEN / 8) * 8, round(zoom.height * DIVE_WIDEN / 8) * 8)
+        assert cam.width % 8 == 0 and cam.height % 8 == 0 and cam.width > zoom.width
+        np.testing.assert_allclose(cam.K[[0, 1], [0, 1]], zoom.K[[0, 1], [0, 1]])
+        np.testing.assert_allclose(cam.K[:2, 2] - [cam.width / 2, cam.height / 2],
+                                   zoom.K[:2, 2] - [zoom.width / 2, zoom.height / 2])
+    want = widened(dolly_camera(aim_at(zoom, a), a, FACTOR, 0.5), DIVE_WIDEN)
     assert [v.kind for v in plain.planned].count("dive") == 0
-    assert len(dived.planned) == 3 and [v.kind for v in dived.planned[1:]].count("dive") == 0
+    assert len(dived.planned) == n + 2 and [v.kind for v in dived.planned[n:]].count("dive") == 0
     before, after = empty(plain.cloud, want), empty(dived.cloud, want)
     print(f"\nat τ = 0.5: {before:.2%} empty with the plain extra views, {after:.2%} with the dive view")
     assert after < before / 3.0
@@ -84,7 +95,7 @@ def test_dive_views_are_inside_the_world(runs):
 
 @pytest.mark.parametrize("mode", ["dolly", "lens"])
 def test_a_dolly_job_dreams_its_path_and_a_lens_job_does_not(tmp_path, mode):
-    """run_job: in DOLLY the first extra view is the zoom camera half a level down its path, then
+    """run_job: in DOLLY the first extra views are the zoom camera down its path (DIVE_VIEWS), then
     the two requested; a LENS job stays at its camera and plans no dive view."""
     cams = DEMO_CAMS[:2]
     req = _request(cameras=[c.to_wire() for c in cams], extra_views=2,
@@ -94,8 +105,9 @@ def test_a_dolly_job_dreams_its_path_and_a_lens_job_does_not(tmp_path, mode):
     manifest = read_manifest(tmp_path)
     names = [v.camera for v in manifest.views]
     dive = mode == "dolly"
-    assert [v.extra for v in manifest.views] == [False, False] + [True] * (3 if dive else 2)
-    assert names[2:] == (["Dive.000"] if dive else []) + ["Extra.000", "Extra.001"]
+    n = len(DIVE_VIEWS) if dive else 0
+    assert [v.extra for v in manifest.views] == [False, False] + [True] * (n + 2)
+    assert names[2:] == [f"Dive.{k:03d}" for k in range(n)] + ["Extra.000", "Extra.001"]
 
 
 def test_no_extra_views_no_dive_view():

@@ -365,7 +365,7 @@ def test_view_summary_carries_extra():
 
 def test_the_job_manifest_flags_the_extra_views(tmp_path):
     """run_job with extra_views=2 (a DOLLY zoom, the default): the manifest lists the user's
-    views, then the dive view (test_dive_views), then two extra ones."""
+    views, then the two dive views (test_dive_views), then two extra ones."""
     from zoomscape.pipeline import run_job
     from zoomscape.wire.manifest import read_manifest
 
@@ -373,8 +373,8 @@ def test_the_job_manifest_flags_the_extra_views(tmp_path):
     req = _request(cameras=[c.to_wire() for c in cams], extra_views=2)
     run_job(validate_request(req), tmp_path)
     manifest = read_manifest(tmp_path)
-    assert [v.extra for v in manifest.views] == [False, False, True, True, True]
-    assert [v.camera for v in manifest.views] == ["Cam.000", "Cam.001", "Dive.000", "Extra.000", "Extra.001"]
+    assert [v.extra for v in manifest.views] == [False, False, True, True, True, True]
+    assert [v.camera for v in manifest.views] == ["Cam.000", "Cam.001", "Dive.000", "Dive.001", "Extra.000", "Extra.001"]
     raw = json.loads((tmp_path / "manifest.json").read_text())
-    assert [v["extra"] for v in raw["views"]] == [False, False, True, True, True]
+    assert [v["extra"] for v in raw["views"]] == [False, False, True, True, True, True]
     assert Manifest.from_dict(raw).views == manifest.views
