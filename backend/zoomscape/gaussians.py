@@ -19,7 +19,9 @@ bottom (``lift_levels``):
         Σ = σ²·(t_u t_uᵀ + t_v t_vᵀ) + (φ·σ_min)² n nᵀ,  t_u = ∂X/∂u, t_v = ∂X/∂v
         (tangents from the smoothed depth's gradients, so Σ is flat along the normal n and
         projects to σ² I₂ in the level camera: the pixel footprint z/(f·p^i), stretched where
-        the surface is seen at a slant), colour = the pixel, opacity o₀ (high)
+        the surface is seen at a slant; in front of an occlusion edge [t_u, t_v]·(I − 0.7·g gᵀ),
+        g toward the edge, so it does not spill over it: surface_tangents), colour = the pixel,
+        opacity o₀ (high)
     deconvolve the colours (overlapping Gaussians blur the pixel colours): the render is linear in
         them, rgb = A c + T·background, so c = argmin_{c ∈ [0,1]} ‖A c + b − I_i‖² + λ‖c − c₀‖²
         with A from one rasterizer pass, solved by sparse conjugate gradients (fit_colors)
@@ -269,7 +271,7 @@ def surface_tangents(cam: Camera, depth: np.ndarray, *, smooth: int = NORMAL_SMO
     lim = max_slant * z
     z_u = np.clip(z_u, -lim / cam.K[0, 0], lim / cam.K[0, 0])
     z_v = np.clip(z_v, -lim / cam.K[1, 1], lim / cam.K[1, 1])
-    edge = depth_edges(z, EDGE_STEP, smooth)
+    edge = depth_edges(z, 0.05, smooth)
     z_u, z_v = np.where(edge, 0.0, z_u).reshape(-1), np.where(edge, 0.0, z_v).reshape(-1)
     r = pixel_rays(cam, pixel_grid(W, H))
     zf = z.reshape(-1)
