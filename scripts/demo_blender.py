@@ -77,6 +77,11 @@ def render(out: str, zs) -> str:
         scene.cycles.use_denoising = False
     scene.render.image_settings.file_format = "PNG"
     scene.render.filepath = os.path.join(out, "frames", "zoom_")
+    frames_dir = os.path.dirname(scene.render.filepath)
+    if os.path.isdir(frames_dir):  # an earlier run's frames, which a shorter dive would not overwrite
+        for name in os.listdir(frames_dir):
+            if name.startswith("zoom_") and name.endswith(".png"):
+                os.remove(os.path.join(frames_dir, name))
     sky_world(scene, bpy.path.abspath(scene.zoomscape.last_output_dir), zs)
     times, stop_timing = frame_timer()
     t = time.perf_counter()

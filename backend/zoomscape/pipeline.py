@@ -98,11 +98,16 @@ def _plane_depth_at_centre(cloud: PointCloud, cam: Camera, proj, centre: np.ndar
     d = uv - centre
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(z) & (z > 0) & np.isfinite(uv).all(axis=1)
-    for r in ANCHOR_RADII:
+
+    def front_within(r: float) -> np.ndarray:
+        """The points within r px of the centre that the z-buffer shows (not hidden behind)."""
         sel = np.flatnonzero(ok & (np.abs(d) <= r).all(axis=1))
         col = np.clip(np.floor(uv[sel, 0]).astype(np.int64), 0, cam.width - 1)
         row = np.clip(np.floor(uv[sel, 1]).astype(np.int64), 0, cam.height - 1)
-        sel = sel[z[sel] <= (1.0 + ANCHOR_FRONT_TOL) * proj.depth[row, col]]
+        return sel[z[sel] <= (1.0 + ANCHOR_FRONT_TOL) * proj.depth[row, col]]
+
+    for r in ANCHOR_RADII:
+        sel = front_within(r)
         if len(sel) < ANCHOR_MIN_POINTS:
             continue
         A, w = np.c_[np.ones(len(sel)), d[sel]], 1.0 / z[sel]
@@ -117,10 +122,7 @@ def _plane_depth_at_centre(cloud: PointCloud, cam: Camera, proj, centre: np.ndar
         # the intercept: the median over the whole window's front points of their inverse depth
         # carried to the centre along that plane's slope (many points: the noise of a few
         # averages out; a median: a surface beside the centre's, in a minority, does not count)
-        big = np.flatnonzero(ok & (np.abs(d) <= max(window, r)).all(axis=1))
-        col = np.clip(np.floor(uv[big, 0]).astype(np.int64), 0, cam.width - 1)
-        row = np.clip(np.floor(uv[big, 1]).astype(np.int64), 0, cam.height - 1)
-        big = big[z[big] <= (1.0 + ANCHOR_FRONT_TOL) * proj.depth[row, col]]
+        big = front_within(max(window, r))
         if len(big) > len(sel):
             x[0] = np.median(1.0 / z[big] - d[big] @ x[1:])
         if x[0] > 0 and np.isfinite(x[0]):
