@@ -424,8 +424,9 @@ def build_level_zoom(scene, source, root, level_objs, factor: float, frames_per_
     """Key the zoom through the level rig → the (static) zoom camera.
 
     The zoom dives through N = levels (default: the number of level objects) levels in
-    dive_levels(N)·F + 1 frames from frame_start, ending on the deepest level's own pixels: the root's scale is keyed every frame to p^τ (τ = frame offset / F), the levels'
-    fades from fade_weights. The camera is a static copy of source made the scene camera; its near
+    dive_levels(N)·F + 1 frames from frame_start, ending on the deepest level's own pixels: the
+    root's scale is keyed every frame to p^τ (τ = frame offset / F), the levels' fades from
+    fade_weights. The camera is a static copy of source made the scene camera; its near
     clip is constant, which in the scaled rig is clip_start·p^−τ in level-0 metres (it follows the
     zoom), and in DOLLY its far clip is keyed to stay at clip_end level-0 metres (key_dolly_clip_end;
     LENS does not scale depth).
