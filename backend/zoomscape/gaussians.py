@@ -466,13 +466,16 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5)
     return m.mean()
 
 
-def colour_operator(g: Gaussians, cam: Camera, frame: LevelFrame,
-                    device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def colour_operator(g: Gaussians, cam: Camera, frame: LevelFrame, device=None,
+                    row_weight: Optional[np.ndarray] = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The level render as a linear map of the colours, rgb = A c (+ T·background).
 
     g: Gaussians as for render_level (their colours unused). One pass of the reference
     rasterizer (raster.composite_weights) on device → (A [H·W, N] and Aᵀ [N, H·W] sparse CSR
     float32, A[u, k] = T_k(u)·α_k(u); T [H·W] the transmittance left for the background).
+    row_weight: [H, W] (or [H·W]) w(u) ≥ 0: A's row u is scaled by w(u) (scale the target's pixel
+    the same way and its squared residual counts w(u)²; T stays unweighted).
     """
     t = on_device(g, device)
     dev = t.means.device
@@ -483,6 +486,12 @@ def colour_operator(g: Gaussians, cam: Camera, frame: LevelFrame,
                     near_plane=NEAR_LOCAL, eps2d=EPS2D, antialiased=ANTIALIASED)
         rows, cols, w, T = composite_weights(p, cam.width, cam.height)
     n_pix, n = cam.width * cam.height, len(t.means)
+    if row_weight is not None:
+        rw = torch.as_tensor(np.asarray(row_weight, np.float32).reshape(-1), device=dev)
+        if rw.numel() != n_pix:
+            raise ValueError(f"row_weight: need {cam.height}×{cam.width} pixel weights for "
+                             f"'{cam.name}', got {rw.numel()}")
+        w = w * rw[rows]
     return _csr(rows, cols, w, n_pix, n), _csr(cols, rows, w, n, n_pix), T.reshape(-1)
 
 
