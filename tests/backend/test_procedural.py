@@ -184,3 +184,54 @@ def test_render_time_512(world, record_property):
     print(f"\nprocedural render 512×512: {elapsed:.2f} s")
     assert np.isfinite(depth).all()
     assert elapsed < 6.0   # ~1 s on one free core; generous for a shared machine
+
+
+def test_a_frame_is_traced_once_and_the_memo_changes_no_result(monkeypatch):
+    """The engine traces a camera's whole frame once (procedural.FRAMES, DEPTHS): painting its
+    holes, sharpening, a second pass and the depth estimate reuse it, and give exactly what a
+    fresh trace gives; another prompt shares the geometry but not the colours."""
+    from zoomscape.engines import procedural
+
+    cam = make_cam((1, -12, 2.0), (0, 0, 0.7), W=64, H=48, name="memo")
+    eng = ProceduralEngine()
+    procedural.FRAMES.clear()
+    procedural.DEPTHS.clear()
+    calls = []
+    trace = World.trace
+    monkeypatch.setattr(World, "trace", lambda self, c, uv: calls.append(len(uv)) or trace(self, c, uv))
+    hole = np.zeros((48, 64), bool)
+    hole[10:30, 5:40] = True
+    painted = eng.inpaint(np.zeros((48, 64, 3), np.float32), hole, PROMPT, cam, 7)
+    sharp = eng.sharpen(painted, ~hole, PROMPT, cam, 7)
+    D = eng.estimate_depth(sharp, cam, seed=7, role="view")
+    masked_rgb, masked_depth = World(PROMPT, 7).render(cam, hole)
+    assert calls == [64 * 48]                               # one whole frame, traced once
+    procedural.FRAMES.clear()
+    procedural.DEPTHS.clear()
+    rgb, depth = World(PROMPT, 7).render(cam)
+    assert np.array_equal(sharp, rgb) and np.array_equal(painted[hole], rgb[hole])
+    assert np.array_equal(masked_rgb[hole], rgb[hole]) and np.all(masked_rgb[~hole] == 0)
+    assert np.array_equal(masked_depth[hole], depth[hole]) and np.all(np.isinf(masked_depth[~hole]))
+    procedural.DEPTHS.clear()
+    assert np.array_equal(D, eng.estimate_depth(sharp, cam, seed=7, role="view"))
+    calls.clear()
+    other, other_depth = World("a red desert canyon", 7).render(cam)
+    assert calls == [64 * 48] and not np.array_equal(other, rgb)
+    assert np.array_equal(other_depth, depth)                # the seed's geometry
+
+
+def test_the_frame_memo_is_bounded_and_hands_out_copies():
+    from zoomscape.engines.procedural import FrameMemo
+
+    memo = FrameMemo(max_bytes=3 * 800)
+    for k in range(5):
+        memo.put(k, np.full(100, float(k)))                 # 800 bytes each
+    assert len(memo) == 3 and memo.get(0) is None and memo.get(1) is None
+    got = memo.get(4)[0]
+    got[:] = -1.0
+    assert memo.get(4)[0][0] == 4.0                          # the memo kept its own
+    memo.get(2)                                              # 2 is now the newest used
+    memo.put(5, np.zeros(100))
+    assert memo.get(3) is None and memo.get(2) is not None
+    memo.put("big", np.zeros(1000))                          # larger than the memo: not kept
+    assert memo.get("big") is None and len(memo) == 3
