@@ -292,8 +292,10 @@ def build_path(scene, out_dir: str | None):
         # (the dive's own cameras or a longer lens): zoom from there, the way they were painted.
         (bpy.context.view_layer or scene.view_layers[0]).update()
         source = bpy.data.objects.get(zoom.camera) or props.zoom_camera or scene.camera
+        # F frames per step of the user's factor: F / substeps per painted level
         return zoom_path.build_level_zoom(scene, source, root, level_objs, factor,
-                                          props.frames_per_level, zoom.mode.upper(), job_id,
+                                          zoom.frames_per_level(props.frames_per_level),
+                                          zoom.mode.upper(), job_id,
                                           fade_width=props.fade_width,
                                           matrix=zoom.matrix_world.tolist())
     if props.zoom_target is not None:
@@ -308,7 +310,8 @@ def build_path(scene, out_dir: str | None):
     if source is None or source.get("zoomscape_kind") == "zoom_camera":
         source = bpy.data.objects.get(zoom.camera) if zoom else None  # the camera the job zoomed from
     levels = (len(zoom.prompts) if zoom is not None else 0) or len(props.levels) or 1
-    return zoom_path.build_zoom_path(scene, source, anchor, factor, levels, props.frames_per_level,
+    frames = zoom.frames_per_level(props.frames_per_level) if zoom is not None else props.frames_per_level
+    return zoom_path.build_zoom_path(scene, source, anchor, factor, levels, frames,
                                      props.zoom_mode, job_id)
 
 

@@ -46,9 +46,16 @@ def dive_levels(levels: int) -> int:
     return max(int(levels) - 1, 1)
 
 
-def level_times(levels: int, frames_per_level: int) -> np.ndarray:
-    """t: [dive_levels·F + 1] time in levels for each frame offset 0..dive_levels(levels)·F."""
-    return np.arange(dive_levels(levels) * frames_per_level + 1, dtype=np.float64) / frames_per_level
+def dive_frames(levels: int, frames_per_level: float) -> int:
+    """Frames of a dive through `levels` levels at F frames per level: dive_levels·F + 1, F may
+    be fractional (a manifest's levels painted in substeps: wire.manifest.ZoomInfo.frames_per_level)
+    as long as the dive is a whole number of frames (rounded)."""
+    return int(round(dive_levels(levels) * float(frames_per_level))) + 1
+
+
+def level_times(levels: int, frames_per_level: float) -> np.ndarray:
+    """t: [dive_frames] time in levels for each frame offset 0..dive_levels(levels)·F."""
+    return np.arange(dive_frames(levels, frames_per_level), dtype=np.float64) / frames_per_level
 
 
 def dolly_positions(c0: np.ndarray, anchor: np.ndarray, p: float, t: np.ndarray) -> np.ndarray:
@@ -115,8 +122,8 @@ def check_zoom(source, anchor, factor: float, levels: int, frames_per_level: int
         raise ZoomPathError("zoom camera: none; pick a Zoom camera or set the scene camera")
     if not 1.0 < factor:
         raise ZoomPathError(f"zoom factor: {factor} must be > 1")
-    if levels < 1 or frames_per_level < 1:
-        raise ZoomPathError(f"levels ({levels}) and frames per level ({frames_per_level}) must be ≥ 1")
+    if levels < 1 or not frames_per_level > 0:
+        raise ZoomPathError(f"levels ({levels}) must be ≥ 1 and frames per level ({frames_per_level}) > 0")
     M = np.array(source.matrix_world.normalized(), dtype=np.float64)
     a = np.asarray(anchor, dtype=np.float64).reshape(3)
     depth = float((a - M[:3, 3]) @ -M[:3, 2])  # along the view axis (camera looks down −Z)
@@ -279,7 +286,7 @@ def key_fades(level_objs, frame_start: float, frames_per_level: int, fade_width:
     """
     si = level_rig.splat_import
     last = max(int(obj["zoomscape_level"]) for obj in level_objs)
-    T = len(view.scales) if view is not None else last * frames_per_level + 1
+    T = len(view.scales) if view is not None else int(round(last * frames_per_level)) + 1
 
     from_world = bool(points)
 

@@ -34,6 +34,7 @@ from .wire.atomic import atomic_open
 from .wire.manifest import ConsensusSummary, Level, Manifest, ZoomInfo, write_manifest
 from .wire.names import MANIFEST_FILE, POINTCLOUD_FILE, STACK_FILE, WORLD_FILE, level_gaussians, level_image
 from .wire.splats import write_splat_ply
+from .zoom import painted_levels
 
 Progress = Callable[[str, int, int, str], None]
 # A DOLLY zoom's dive views: the zoom camera at these τ on its path (between level 0 and level 1, where
@@ -220,7 +221,8 @@ def run_job(request: JobRequest, out_dir: Path, progress: Optional[Progress] = N
             consensus.used, consensus.sigma_before, consensus.sigma_after,
             float(np.abs(consensus.factor).max(initial=0.0))),
         zoom=ZoomInfo(zoom.camera, lcam.matrix_world, lcam.intrinsics, factor, prompts,
-                      np.asarray(anchor, np.float64), anchor_source, STACK_FILE, levels.mode),
+                      np.asarray(anchor, np.float64), anchor_source, STACK_FILE, levels.mode,
+                      levels.substeps),
         levels=written, world_file=WORLD_FILE, world_gaussians=n_world)
     check_cancel()
     write_manifest(out_dir, manifest)
@@ -237,6 +239,7 @@ class ZoomLevels:
     images: list[np.ndarray]
     lifted: list
     mode: str = "lens"      # where the levels were painted from (cameras.LevelCameras)
+    substeps: int = 1       # levels painted per zoom factor the user asked (zoom.painted_levels)
 
     def __len__(self) -> int:
         return len(self.lifted)
@@ -253,16 +256,20 @@ def _zoom_levels(request: JobRequest, result, zoom_cam: Camera, engine, anchor,
     from .world import world_device
     zoom, seed = request.zoom, request.seed
     zcam = aim_at(zoom_cam, anchor)
-    prompts = [lv.prompt for lv in zoom.levels]
-    factor = float(zoom.factor)
+    # each step of the user's factor p is painted as substeps levels of q = p^(1/substeps) ≤ 2, so
+    # no frame between two levels magnifies one more than 2× (zoom.painted_levels)
+    painted = painted_levels([lv.prompt for lv in zoom.levels], float(zoom.factor))
+    prompts, factor = painted.prompts, painted.factor
 
     rig = LevelCameras(zcam, np.asarray(anchor, np.float64), factor, zoom.mode)
 
     def photo(width: int, height: int):
         return project(result.cloud, zcam.scaled(width, height))
 
+    steps = (f" ({len(zoom.levels)} levels, each {float(zoom.factor):g}× step in {painted.substeps} "
+             f"of {factor:.3g}×)" if painted.substeps > 1 else "")
     report("zoom", 0, 1, f"wrote {POINTCLOUD_FILE} ({len(result.cloud)} points); "
-                         f"painting {len(zoom.levels)} zoom levels")
+                         f"painting {len(prompts)} zoom levels{steps}")
     stack = engine.paint_zoom_stack(zcam, prompts, factor, seed,
                                     scene_prompt=request.scene_prompt, photo=photo,
                                     progress=report, should_cancel=should_cancel, rig=rig)
@@ -276,7 +283,7 @@ def _zoom_levels(request: JobRequest, result, zoom_cam: Camera, engine, anchor,
                          refine_steps=LEVEL_REFINE_STEPS if budget > 0 else 0, refine_seconds=budget,
                          progress=report, should_cancel=should_cancel, mode=zoom.mode,
                          painted_from=stack.cameras)
-    return ZoomLevels(lcam, prompts, factor, list(stack.levels), lifted, zoom.mode)
+    return ZoomLevels(lcam, prompts, factor, list(stack.levels), lifted, zoom.mode, painted.substeps)
 
 
 def write_world(out_dir: Path, result, cams: list[Camera], engine, seed: int, settings: Settings,

@@ -39,6 +39,11 @@ from .wire.names import MAX_LEVELS
 Progress = Callable[[str, int, int, str], None]
 
 MIN_FACTOR, MAX_FACTOR = 1.0, 8.0
+# The zoom between two painted levels is at most MAX_STEP (painted_levels): between levels i and
+# i + 1 a frame shows level i magnified up to the step around level i + 1, so a step of p = 4
+# magnified level 0 2× over three quarters of the frame half way (demo, true depth: 27.9 dB against
+# the true world there; painted at steps of 2, the same dive's worst frame is 29.9 dB).
+MAX_STEP = 2.0
 # Levels up to this many pixels (latents: 64² for 512² images) keep their resampling and blending
 # geometry cached between calls (every denoising step repeats it); the one pixel-space pass at the
 # end computes its own, so the cache stays a few MB.
@@ -49,6 +54,42 @@ _FULL = 1.0 - 1e-6  # coverage counted as full
 # ---------------------------------------------------------------------------------------------
 # Validation
 
+def substeps(factor: float, levels: int) -> int:
+    """m: the levels painted per zoom factor p the user asked, the least m with p^(1/m) ≤ MAX_STEP
+    (p ≤ 2: 1; p ≤ 4: 2; p ≤ 8: 3); 1 for a single level (its dive zooms p× past it, into no
+    finer level)."""
+    p = check_factor(factor)
+    if int(levels) <= 1:
+        return 1
+    return max(1, math.ceil(math.log(p) / math.log(MAX_STEP) - 1e-9))
+
+
+@dataclass(frozen=True)
+class PaintedLevels:
+    """The levels a zoom paints for the user's N prompts at factor p: M = (N − 1)·m + 1 levels at
+    factor q = p^(1/m) (m = substeps), painted level j = k·m + r (0 ≤ r < m) between the user's
+    levels k and k + 1 at zoom p^(k + r/m), with prompt k. So painted level k·m is the user's
+    level k, and the dive still ends on the user's deepest level."""
+
+    prompts: list
+    factor: float
+    substeps: int
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def painted_levels(prompts: Sequence[str], factor: float) -> PaintedLevels:
+    """The levels to paint for the user's prompts at factor p (PaintedLevels)."""
+    p = check_factor(factor)
+    prompts = list(prompts)
+    m = substeps(p, len(prompts))
+    if m == 1:
+        return PaintedLevels(prompts, p, 1)
+    out = [prompts[j // m] for j in range((len(prompts) - 1) * m + 1)]
+    return PaintedLevels(out, p ** (1.0 / m), m)
+
+
 def check_factor(factor) -> float:
     """p as a float in (1, 8], or ValueError naming the field."""
     try:
@@ -58,6 +99,10 @@ def check_factor(factor) -> float:
     if not (MIN_FACTOR < p <= MAX_FACTOR) or not math.isfinite(p):
         raise ValueError(f"factor: the zoom factor p must be in (1, 8], got {factor!r}")
     return p
+
+
+# The most levels a zoom paints: MAX_LEVELS prompts at the largest factor
+MAX_PAINTED_LEVELS = (MAX_LEVELS - 1) * substeps(MAX_FACTOR, MAX_LEVELS) + 1
 
 
 def _int_factor(p: float) -> Optional[int]:
@@ -563,8 +608,8 @@ class ZoomStack:
 def _check_request(prompts, size, steps, guidance, scale):
     if not isinstance(prompts, (list, tuple)) or not prompts:
         raise ValueError("prompts: need one prompt per zoom level (at least 1)")
-    if len(prompts) > MAX_LEVELS:
-        raise ValueError(f"prompts: at most {MAX_LEVELS} zoom levels, got {len(prompts)}")
+    if len(prompts) > MAX_PAINTED_LEVELS:
+        raise ValueError(f"prompts: at most {MAX_PAINTED_LEVELS} zoom levels, got {len(prompts)}")
     if any(not isinstance(s, str) for s in prompts):
         raise ValueError("prompts: every level's prompt must be a string")
     H, W = (int(v) for v in size)

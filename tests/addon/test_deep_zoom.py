@@ -472,3 +472,43 @@ def test_a_faded_cloud_leaves_level_0_as_it_renders_alone(zs, tmp_path):
     # and unlifted, the faded cloud does change level 0: the check above can fail
     changed = render_frames(scene, [frame], str(tmp_path))[0]
     assert np.abs(changed - alone).mean() > 0.03, np.abs(changed - alone).mean()
+
+
+@pytest.mark.parametrize("fpl", [6, 5])
+def test_levels_painted_in_substeps_dive_at_the_users_frames_per_level(zs, tmp_path, fpl):
+    """The backend paints each step of the user's factor p in substeps levels of q = p^(1/m)
+    (zoom.substeps in the manifest). The dive keeps the user's F frames per step of p: F/m frames
+    per painted level (F/m may be fractional), the same length and the same zoom per frame as
+    levels painted at p, through every painted level (3 user levels at p = 4: 5 levels at q = 2)."""
+    scene = bpy.context.scene
+    cam = source_camera(32)
+    out_dir = str(tmp_path / "results")
+    manifest = write_dive(zs, out_dir, cam, np.array([0.0, 0.0, 1.0]), 2.0, 5, side=2, job_id="sub")
+    manifest["zoom"]["substeps"] = 2
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    props = scene.zoomscape
+    props.job_id, props.frames_per_level, props.zoom_mode = "sub", fpl, "DOLLY"
+    zs.runner.finish(scene, out_dir)
+    root, objs = zs.level_rig.rig_of("sub")
+    assert [o["zoomscape_level"] for o in objs] == [0, 1, 2, 3, 4]
+    assert scene.frame_end - scene.frame_start == 2 * fpl          # (N − 1)·F for the user's 3 levels
+    rest = None
+    for k in range(2 * fpl + 1):
+        scene.frame_set(scene.frame_start + k)
+        s = float(root.matrix_world.to_scale()[0])
+        rest = s if rest is None else rest
+        assert s / rest == pytest.approx(4.0 ** (k / fpl), rel=1e-5)   # p^(frame / F), p = 4
+    # painted level j fades in over the half step before it fills the screen, τ_user ∈ [(j−1)/2, j/2]
+    for obj in objs[1:]:
+        j = int(obj["zoomscape_level"])
+        owner, path, _ = zs.splat_import.fade_channel(obj)
+        for tau_user, want in (((j - 1) / 2.0, 0.0), ((j - 0.5) / 2.0, 0.5), (j / 2.0, 1.0)):
+            frame = scene.frame_start + tau_user * fpl
+            if frame != int(frame):
+                continue
+            scene.frame_set(int(frame))
+            assert float(owner.path_resolve(path)) == pytest.approx(want, abs=1e-5), (j, tau_user)
+    scene.frame_set(scene.frame_start)
+    old = zs.wire.manifest.ZoomInfo.from_dict({k: v for k, v in manifest["zoom"].items() if k != "substeps"})
+    assert old.substeps == 1 and old.frames_per_level(fpl) == fpl   # a manifest from before: one level a step

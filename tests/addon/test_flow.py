@@ -77,7 +77,9 @@ def test_discover_generate_import_render_reload(zs, server, tmp_path):
     # The levels came back as splat objects under a rig whose root (at the anchor) scales by the zoom
     # factor per level: seen from the root, the static camera closes in on the anchor exponentially.
     levels = sorted((o for o in bpy.data.objects if o.get("zoomscape_kind") == "level"), key=lambda o: o.name)
-    assert len(levels) == len(manifest.levels) == 2
+    # the 2 levels at p = 4 were painted as 3 at q = 2 (the step between them in two)
+    assert len(levels) == len(manifest.levels) == 3 and manifest.zoom.substeps == 2
+    assert manifest.zoom.factor == pytest.approx(props.zoom_factor ** 0.5)
     assert [zs.splat_import.splat_count(o) for o in levels] == [lv.count for lv in manifest.levels]
     root, _ = zs.level_rig.rig_of(props.job_id)
     anchor = manifest.zoom.anchor
@@ -88,7 +90,7 @@ def test_discover_generate_import_render_reload(zs, server, tmp_path):
         cam_in_root = root.matrix_world.inverted() @ zoom.matrix_world.translation
         dists.append(np.linalg.norm(np.array(cam_in_root)))
     np.testing.assert_allclose([dists[0] / dists[1], dists[1] / dists[2]], props.zoom_factor ** 0.5, rtol=1e-5)
-    assert len(zs.thumbnails.job_images(props.job_id)[0]) == 2  # one thumbnail per level
+    assert len(zs.thumbnails.job_images(props.job_id)[0]) == 3  # one thumbnail per level
 
     # the world came back as Gaussians too (world.ply), shown in renders instead of the points
     world = zs.world.world_objects(props.job_id)

@@ -67,11 +67,14 @@ def test_manifest_matches_the_api(job):
     z = manifest["zoom"]
     req = request()["cameras"][1]
     assert set(z) == {"camera", "matrix_world", "fx", "fy", "cx", "cy", "width", "height",
-                      "factor", "levels", "anchor", "anchor_source", "stack_image", "mode"}
+                      "factor", "levels", "anchor", "anchor_source", "stack_image", "mode", "substeps"}
     # The zoom camera is turned (by at most half a pixel's angle here) so the anchor is centred.
     assert z["camera"] == "Cam.001" and np.allclose(z["matrix_world"], req["matrix_world"], atol=1e-2)
-    assert (z["fx"], z["width"], z["height"], z["factor"]) == (req["fx"], 128, 96, 4.0)
-    assert z["levels"] == [{"prompt": "a lit window"}, {"prompt": "a cat"}]
+    # the request's 2 levels at p = 4 are painted as 3 at q = 2 (zoom.painted_levels): the step of
+    # 4 in two, the level between with the coarser level's prompt
+    assert (z["fx"], z["width"], z["height"], z["factor"], z["substeps"]) == (req["fx"], 128, 96, 2.0, 2)
+    assert z["levels"] == [{"prompt": "a lit window"}, {"prompt": "a lit window"}, {"prompt": "a cat"}]
+    assert [lv["index"] for lv in manifest["levels"]] == [0, 1, 2]
     assert z["anchor_source"] == "surface" and len(z["anchor"]) == 3
     assert z["mode"] == "dolly"     # the request's default
     stages = [s[0] for s in steps]
@@ -256,14 +259,17 @@ def test_zoom_levels_are_written_in_their_local_frames(job):
 
     out, manifest, engine, _ = job
     z, levels = manifest["zoom"], manifest["levels"]
-    assert [lv["prompt"] for lv in levels] == ["a lit window", "a cat"]
+    # the request's p = 4 painted in two steps of q = 2 (test_manifest_matches_the_api)
+    assert [lv["prompt"] for lv in levels] == ["a lit window", "a lit window", "a cat"]
+    q = z["factor"]
+    assert q == 2.0
     cam = from_wire({"name": "z", **{k: z[k] for k in ("matrix_world", "fx", "fy", "cx", "cy", "width", "height")}})
     for i, lv in enumerate(levels):
         assert (lv["index"], lv["image"], lv["gaussians"]) == (i, f"level_{i:02d}.png", f"level_{i:02d}.ply")
-        frame = level_frame(cam, z["anchor"], 4.0, i)
-        assert np.allclose(lv["frame"]["origin"], frame.origin) and lv["frame"]["unit"] == 4.0 ** -i
+        frame = level_frame(cam, z["anchor"], q, i)
+        assert np.allclose(lv["frame"]["origin"], frame.origin) and lv["frame"]["unit"] == q ** -i
         assert np.allclose(lv["frame"]["rotation"], frame.rotation)
-        assert lv["zoom_range"] == [4.0 ** i, 4.0 ** (i + 1)]
+        assert lv["zoom_range"] == [q ** i, q ** (i + 1)]
         image = np.asarray(Image.open(out / lv["image"]))
         assert image.shape == (z["height"], z["width"], 3) and image.std() > 2
         splats = read_splat_ply(out / lv["gaussians"])

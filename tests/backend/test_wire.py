@@ -154,3 +154,22 @@ def test_one_header_parser_for_both_byte_orders_and_leading_elements(tmp_path):
     (tmp_path / "bad.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\n0\n")
     with pytest.raises(PLYError, match="format is 'ascii'"):
         read_header(tmp_path / "bad.ply")
+
+
+def test_zoom_substeps_round_trip_and_default_for_older_manifests():
+    """ZoomInfo.substeps (the levels painted per step of the user's factor) survives to_dict /
+    from_dict; a manifest without it (before substeps) reads as 1; it must be an integer ≥ 1.
+    frames_per_level turns the user's frames per step into frames per painted level."""
+    intr = Intrinsics(fx=100.0, fy=100.0, cx=32.0, cy=24.0, width=64, height=48)
+    z = wm.ZoomInfo("Cam", np.eye(4), intr, 2.0, ["a", "a", "b"], np.zeros(3), mode="dolly", substeps=2)
+    d = z.to_dict()
+    assert d["substeps"] == 2
+    back = wm.ZoomInfo.from_dict(json.loads(json.dumps(d)))
+    assert back.substeps == 2 and back.factor == 2.0 and back.user_factor == 4.0
+    assert back.frames_per_level(24) == 12.0 and back.frames_per_level(5) == 2.5
+    old = dict(d)
+    del old["substeps"]
+    assert wm.ZoomInfo.from_dict(old).substeps == 1 and wm.ZoomInfo.from_dict(old).frames_per_level(24) == 24
+    for bad in (0, 1.5, "2", True):
+        with pytest.raises(wm.ManifestError, match="zoom.substeps"):
+            wm.ZoomInfo.from_dict(dict(d, substeps=bad))

@@ -175,3 +175,33 @@ def test_last_steps_return_the_prediction():
 def test_bad_factor_names_the_field(bad):
     with pytest.raises(ValueError, match="factor"):
         check_factor(bad)
+
+
+@pytest.mark.parametrize("p, n, m", [(4.0, 3, 2), (2.0, 3, 1), (1.5, 4, 1), (3.0, 2, 2), (8.0, 3, 3),
+                                     (2.1, 2, 2), (4.0, 1, 1), (8.0, 1, 1)])
+def test_each_step_of_the_factor_is_painted_in_steps_of_at_most_two(p, n, m):
+    """painted_levels: N prompts at p → (N − 1)·m + 1 levels at q = p^(1/m) ≤ MAX_STEP, the
+    least such m; painted level k·m is the user's level k (zoom q^(k·m) = p^k), the levels
+    between carry the coarser user level's prompt; one level is painted as it is."""
+    prompts = [f"level {k}" for k in range(n)]
+    painted = zoom.painted_levels(prompts, p)
+    assert painted.substeps == m == zoom.substeps(p, n)
+    assert len(painted) == (n - 1) * m + 1
+    q = painted.factor
+    if n == 1:                                   # a single level: its dive zooms p× past it
+        assert q == p
+    else:
+        assert q <= zoom.MAX_STEP + 1e-12 and (m == 1 or p ** (1.0 / (m - 1)) > zoom.MAX_STEP)
+    assert q ** m == pytest.approx(p, rel=1e-12)
+    for j, prompt in enumerate(painted.prompts):
+        assert prompt == prompts[j // m]
+    assert [painted.prompts[k * m] for k in range(n)] == prompts
+
+
+def test_the_painted_levels_fit_every_request_the_schema_allows():
+    from zoomscape.wire.names import MAX_LEVELS, ZOOM_FACTOR_RANGE
+
+    most = zoom.painted_levels(["x"] * MAX_LEVELS, ZOOM_FACTOR_RANGE[1])
+    assert len(most) == zoom.MAX_PAINTED_LEVELS == 46
+    with pytest.raises(ValueError, match="factor"):
+        zoom.painted_levels(["x", "y"], 9.0)

@@ -14,7 +14,7 @@ from zoomscape.dream import JobCancelled  # noqa: E402
 from zoomscape.engines.denoiser import SDDenoiser  # noqa: E402
 from zoomscape.engines.procedural import World  # noqa: E402
 from zoomscape.engines.procedural_zoom import procedural_zoom_stack  # noqa: E402
-from zoomscape.zoom import consistency_error, invert_photo, paint_zoom_stack  # noqa: E402
+from zoomscape.zoom import MAX_PAINTED_LEVELS, consistency_error, invert_photo, paint_zoom_stack  # noqa: E402
 
 PROMPTS = ["a city at night", "a lit window", "a cat on the sill", "the cat's eye"]
 SIZE = (64, 64)   # latents 8×8
@@ -121,7 +121,7 @@ def test_progress_and_cancel(denoiser):
                          should_cancel=lambda: calls.append(1) or len(calls) > 1)
 
 
-@pytest.mark.parametrize("kw,field", [(dict(size=(60, 64)), "size"), (dict(prompts=["a"] * 17), "prompts"),
+@pytest.mark.parametrize("kw,field", [(dict(size=(60, 64)), "size"), (dict(prompts=["a"] * (MAX_PAINTED_LEVELS + 1)), "prompts"),
                                       (dict(factor=1.0), "factor"), (dict(steps=0), "steps"),
                                       (dict(photo=np.zeros((8, 8, 3))), "photo"), (dict(sampler="euler"), "sampler")])
 def test_bad_input_names_the_field(denoiser, kw, field):

@@ -30,7 +30,7 @@ import torch
 
 from ..cameras import Camera, LevelCameras, world_to_pixels, zoom_level_camera
 from ..errors import JobCancelled
-from ..zoom import MAX_LEVELS, ZoomStack, check_factor, pi_image_all
+from ..zoom import MAX_PAINTED_LEVELS, ZoomStack, check_factor, pi_image_all
 from .procedural import SKY, World
 
 
@@ -62,8 +62,8 @@ def procedural_zoom_stack(cam: Camera, prompts: list[str], factor, seed: int, *,
     p = check_factor(factor)
     if not isinstance(prompts, (list, tuple)) or not prompts:
         raise ValueError("prompts: need one prompt per zoom level (at least 1)")
-    if len(prompts) > MAX_LEVELS:
-        raise ValueError(f"prompts: at most {MAX_LEVELS} zoom levels, got {len(prompts)}")
+    if len(prompts) > MAX_PAINTED_LEVELS:
+        raise ValueError(f"prompts: at most {MAX_PAINTED_LEVELS} zoom levels, got {len(prompts)}")
     if size is not None:
         H, W = (int(v) for v in size)
         if H <= 0 or W <= 0:

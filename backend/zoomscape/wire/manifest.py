@@ -154,7 +154,12 @@ class Level:
 class ZoomInfo:
     """The zoom the levels were painted from: the camera's name, its pose (Blender matrix_world
     [4, 4], aimed at the anchor) and intrinsics, the factor p, the level prompts, the anchor [3]
-    (world) and where it came from ("surface" or "request"), and the stack strip's file."""
+    (world) and where it came from ("surface" or "request"), and the stack strip's file.
+
+    factor and prompts are the levels as painted: the user's factor p and N prompts were painted as
+    substeps levels per step of p (factor = p^(1/substeps), (N − 1)·substeps + 1 levels, each with
+    the prompt of the user's level it follows); a dive of F frames per user level takes
+    F / substeps frames per level here (frames_per_level)."""
 
     camera: str
     matrix_world: np.ndarray
@@ -165,13 +170,23 @@ class ZoomInfo:
     anchor_source: str = "surface"
     stack_image: Optional[str] = STACK_FILE
     mode: str = "lens"      # where the levels were painted from (wire.cameras.level_pose)
+    substeps: int = 1       # levels per step of the user's zoom factor (manifests before: 1)
+
+    @property
+    def user_factor(self) -> float:
+        """The zoom factor p between the user's levels: factor^substeps."""
+        return float(self.factor) ** int(self.substeps)
+
+    def frames_per_level(self, user_frames: float) -> float:
+        """Frames per painted level for a dive of user_frames per user level (the factor p)."""
+        return float(user_frames) / int(self.substeps)
 
     def to_dict(self) -> dict:
         return {"camera": self.camera, "matrix_world": np.asarray(self.matrix_world).tolist(),
                 **self.intrinsics.to_dict(), "factor": float(self.factor),
                 "levels": [{"prompt": p} for p in self.prompts],
                 "anchor": [float(v) for v in self.anchor], "anchor_source": self.anchor_source,
-                "stack_image": self.stack_image, "mode": self.mode}
+                "stack_image": self.stack_image, "mode": self.mode, "substeps": int(self.substeps)}
 
     @staticmethod
     def from_dict(d: Any, where: str = "zoom") -> "ZoomInfo":
@@ -191,8 +206,12 @@ class ZoomInfo:
         mode = d.get("mode", "lens")
         if mode not in ZOOM_MODES:
             raise ManifestError(f"{where}.mode: must be one of {', '.join(ZOOM_MODES)}, got {mode!r}")
+        # manifests from before a step of the factor was painted in substeps: one level per step
+        substeps = _int(d.get("substeps", 1), f"{where}.substeps")
+        if substeps < 1:
+            raise ManifestError(f"{where}.substeps: must be at least 1, got {substeps}")
         return ZoomInfo(str(camera), M, Intrinsics(**k, **size), factor, prompts, anchor,
-                        str(d.get("anchor_source", "surface")), stack, mode)
+                        str(d.get("anchor_source", "surface")), stack, mode, substeps)
 
 
 @dataclass(frozen=True)
