@@ -10,6 +10,7 @@ from plyfile import PlyData
 
 from tests.helpers import BAD_REQUESTS, bad_request, job_request, user_views
 from tests.helpers.backend_process import backend_server, http_json, http_request, wait_for_job
+from zoomscape.zoom import painted_levels
 
 PLY_PROPERTIES = ["x", "y", "z", "red", "green", "blue", "radius"]
 
@@ -92,7 +93,10 @@ def test_job_runs_queued_running_done_and_results_download(idle):
     assert len(manifest["views"]) > len(req["cameras"])  # extra views are on by default
     assert sum(v["new_points"] for v in manifest["views"]) == manifest["pointcloud"]["points"]
     zoom, cam0 = manifest["zoom"], req["cameras"][0]
-    assert zoom["camera"] == cam0["name"] and zoom["factor"] == 4.0 and zoom["levels"] == req["zoom"]["levels"]
+    # the levels as painted: the request's p = 4 in steps of 2 (zoom.painted_levels)
+    painted = painted_levels([lv["prompt"] for lv in req["zoom"]["levels"]], req["zoom"]["factor"])
+    assert zoom["camera"] == cam0["name"] and (zoom["factor"], zoom["substeps"]) == (2.0, 2) == (painted.factor, painted.substeps)
+    assert zoom["levels"] == [{"prompt": p} for p in painted.prompts] and len(manifest["levels"]) == len(painted)
     np.testing.assert_allclose(zoom["matrix_world"], cam0["matrix_world"], atol=1e-9)
     assert (zoom["width"], zoom["height"]) == (cam0["width"], cam0["height"])
     assert zoom["anchor_source"] == "surface" and all(math.isfinite(a) for a in zoom["anchor"])

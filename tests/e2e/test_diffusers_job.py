@@ -19,6 +19,7 @@ from tests.helpers import job_request, user_views  # noqa: E402
 from tests.helpers.backend_process import (backend_python, backend_server, free_port,  # noqa: E402
                                            http_json, http_request, wait_for_job)
 from tests.helpers.tiny_models import model_env  # noqa: E402
+from zoomscape.zoom import painted_levels  # noqa: E402
 
 STEPS = 2
 
@@ -71,7 +72,9 @@ def test_three_translating_cameras_end_to_end(tmp_path, tiny_env):
         # levels (level i−1's centre 1/p, averaged down, equals level i averaged down). (The stages'
         # progress is checked in tests/backend; polling here may miss a stage that takes 0.1 s.)
         levels = manifest["levels"]
-        assert [lv["prompt"] for lv in levels] == [lv["prompt"] for lv in request["zoom"]["levels"]]
+        painted = painted_levels([lv["prompt"] for lv in request["zoom"]["levels"]], request["zoom"]["factor"])
+        assert [lv["prompt"] for lv in levels] == painted.prompts            # the levels as painted
+        assert manifest["zoom"]["factor"] == pytest.approx(painted.factor)
         from PIL import Image
         import io
         images = []
@@ -82,7 +85,8 @@ def test_three_translating_cameras_end_to_end(tmp_path, tiny_env):
             status, gs, _ = http_request("GET", f"{srv.url}/v1/jobs/{final['id']}/files/{lv['gaussians']}")
             (tmp_path / "g.ply").write_bytes(gs)
             assert status == 200 and len(plyfile.PlyData.read(str(tmp_path / "g.ply"))["vertex"]) == lv["count"]
-        p = int(request["zoom"]["factor"])
+        p = int(round(painted.factor))
+        assert p == painted.factor     # an integer step: the crop below is exact
         for coarse, fine in zip(images, images[1:]):
             H, W = coarse.shape[:2]
             crop = coarse[H // 2 - H // (2 * p):H // 2 + H // (2 * p), W // 2 - W // (2 * p):W // 2 + W // (2 * p)]
