@@ -66,6 +66,7 @@ def load_job_images(manifest: Manifest, out_dir: str, job_id: str) -> list:
     stack last); files that are missing or unreadable are skipped. Replaces the job's earlier images."""
     remove_job_images(job_id)
     images = []
+    zooms = {lv.index: float(lv.zoom_range[0]) for lv in manifest.levels}  # level i: q^i
     for index, prompt, file in manifest.image_files():
         image = load_packed(os.path.join(out_dir, file), image_name(job_id, index))
         if image is None:
@@ -74,6 +75,8 @@ def load_job_images(manifest: Manifest, out_dir: str, job_id: str) -> list:
         image["zoomscape_kind"] = STACK_KIND if index == STACK_INDEX else LEVEL_KIND
         image["zoomscape_level"] = index
         image["zoomscape_prompt"] = prompt
+        if index in zooms:
+            image["zoomscape_zoom"] = zooms[index]
         image["zoomscape_file"] = file
         images.append(image)
     return images
@@ -96,12 +99,16 @@ def icon_id(image) -> int:
 
 
 def level_label(image) -> str:
-    """'index · prompt' of a level image ('Zoom stack' for the stack)."""
+    """'index · ×zoom · prompt' of a level image ('Zoom stack' for the stack): the zoom tells the
+    levels painted between two of the user's prompts (zoom.substeps) from those prompts' own;
+    images loaded before it was stored have no zoom: 'index · prompt'."""
     index = int(image.get("zoomscape_level", 0))
     prompt = str(image.get("zoomscape_prompt", ""))
     if index == STACK_INDEX:
         return prompt or "Zoom stack"
-    return f"{index} · {prompt}" if prompt else f"Level {index}"
+    zoom = image.get("zoomscape_zoom")
+    head = f"{index} · ×{float(zoom):.3g}" if zoom is not None else f"{index}"
+    return f"{head} · {prompt}" if prompt else f"Level {index}" + (f" · ×{float(zoom):.3g}" if zoom is not None else "")
 
 
 def show_in_image_editor(windows, image) -> bool:

@@ -129,8 +129,8 @@ def test_a_done_job_shows_one_thumbnail_per_level_with_its_prompt(zs, tmp_path):
     assert len(icons) == 3 + 1  # the levels, then the blended stack
     assert all(isinstance(kw["icon_value"], int) and kw["scale"] > 1 for kw in icons)
     labels = [kw.get("text", "") for name, a, kw in log if name == "label"]
-    for lv in manifest["levels"]:
-        assert f"{lv['index']} · {lv['prompt']}" in labels
+    for lv in manifest["levels"]:   # index, the level's zoom (q^i, here 4^i), prompt
+        assert f"{lv['index']} · ×{lv['zoom_range'][0]:.3g} · {lv['prompt']}" in labels
     opened = [a[2] for name, a, kw in log
               if name == "operator_property" and a[:2] == ("zoomscape.open_image", "image")]
     levels, stack = zs.thumbnails.job_images(props.job_id)
@@ -138,7 +138,7 @@ def test_a_done_job_shows_one_thumbnail_per_level_with_its_prompt(zs, tmp_path):
     # the order on screen is the level order: each thumbnail comes before its label
     first = [i for i, (name, a, kw) in enumerate(log) if name == "template_icon"]
     label_at = [next(i for i, (name, a, kw) in enumerate(log)
-                     if name == "label" and kw.get("text") == f"{k} · level {k}") for k in range(3)]
+                     if name == "label" and kw.get("text") == f"{k} · ×{4 ** k:.3g} · level {k}") for k in range(3)]
     assert first[:3] < label_at and label_at == sorted(label_at)
 
     # another job's panel does not show these; with the levels toggle off the fade width is disabled
