@@ -61,6 +61,7 @@ from .cameras import (Camera, LevelCameras, level_frame, pixel_grid, pixel_rays,
 from .raster import composite_weights, project, rasterize, rotmat_to_quat
 from .wire.manifest import LevelFrame
 from .wire.splats import Gaussians
+from .zoom import MAX_PAINTED_LEVELS
 
 Progress = Callable[[str, int, int, str], None]
 
@@ -775,13 +776,15 @@ def torch_threads(n: Optional[int]):
 def _check_inputs(level_images, zoom_cam: Camera, anchor, factor: float) -> list[np.ndarray]:
     if not isinstance(zoom_cam, Camera):
         raise ValueError(f"zoom_cam: must be a cameras.Camera, got {type(zoom_cam).__name__}")
-    if not (np.isfinite(factor) and 1.5 <= float(factor) <= 8):
-        raise ValueError(f"factor: must be in 1.5..8 (zoom.factor), got {factor}")
+    # the step between painted levels (zoom.painted_levels): the request's 1.5..8, or a part of it
+    if not (np.isfinite(factor) and 1.0 < float(factor) <= 8):
+        raise ValueError(f"factor: must be in (1, 8] (the step between zoom levels), got {factor}")
     a = np.asarray(anchor, np.float64)
     if a.shape != (3,) or not np.isfinite(a).all():
         raise ValueError(f"anchor: must be 3 finite numbers, got {anchor!r}")
-    if not 1 <= len(level_images) <= 16:
-        raise ValueError(f"level_images: need 1..16 levels (zoom.levels), got {len(level_images)}")
+    if not 1 <= len(level_images) <= MAX_PAINTED_LEVELS:
+        raise ValueError(f"level_images: need 1..{MAX_PAINTED_LEVELS} levels (zoom.levels as painted), "
+                         f"got {len(level_images)}")
     out = []
     for i, im in enumerate(level_images):
         im = np.asarray(im, np.float32)

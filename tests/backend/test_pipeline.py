@@ -281,3 +281,20 @@ def test_zoom_levels_are_written_in_their_local_frames(job):
         assert np.abs(splats.means).max() < 1e3
     strip = np.asarray(Image.open(out / z["stack_image"]))
     assert strip.shape == (z["height"], z["width"] * len(levels), 3)
+
+
+@pytest.mark.parametrize("factor, n, painted, step", [(4.0, 9, 17, 2.0), (2.1, 2, 3, 2.1 ** 0.5)])
+def test_every_request_the_schema_takes_paints_and_lifts_its_levels(tmp_path, factor, n, painted, step):
+    """The painted levels may outnumber the request's limit (9 prompts at p = 4: 17 levels) and
+    their step may be below the request's smallest factor (p = 2.1: q = 1.45): the whole job
+    paints, lifts and writes them all."""
+    req = request()
+    req["cameras"] = [wire_cam("Cam.000", (0, -16, 2.5), (0, 0, 0.5), W=64, H=64)]
+    req["zoom"] = {"camera": "Cam.000", "factor": factor, "anchor": None,
+                   "levels": [{"prompt": f"level {k}"} for k in range(n)]}
+    req["extra_views"] = 0
+    manifest = run(req, tmp_path / "out")
+    z = manifest["zoom"]
+    assert len(manifest["levels"]) == len(z["levels"]) == painted and z["substeps"] == 2
+    assert z["factor"] == pytest.approx(step)
+    assert all((tmp_path / "out" / lv["gaussians"]).is_file() for lv in manifest["levels"])
