@@ -206,14 +206,19 @@ def level_frame(cam: Camera, anchor, factor: float, i: int) -> LevelFrame:
     return LevelFrame.for_level(cam.matrix_world, anchor, factor, i)
 
 
+AIM_TOLERANCE = 1e-7   # radians: aim_at leaves a camera aimed this closely as it is
+
+
 def aim_at(cam: Camera, point) -> Camera:
     """cam turned about its centre (the smallest rotation) so that the world point projects to the
-    image centre (W/2, H/2), where zoom levels are centred. Intrinsics are kept."""
+    image centre (W/2, H/2), where zoom levels are centred. Intrinsics are kept. A camera already
+    aimed within AIM_TOLERANCE radians (about 1e-4 px) is returned as it is, so a camera aimed at
+    its own centre pixel's point stays the same camera (the same frame, not a second trace)."""
     r_now = pixel_rays(cam, np.array([[cam.width / 2.0, cam.height / 2.0]]))[0]
     r_want = cam.w2c[:3, :3] @ (np.asarray(point, dtype=np.float64) - cam.center)
     a, b = r_now / np.linalg.norm(r_now), r_want / np.linalg.norm(r_want)
     v, c = np.cross(a, b), float(a @ b)
-    if np.linalg.norm(v) < 1e-12:
+    if np.linalg.norm(v) < AIM_TOLERANCE:
         return cam
     V = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
     R = np.eye(3) + V + V @ V / (1.0 + c)  # rotates a onto b (Rodrigues)

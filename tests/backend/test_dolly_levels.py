@@ -55,6 +55,8 @@ def test_dolly_cameras_close_in_on_the_anchor_with_the_same_orientation_and_lens
     # the Blender-side pose (shared with the extension) is the same camera
     M = dolly_level_matrix(r.camera.matrix_world, a, 2.0, 3)
     assert np.allclose(M, r.level(3).matrix_world)
+    # level 0 is the zoom camera itself, bit for bit (so the engine sees one frame, not two)
+    assert np.array_equal(r.level(0).c2w, r.camera.c2w)
     # LENS: level 0's pose, a p^i longer lens
     lens = LevelCameras(r.camera, a, 2.0, "lens")
     assert np.allclose(lens.level(2).K, zoom_level_camera(r.camera, 2.0, 2).K)

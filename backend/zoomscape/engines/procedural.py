@@ -1,9 +1,11 @@
 """The procedural engine: an analytic world that needs no weights, and the tests' ground truth.
 
 The world (Blender coordinates: Z up, metres) is
-- a ground heightfield z = h(x, y): gentle hills (a few sine waves, traced by conservative ray
-  marching then bisection) plus fractal relief (value-noise octaves with amplitude ∝ wavelength,
-  added by Newton refinement of the hit),
+- a ground heightfield z = h(x, y): gentle hills (a few sine waves) plus fractal relief
+  (value-noise octaves with amplitude ∝ wavelength), traced by a conservative march that sums
+  the octaves coarse to fine as far as each step needs (World._march_ground) and a safeguarded
+  Newton refinement of the bracketed first hit, exact from a camera on a hill or 0.1 mm above
+  the relief,
 - spheres and boxes resting on the ground, placed from the seed (analytic intersections),
 - a sky dome, a sphere of radius SKY_RADIUS about the origin, so every ray has a finite depth.
 The palette (ground, objects, sky, sun) comes from a stable hash of the prompt; the layout and
@@ -31,10 +33,13 @@ traced are memoised (FrameMemo: FRAMES, DEPTHS), which spares a second trace and
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import struct
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +49,7 @@ from ..errors import JobCancelled
 from .base import check_hole, check_image, check_role
 
 SKY_RADIUS = 200.0
+FBM_RAGGED_MAX = 8192     # fbm2 evaluates all octaves at once below this many points
 LAMBDA_MIN = 1e-7          # finest octave (metres): detail keeps appearing down to ~1 µm pixels
 OBJECT_RING = (3.0, 10.0)  # objects stand this far (metres) from the world origin
 
@@ -60,37 +66,58 @@ def stable_int(*parts) -> int:
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
-    """64-bit finaliser (murmur3 fmix64) of uint64 h: [N] → [N]."""
-    h = h ^ (h >> np.uint64(33))
-    h = h * np.uint64(0xFF51AFD7ED558CCD)
-    h = h ^ (h >> np.uint64(33))
-    h = h * np.uint64(0xC4CEB9FE1A85EC53)
-    return h ^ (h >> np.uint64(33))
+    """64-bit finaliser (murmur3 fmix64) of uint64 h: [N] → [N] (h is overwritten)."""
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
 
 
 _PRIMES = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F),
            np.uint64(0x165667B19E3779F9))
 
 
-def lattice_value(seed: int, *coords: np.ndarray) -> np.ndarray:
-    """Random value in [-1, 1) at integer lattice points: coords are int64 arrays [N] → [N]."""
-    h = np.full(coords[0].shape, np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
-    for c, p in zip(coords, _PRIMES):
-        h = _mix(h ^ (c.astype(np.uint64) * p))
+def _seed_hash(seed, shape) -> np.ndarray:
+    """The lattice seed (an int, or a uint64 array broadcast to shape) as a fresh uint64 array."""
+    if isinstance(seed, np.ndarray):
+        return np.broadcast_to(seed.astype(np.uint64), shape).copy()
+    return np.full(shape, np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
+
+
+def _hash_step(h: np.ndarray, c: np.ndarray, prime: np.uint64) -> np.ndarray:
+    """One coordinate folded into the lattice hash: fmix64(h ^ c·prime), a new array."""
+    return _mix(h ^ (c.astype(np.uint64) * prime))
+
+
+def _unit(h: np.ndarray) -> np.ndarray:
+    """The top 53 bits of a uint64 hash as a float in [-1, 1)."""
     return (h >> np.uint64(11)).astype(np.float64) * (2.0 ** -52) - 1.0
 
 
-def value_noise2(x: np.ndarray, y: np.ndarray, seed: int):
-    """Smooth 2-D value noise and its gradient. x, y: [N] lattice units → (n, ∂n/∂x, ∂n/∂y)."""
+def lattice_value(seed, *coords: np.ndarray) -> np.ndarray:
+    """Random value in [-1, 1) at integer lattice points: coords are int64 arrays [N] → [N]; seed
+    an int or a uint64 array [N] (one lattice per point)."""
+    h = _seed_hash(seed, coords[0].shape)
+    for c, p in zip(coords, _PRIMES):
+        h = _hash_step(h, c, p)
+    return _unit(h)
+
+
+def value_noise2(x: np.ndarray, y: np.ndarray, seed):
+    """Smooth 2-D value noise and its gradient. x, y: [N] lattice units, seed an int or [N]
+    (lattice_value) → (n, ∂n/∂x, ∂n/∂y)."""
     fx, fy = np.floor(x), np.floor(y)
     ix, iy = fx.astype(np.int64), fy.astype(np.int64)
     tx, ty = x - fx, y - fy
     u, v = tx * tx * (3 - 2 * tx), ty * ty * (3 - 2 * ty)
     du, dv = 6 * tx * (1 - tx), 6 * ty * (1 - ty)
-    a = lattice_value(seed, ix, iy)
-    b = lattice_value(seed, ix + 1, iy)
-    c = lattice_value(seed, ix, iy + 1)
-    d = lattice_value(seed, ix + 1, iy + 1)
+    h = _seed_hash(seed, ix.shape)           # lattice_value at the 4 corners, x hashes shared
+    hx0, hx1 = _hash_step(h, ix, _PRIMES[0]), _hash_step(h, ix + 1, _PRIMES[0])
+    y0, y1 = iy.astype(np.uint64) * _PRIMES[1], (iy + 1).astype(np.uint64) * _PRIMES[1]
+    a, b = _unit(_mix(hx0 ^ y0)), _unit(_mix(hx1 ^ y0))
+    c, d = _unit(_mix(hx0 ^ y1)), _unit(_mix(hx1 ^ y1))
     k = a - b - c + d
     n = a + (b - a) * u + (c - a) * v + k * u * v
     return n, du * ((b - a) + k * v), dv * ((c - a) + k * u)
@@ -130,29 +157,71 @@ def _octaves(lam0: float, footprint: np.ndarray):
         k += 1
 
 
-def fbm2(x, y, footprint, seed: int, lam0: float, amp_of):
-    """Fractal sum of 2-D value noise over world x, y: [N] metres, with per-pixel footprint [N].
+def octave_count(lam0: float, footprint: np.ndarray) -> np.ndarray:
+    """How many octaves λ_k = λ0·2^-k > max(2f, LAMBDA_MIN) a footprint f [N] resolves: [N] int."""
+    finest = np.maximum(2.0 * np.asarray(footprint, np.float64), LAMBDA_MIN)
+    return np.maximum(np.ceil(np.log2(lam0 / finest)), 0).astype(np.int64)
 
-    Σ_k w_k · a_k · n(R_k (x, y) / λ_k + o_k), a_k = amp_of(λ_k), rotation R_k and offset o_k from
-    the seed. Returns (value, ∂/∂x, ∂/∂y), each [N].
-    """
-    val, gx, gy = (np.zeros(len(x)) for _ in range(3))
-    for k, lam in _octaves(lam0, footprint):
-        w = octave_weight(lam, footprint)
-        idx = np.flatnonzero(w > 0)
-        if idx.size == 0:
-            break
+
+@functools.lru_cache(maxsize=256)
+def _octave_table(seed: int, count: int) -> np.ndarray:
+    """Every octave k < count of fbm2's seed: [count, 5] rows (cos, sin, ox, oy, lattice seed);
+    the lattice seed column is the uint64 seed's bits viewed as float64."""
+    table = np.empty((count, 5))
+    for k in range(count):
         rng = np.random.default_rng(stable_int("octave2", seed, k))
         th, ox, oy = rng.uniform(0, 2 * np.pi), rng.uniform(0, 1e4), rng.uniform(0, 1e4)
-        c, s = np.cos(th), np.sin(th)
-        xi, yi = x[idx], y[idx]
-        n, nx, ny = value_noise2((c * xi - s * yi) / lam + ox, (s * xi + c * yi) / lam + oy,
-                                 stable_int("lattice2", seed, k))
-        a = amp_of(lam) * w[idx]
-        val[idx] += a * n
-        gx[idx] += a * (c * nx + s * ny) / lam
-        gy[idx] += a * (-s * nx + c * ny) / lam
-    return val, gx, gy
+        table[k, :4] = np.cos(th), np.sin(th), ox, oy
+        table[k, 4] = np.array([stable_int("lattice2", seed, k)], np.uint64).view(np.float64)[0]
+    table.flags.writeable = False
+    return table
+
+
+def fbm2(x, y, footprint, seed: int, lam0: float, amp_of, k_lo=0, k_hi=None):
+    """Fractal sum of 2-D value noise over world x, y: [N] metres, with per-pixel footprint [N].
+
+    Σ_k w_k · a_k · n(R_k (x, y) / λ_k + o_k), a_k = amp_of(λ_k) (λ_k an array), rotation R_k and
+    offset o_k from the seed, over the octaves k_lo ≤ k < k_hi ([N] or None: all) the footprint
+    resolves. Returns (value, ∂/∂x, ∂/∂y), each [N]. Below FBM_RAGGED_MAX points every (point,
+    octave) pair is one element of a single vectorised evaluation (no per-octave overhead); above
+    it the octaves are summed one by one (arrays that stay in cache). Both give the same sums.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    footprint = np.broadcast_to(np.asarray(footprint, np.float64), x.shape)
+    n = len(x)
+    top = octave_count(lam0, footprint)
+    if k_hi is not None:
+        top = np.minimum(top, k_hi)
+    kmax = int(top.max()) if n else 0
+    if kmax <= k_lo:
+        return np.zeros(n), np.zeros(n), np.zeros(n)
+    table = _octave_table(int(seed), kmax)
+    if n >= FBM_RAGGED_MAX:                  # many points: one octave at a time (cache-sized arrays)
+        val, gx, gy = np.zeros(n), np.zeros(n), np.zeros(n)
+        for k in range(k_lo, kmax):
+            idx = np.flatnonzero(top > k)
+            lam = lam0 * 2.0 ** -k
+            c, s, ox, oy = table[k, :4]
+            xi, yi = x[idx], y[idx]
+            nv, nx, ny = value_noise2((c * xi - s * yi) / lam + ox, (s * xi + c * yi) / lam + oy,
+                                      table[k:k + 1, 4].view(np.uint64)[0])
+            a = amp_of(lam) * octave_weight(lam, footprint[idx])
+            val[idx] += a * nv
+            gx[idx] += a * (c * nx + s * ny) / lam
+            gy[idx] += a * (-s * nx + c * ny) / lam
+        return val, gx, gy
+    cnt = np.maximum(top - k_lo, 0)          # few points: every (point, octave) pair at once
+    total = int(cnt.sum())
+    rows = np.repeat(np.arange(n), cnt)
+    ks = k_lo + np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    tab = table[ks]
+    c, s, lam = tab[:, 0], tab[:, 1], lam0 * np.exp2(-ks.astype(np.float64))
+    xr, yr = x[rows], y[rows]
+    nv, nx, ny = value_noise2((c * xr - s * yr) / lam + tab[:, 2], (s * xr + c * yr) / lam + tab[:, 3],
+                              tab[:, 4].view(np.uint64))
+    a = amp_of(lam) * octave_weight(lam, footprint[rows]) / lam
+    return (np.bincount(rows, a * lam * nv, n), np.bincount(rows, a * (c * nx + s * ny), n),
+            np.bincount(rows, a * (-s * nx + c * ny), n))
 
 
 def fbm3(p: np.ndarray, footprint: np.ndarray, seed: int, lam0: float) -> np.ndarray:
@@ -212,6 +281,28 @@ def palette_from_prompt(prompt: str) -> Palette:
 # ---------------------------------------------------------------------------------------------
 # The world
 
+TRACE_SHARE_MIN = 4096     # rays per thread below which a trace stays on one thread
+_POOL: list = []
+_POOL_LOCK = threading.Lock()
+
+
+def trace_workers() -> int:
+    """Threads a trace uses: the cores this process may run on, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:           # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def _trace_pool() -> ThreadPoolExecutor:
+    """The process's thread pool for traces (made on first use)."""
+    with _POOL_LOCK:
+        if not _POOL:
+            _POOL.append(ThreadPoolExecutor(trace_workers(), thread_name_prefix="zoomscape-trace"))
+        return _POOL[0]
+
+
 @dataclass(frozen=True)
 class Hits:
     """Nearest surface along N rays: t z-depth [N], point [N, 3], normal [N, 3] (unit),
@@ -235,7 +326,13 @@ class World:
     GROUND_TEX_LAMBDA0 = 16.0
     OBJECT_TEX_LAMBDA0 = 1.0
     CLOUD_LAMBDA0 = 80.0
-    NEWTON_STEPS = 2        # Newton steps from the hills' hit onto hills + relief
+    MARCH_STEPS = 600       # the most steps of the relief march (grazing rays need a few hundred)
+    MARCH_FLOOR_PX = 0.5    # shortest march step, in footprints at the ray's depth
+    REFINE_STEPS = 3        # safeguarded Newton steps (each one evaluation) on the bracketed hit
+    MARCH_RELAX = 1.5       # over-relaxed march: probe this many certain steps ahead
+    TIERED_STEPS = 12       # march steps that sum the relief in tiers; later ones (the few rays
+                            # left, grazing) sum it in one go
+    RELIEF_TIERS = (3, 6)   # the march adds the relief octaves in tiers: [0, 3), [3, 6), the rest
 
     def __init__(self, prompt: str, seed: int):
         self.prompt, self.seed = str(prompt), int(seed)
@@ -249,6 +346,7 @@ class World:
         self.hill_bound = float(self.hill_a.sum())                                  # max |h_hills|
         self.hill_slope = float((self.hill_a * np.linalg.norm(self.hill_k, axis=1)).sum())
         self.relief_bound = 2.0 * self.RELIEF_SLOPE * self.RELIEF_LAMBDA0           # max |h_relief|
+        self.relief_seed = stable_int("relief", self.seed)
         self.objects = self._place_objects(rng)
 
     # -- layout ---------------------------------------------------------------------------------
@@ -289,78 +387,144 @@ class World:
     def height(self, x: np.ndarray, y: np.ndarray, footprint: np.ndarray):
         """Ground height with relief resolved at footprint [N]: (h, ∂h/∂x, ∂h/∂y), each [N]."""
         h, gx, gy = self.hills(x, y)
-        r, rx, ry = fbm2(x, y, footprint, stable_int("relief", self.seed), self.RELIEF_LAMBDA0,
+        r, rx, ry = fbm2(x, y, footprint, self.relief_seed, self.RELIEF_LAMBDA0,
                          lambda lam: self.RELIEF_SLOPE * lam)
         return h + r, gx + rx, gy + ry
 
-    def _march_hills(self, o: np.ndarray, d: np.ndarray, t_max: np.ndarray) -> np.ndarray:
-        """First t in (0, t_max) where the ray o + t·d meets the hills; inf if none. d: [N, 3].
-
-        Conservative steps Δt = f / (L·|d_xy| − d_z) (f = height above the hills, L their largest
-        slope) can never jump over the surface; a floor of 2 % of t keeps grazing rays moving, so
-        a sign change is then bracketed and bisected (to 2^-14 of the step; the Newton refinement
-        in _ground_hit finishes the job).
-        """
-        n = len(d)
-        out = np.full(n, np.inf)
-        dxy = np.hypot(d[:, 0], d[:, 1])
-        rate = self.hill_slope * dxy - d[:, 2]           # fastest rate f can fall along the ray
-        limit = self.hill_bound + self.relief_bound
-        idx = np.flatnonzero((rate > 0) & ~((o[2] > limit) & (d[:, 2] >= 0)))
-        t = np.zeros(idx.size)
-        if o[2] > limit:  # start where the ray enters the slab |z| ≤ limit
-            t = (o[2] - limit) / np.maximum(-d[idx, 2], 1e-12)
-        t_prev = t.copy()
-
-        def f(ii, tt):
-            p = o + tt[:, None] * d[ii]
-            return p[:, 2] - self.hills(p[:, 0], p[:, 1])[0]
-
-        lo_i, lo_t, hi_t = [], [], []
-        for _ in range(400):
-            if idx.size == 0:
-                break
-            keep = t_prev < t_max[idx]
-            idx, t, t_prev = idx[keep], np.minimum(t[keep], t_max[idx[keep]]), t_prev[keep]
-            fv = f(idx, t)
-            below = fv <= 0
-            lo_i.append(idx[below]), lo_t.append(t_prev[below]), hi_t.append(t[below])
-            idx, t, fv = idx[~below], t[~below], fv[~below]
-            t_prev = t
-            t = t + np.maximum(fv / rate[idx], 0.02 * t + 1e-3)
-        if not lo_i:        # no ray to march (none falls toward the ground)
-            return out
-        ii, a, b = np.concatenate(lo_i), np.concatenate(lo_t), np.concatenate(hi_t)
-        for _ in range(14):  # bisection: f(a) > 0 ≥ f(b)
-            m = 0.5 * (a + b)
-            pos = f(ii, m) > 0
-            a, b = np.where(pos, m, a), np.where(pos, b, m)
-        out[ii] = b
-        return out
+    def hills_height(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The hills' height alone (no gradient): [N]."""
+        return np.sin(np.outer(x, self.hill_k[:, 0]) + np.outer(y, self.hill_k[:, 1])
+                      + self.hill_phase) @ self.hill_a
 
     def _ground_hit(self, o, d, t_max, foot_per_m):
-        """Ground hit with relief: (t [N] or inf, normal [N, 3]); Newton from the hills' hit."""
-        t = self._march_hills(o, d, t_max)
-        idx = np.flatnonzero(np.isfinite(t))
-        normal = np.zeros((len(d), 3))
-        if idx.size == 0:
-            return t, normal
-        dd, tt = d[idx], t[idx]
-        t0 = tt.copy()
-        span = np.maximum(2 * self.relief_bound / np.maximum(np.abs(dd[:, 2]), 1e-3), 1e-9)
-        for it in range(self.NEWTON_STEPS + 1):
-            p = o + tt[:, None] * dd
-            h, gx, gy = self.height(p[:, 0], p[:, 1], foot_per_m * tt)
-            if it == self.NEWTON_STEPS:
+        """First hit of the ground with relief, z = h(x, y) resolved at the ray's footprint
+        f·t (f = foot_per_m): (t [N] or inf, normal [N, 3]).
+
+        The ground lies in the slab |z| ≤ hill_bound + relief_bound; each ray is marched from where
+        it enters it (_march_ground), the first step with g ≤ 0 brackets the hit, and safeguarded
+        Newton ends it (_refine_hit). There is no absolute length anywhere: this holds for a
+        camera millimetres above the relief as for one on a hill.
+        """
+        n = len(d)
+        t_out = np.full(n, np.inf)
+        normal = np.zeros((n, 3))
+        top = self.hill_bound + self.relief_bound
+        if o[2] > top:                       # start where the ray enters the slab
+            idx = np.flatnonzero(d[:, 2] < 0)
+            t0 = (o[2] - top) / -d[idx, 2]
+        else:
+            idx, t0 = np.arange(n), np.zeros(n)
+        keep = t0 < t_max[idx]
+        ii, a, b, ga = self._march_ground(o, d, idx[keep], t0[keep], t_max, foot_per_m)
+        t_hit, hx, hy = self._refine_hit(o, d, ii, a, b, ga, foot_per_m)
+        t_out[ii] = t_hit
+        nrm = np.stack([-hx, -hy, np.ones_like(hx)], 1)
+        normal[ii] = nrm / np.linalg.norm(nrm, axis=1, keepdims=True)
+        return t_out, normal
+
+    def _march_ground(self, o, d, idx, t, t_max, foot_per_m):
+        """March rays idx from t [M] on g(t) = z − h(x, y; f t) to the first point with g ≤ 0.
+
+        Returns the brackets (ray, a, b, g(a) or nan): g(a) > 0 ≥ g(b), no root before a.
+
+        Each evaluation sums the height coarse to fine, the hills and then the relief octaves in
+        tiers (RELIEF_TIERS, for the first TIERED_STEPS steps; later ones sum it in one go), and
+        stops after m octaves once those left (|Σ_{k≥m}| ≤ 2 a_m = 2 RELIEF_SLOPE λ_m: the
+        amplitudes halve) are at most a quarter of the partial g_m, or none is left at the ray's
+        footprint. The partial sum's slope along the ray is at most (hill_slope + m · RELIEF_SLOPE
+        · 3√2) |d_xy| (an octave's slope is at most a_k / λ_k · max|∇n|, max|∂n/∂x| = 1.5 · 2 for
+        the smoothstep value noise) plus the fade of the one octave in its footprint band (≤ 8
+        RELIEF_SLOPE f ≤ 0.1 f per metre): call it σ_m. So g > 0 is certain on [t − behind,
+        t + ahead], ahead = (g_m − 2 a_m) / (σ_m − d_z) and behind = (g_m − 2 a_m) / (σ_m + d_z):
+        far from the ground only the hills are summed, near it g is exact.
+
+        Steps are over-relaxed: from t the next evaluation is at t + MARCH_RELAX · ahead, and it
+        counts only if its own certain interval reaches back to t + ahead (else the march goes back
+        there). A floor of MARCH_FLOOR_PX footprints keeps grazing rays moving (a bump narrower
+        than that can be stepped over: it is below the pixel); a ray whose certain interval
+        reaches t_max (or never ends: it cannot come down) has no hit.
+        """
+        lam0, amp, omega = self.RELIEF_LAMBDA0, self.RELIEF_SLOPE, self.MARCH_RELAX
+        octave_slope = amp * 3.0 * np.sqrt(2.0)
+        fade = 0.1 * foot_per_m
+        dxy = np.hypot(d[:, 0], d[:, 1])
+        found = [[idx[:0]], [t[:0]], [t[:0]], [t[:0]]]  # (ray, a, b, g(a)) of the brackets
+        last = t.copy()                      # the last point where g > 0 was proven
+        g_last = np.full(t.size, np.nan)     # g there where it was summed to the end, else nan
+        frontier = t.copy()                  # g ≥ 0 is proven on [last, frontier]
+        probe = np.zeros(t.size, bool)       # t is an over-relaxed probe beyond the frontier
+        for step_no in range(self.MARCH_STEPS):
+            if idx.size == 0:
                 break
-            g = p[:, 2] - h
-            slope = dd[:, 2] - gx * dd[:, 0] - gy * dd[:, 1]      # dg/dt
-            step = np.where(slope < -1e-6, -g / np.minimum(slope, -1e-6), 0.0)
-            tt = np.clip(tt + step, np.maximum(t0 - span, 0.5 * t0), t0 + span)
-        nrm = np.stack([-gx, -gy, np.ones_like(gx)], 1)
-        normal[idx] = nrm / np.linalg.norm(nrm, axis=1, keepdims=True)
-        t[idx] = tt
-        return t, normal
+            dd = d[idx]
+            p = o + t[:, None] * dd
+            g = p[:, 2] - self.hills_height(p[:, 0], p[:, 1])
+            foot = np.maximum(foot_per_m * t, LAMBDA_MIN / 4)
+            count = octave_count(lam0, foot)
+            ahead, behind = np.empty(idx.size), np.empty(idx.size)
+            exact = np.zeros(idx.size, bool)
+            act, m = np.arange(idx.size), 0
+            tiers = self.RELIEF_TIERS if step_no < self.TIERED_STEPS else ()
+            for tier in (0,) + tiers + (None,):
+                if tier != 0:                # add octaves [m_prev, m) to the rays still going
+                    m_prev, m = m, (int(count[act].max()) if tier is None else tier)
+                    g[act] -= fbm2(p[act, 0], p[act, 1], foot[act], self.relief_seed, lam0,
+                                   lambda lam: amp * lam, m_prev, m)[0]
+                full = count[act] <= m
+                left = np.where(full, 0.0, 2.0 * amp * lam0 * 2.0 ** -m)
+                slope = (self.hill_slope + np.minimum(count[act], m) * octave_slope) * dxy[idx[act]] + fade
+                stop = full | (left <= 0.25 * g[act])
+                s = act[stop]
+                exact[s] = full[stop]
+                margin = g[s] - left[stop]   # g ≥ margin − (how far g can have moved)
+                for out, rate in ((ahead, slope[stop] - dd[s, 2]),
+                                  (behind, slope[stop] + dd[s, 2])):
+                    out[s] = np.where(rate > 0, margin / np.maximum(rate, 1e-300), np.inf)
+                act = act[~stop]
+                if act.size == 0:
+                    break
+            proven = (g > 0) & (ahead >= 0)
+            # a probe counts only if its own certain interval reaches back to the frontier
+            bad = probe & ~(proven & (t - behind <= frontier))
+            hit = ~probe & exact & (g <= 0)
+            for acc, v in zip(found, (idx, last, t, g_last)):
+                acc.append(v[hit])
+            good = ~bad & ~hit
+            floor = self.MARCH_FLOOR_PX * foot
+            relax = good & (ahead > floor) & np.isfinite(ahead)
+            t_max_i = t_max[idx]
+            new_frontier = np.where(good, np.minimum(t + np.maximum(ahead, floor), t_max_i), frontier)
+            t_next = np.where(relax, np.minimum(t + omega * ahead, t_max_i), new_frontier)
+            t_next = np.where(bad, frontier, t_next)
+            last = np.where(good, t, last)
+            g_last = np.where(good, np.where(exact, g, np.nan), g_last)
+            done = good & (t + ahead >= t_max_i)     # proven clear up to t_max (or forever)
+            going = ~hit & ~done & ((t < t_max_i) | bad)
+            probe = relax & (t_next > new_frontier)
+            idx, last, g_last, frontier, probe, t = (
+                v[going] for v in (idx, last, g_last, new_frontier, probe, t_next))
+        return tuple(np.concatenate(v) for v in found)
+
+    def _refine_hit(self, o, d, ii, a, b, ga, foot_per_m):
+        """The root of g in brackets [a, b] (g(a) > 0 ≥ g(b); ga = g(a), nan if unknown) of rays ii
+        → (t, ∂h/∂x, ∂h/∂y at the last point evaluated). REFINE_STEPS of Newton from b, each step
+        that would leave the bracket replaced by the secant of its ends (regula falsi) where both
+        g are known, else by bisection; the last step is not evaluated."""
+        x, gb = b, np.full(ii.size, np.nan)
+        hx = hy = np.zeros(ii.size)
+        for it in range(self.REFINE_STEPS):
+            p = o + x[:, None] * d[ii]
+            h, hx, hy = self.height(p[:, 0], p[:, 1], np.maximum(foot_per_m * x, LAMBDA_MIN / 4))
+            gx, sx = p[:, 2] - h, d[ii, 2] - hx * d[ii, 0] - hy * d[ii, 1]
+            pos = gx > 0
+            a, ga = np.where(pos, x, a), np.where(pos, gx, ga)
+            b, gb = np.where(pos, b, x), np.where(pos, gb, gx)
+            newton = x - gx / np.minimum(sx, -1e-12)
+            with np.errstate(invalid="ignore"):
+                secant = b - gb * (b - a) / np.minimum(gb - ga, -1e-300)
+            inside = (newton > a) & (newton < b)
+            x = np.where(inside, newton, np.where(np.isfinite(secant), np.clip(secant, a, b), 0.5 * (a + b)))
+        return x, hx, hy
 
     # -- objects and sky -------------------------------------------------------------------------
     @staticmethod
@@ -413,8 +577,26 @@ class World:
     def trace(self, cam: Camera, uv: np.ndarray) -> Hits:
         """Nearest surface through pixels uv: [N, 2] (continuous pixels) of cam.
 
-        Rays are X(t) = o + t·d with d = R·K⁻¹[u, v, 1], so t is the z-depth.
+        Rays are X(t) = o + t·d with d = R·K⁻¹[u, v, 1], so t is the z-depth. Many rays are traced
+        on every core (trace_workers interleaved shares: numpy frees the GIL in its loops); the
+        result does not depend on how they are split.
         """
+        uv = np.asarray(uv, np.float64)
+        k = min(trace_workers(), len(uv) // TRACE_SHARE_MIN)
+        if k < 2:
+            return self._trace(cam, uv)
+        parts = list(_trace_pool().map(lambda i: self._trace(cam, uv[i::k]), range(k)))
+        fields = {}
+        for name in ("t", "point", "normal", "kind", "obj", "footprint"):
+            first = getattr(parts[0], name)
+            out = np.empty((len(uv),) + first.shape[1:], first.dtype)
+            for i, part in enumerate(parts):
+                out[i::k] = getattr(part, name)
+            fields[name] = out
+        return Hits(**fields)
+
+    def _trace(self, cam: Camera, uv: np.ndarray) -> Hits:
+        """trace() on one share of the rays."""
         o = cam.center
         d = pixel_rays(cam, uv) @ cam.c2w[:3, :3].T
         foot_per_m = 1.0 / np.sqrt(cam.K[0, 0] * cam.K[1, 1])
@@ -485,7 +667,7 @@ class World:
         mask: [H, W] bool or None; pixels outside it stay rgb 0 and depth +inf.
         """
         H, W = cam.height, cam.width
-        key = camera_key(cam)
+        key = frame_key(cam)
         frame = FRAMES.get((self.prompt, self.seed, key))
         if frame is not None:
             rgb, depth = frame
@@ -509,7 +691,7 @@ class World:
         """True z-depth through every pixel of cam: [H, W] float64 (no shading). A whole frame
         traced for this seed and camera before (render without a mask, or depth) is not traced
         again (DEPTHS)."""
-        key = (self.seed, camera_key(cam))
+        key = (self.seed, frame_key(cam))
         known = DEPTHS.get(key)
         if known is not None:
             return known[0]
@@ -565,18 +747,24 @@ class FrameMemo:
         return len(self._items)
 
 
-# (seed, camera_key) → (depth,), and (prompt, seed, camera_key) → (rgb, depth): whole frames
+# (seed, frame_key) → (depth,), and (prompt, seed, frame_key) → (rgb, depth): whole frames
 DEPTHS, FRAMES = FrameMemo(), FrameMemo()
 
 
 # ---------------------------------------------------------------------------------------------
 # The engine
 
-def camera_key(cam: Camera) -> str:
-    """A stable identity of a camera: its name, size and the sha256 of its K and c2w (float64)."""
+def frame_key(cam: Camera) -> str:
+    """What a frame of the world depends on: the camera's size and the sha256 of its K and c2w
+    (float64), not its name (two names for one pose see one frame)."""
     digest = hashlib.sha256(np.ascontiguousarray(cam.K, np.float64).tobytes()
                             + np.ascontiguousarray(cam.c2w, np.float64).tobytes()).hexdigest()
-    return f"{cam.name}\x1f{int(cam.width)}x{int(cam.height)}\x1f{digest[:32]}"
+    return f"{int(cam.width)}x{int(cam.height)}\x1f{digest[:32]}"
+
+
+def camera_key(cam: Camera) -> str:
+    """A stable identity of a camera: its name and its frame_key."""
+    return f"{cam.name}\x1f{frame_key(cam)}"
 
 
 def lie_key(seed: int, cam: Camera, role: str) -> int:

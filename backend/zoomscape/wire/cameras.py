@@ -92,7 +92,9 @@ def dolly_level_matrix(matrix_world, anchor, factor: float, i: float) -> np.ndar
     """
     M = np.array(matrix_world, dtype=np.float64).reshape(4, 4)
     a = np.asarray(anchor, dtype=np.float64).reshape(3)
-    M[:3, 3] = a + (M[:3, 3] - a) * float(factor) ** (-float(i))
+    scale = float(factor) ** (-float(i))
+    if scale != 1.0:                 # level 0 keeps its pose exactly (not a + (C_0 − a) rounded)
+        M[:3, 3] = a + (M[:3, 3] - a) * scale
     return M
 
 
