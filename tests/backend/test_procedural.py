@@ -231,6 +231,16 @@ def test_the_ground_is_found_from_a_camera_just_above_it(world, height):
     assert np.abs((normal * up).sum(1)).min() > 0.999     # its normal
 
 
+def test_a_grazing_ray_stops_at_the_first_crest(world):
+    """A ray skimming the relief 45 m out (the demo's Cam.003, pixel (251, 73)) meets a crest
+    6 m before the surface behind it: the march must not step over it."""
+    o = np.array([2.0, -1.0, 1.7000000476837158])
+    d = np.array([[0.7396817803010345, 0.7743497090600431, -0.03734716303646568]])
+    t, _ = world._ground_hit(o, d, np.array([186.0]), 1 / 266.67)
+    want = first_ground_hit_by_sampling(world, o, d, 1 / 266.67)
+    assert abs(t[0] - want[0]) < 0.01 * want[0], (t, want)
+
+
 def test_a_trace_is_the_same_on_one_thread_or_several(world, monkeypatch):
     from zoomscape.engines import procedural
 

@@ -181,7 +181,8 @@ def fbm2(x, y, footprint, seed: int, lam0: float, amp_of, k_lo=0, k_hi=None):
     """Fractal sum of 2-D value noise over world x, y: [N] metres, with per-pixel footprint [N].
 
     Σ_k w_k · a_k · n(R_k (x, y) / λ_k + o_k), a_k = amp_of(λ_k) (λ_k an array), rotation R_k and
-    offset o_k from the seed, over the octaves k_lo ≤ k < k_hi ([N] or None: all) the footprint
+    offset o_k from the seed, over the octaves k_lo ≤ k < k_hi (each an int or [N]; k_hi None:
+    all) the footprint
     resolves. Returns (value, ∂/∂x, ∂/∂y), each [N]. Below FBM_RAGGED_MAX points every (point,
     octave) pair is one element of a single vectorised evaluation (no per-octave overhead); above
     it the octaves are summed one by one (arrays that stay in cache). Both give the same sums.
@@ -192,14 +193,15 @@ def fbm2(x, y, footprint, seed: int, lam0: float, amp_of, k_lo=0, k_hi=None):
     top = octave_count(lam0, footprint)
     if k_hi is not None:
         top = np.minimum(top, k_hi)
+    k_lo = np.broadcast_to(np.asarray(k_lo, np.int64), x.shape)
     kmax = int(top.max()) if n else 0
-    if kmax <= k_lo:
+    if kmax <= (int(k_lo.min()) if n else 0):
         return np.zeros(n), np.zeros(n), np.zeros(n)
     table = _octave_table(int(seed), kmax)
     if n >= FBM_RAGGED_MAX:                  # many points: one octave at a time (cache-sized arrays)
         val, gx, gy = np.zeros(n), np.zeros(n), np.zeros(n)
-        for k in range(k_lo, kmax):
-            idx = np.flatnonzero(top > k)
+        for k in range(int(k_lo.min()), kmax):
+            idx = np.flatnonzero((top > k) & (k_lo <= k))
             lam = lam0 * 2.0 ** -k
             c, s, ox, oy = table[k, :4]
             xi, yi = x[idx], y[idx]
@@ -213,7 +215,7 @@ def fbm2(x, y, footprint, seed: int, lam0: float, amp_of, k_lo=0, k_hi=None):
     cnt = np.maximum(top - k_lo, 0)          # few points: every (point, octave) pair at once
     total = int(cnt.sum())
     rows = np.repeat(np.arange(n), cnt)
-    ks = k_lo + np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    ks = np.repeat(k_lo, cnt) + np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
     tab = table[ks]
     c, s, lam = tab[:, 0], tab[:, 1], lam0 * np.exp2(-ks.astype(np.float64))
     xr, yr = x[rows], y[rows]
@@ -329,10 +331,6 @@ class World:
     MARCH_STEPS = 600       # the most steps of the relief march (grazing rays need a few hundred)
     MARCH_FLOOR_PX = 0.5    # shortest march step, in footprints at the ray's depth
     REFINE_STEPS = 3        # safeguarded Newton steps (each one evaluation) on the bracketed hit
-    MARCH_RELAX = 1.5       # over-relaxed march: probe this many certain steps ahead
-    TIERED_STEPS = 12       # march steps that sum the relief in tiers; later ones (the few rays
-                            # left, grazing) sum it in one go
-    RELIEF_TIERS = (3, 6)   # the march adds the relief octaves in tiers: [0, 3), [3, 6), the rest
 
     def __init__(self, prompt: str, seed: int):
         self.prompt, self.seed = str(prompt), int(seed)
@@ -347,6 +345,7 @@ class World:
         self.hill_slope = float((self.hill_a * np.linalg.norm(self.hill_k, axis=1)).sum())
         self.relief_bound = 2.0 * self.RELIEF_SLOPE * self.RELIEF_LAMBDA0           # max |h_relief|
         self.relief_seed = stable_int("relief", self.seed)
+        self.hill_curvature = float((self.hill_a * (self.hill_k ** 2).sum(1)).sum())  # max |h_hills''|
         self.objects = self._place_objects(rng)
 
     # -- layout ---------------------------------------------------------------------------------
@@ -391,11 +390,6 @@ class World:
                          lambda lam: self.RELIEF_SLOPE * lam)
         return h + r, gx + rx, gy + ry
 
-    def hills_height(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """The hills' height alone (no gradient): [N]."""
-        return np.sin(np.outer(x, self.hill_k[:, 0]) + np.outer(y, self.hill_k[:, 1])
-                      + self.hill_phase) @ self.hill_a
-
     def _ground_hit(self, o, d, t_max, foot_per_m):
         """First hit of the ground with relief, z = h(x, y) resolved at the ray's footprint
         f·t (f = foot_per_m): (t [N] or inf, normal [N, 3]).
@@ -427,82 +421,81 @@ class World:
 
         Returns the brackets (ray, a, b, g(a) or nan): g(a) > 0 ≥ g(b), no root before a.
 
-        Each evaluation sums the height coarse to fine, the hills and then the relief octaves in
-        tiers (RELIEF_TIERS, for the first TIERED_STEPS steps; later ones sum it in one go), and
-        stops after m octaves once those left (|Σ_{k≥m}| ≤ 2 a_m = 2 RELIEF_SLOPE λ_m: the
-        amplitudes halve) are at most a quarter of the partial g_m, or none is left at the ray's
-        footprint. The partial sum's slope along the ray is at most (hill_slope + m · RELIEF_SLOPE
-        · 3√2) |d_xy| (an octave's slope is at most a_k / λ_k · max|∇n|, max|∂n/∂x| = 1.5 · 2 for
-        the smoothstep value noise) plus the fade of the one octave in its footprint band (≤ 8
-        RELIEF_SLOPE f ≤ 0.1 f per metre): call it σ_m. So g > 0 is certain on [t − behind,
-        t + ahead], ahead = (g_m − 2 a_m) / (σ_m − d_z) and behind = (g_m − 2 a_m) / (σ_m + d_z):
-        far from the ground only the hills are summed, near it g is exact.
-
-        Steps are over-relaxed: from t the next evaluation is at t + MARCH_RELAX · ahead, and it
-        counts only if its own certain interval reaches back to t + ahead (else the march goes back
-        there). A floor of MARCH_FLOOR_PX footprints keeps grazing rays moving (a bump narrower
-        than that can be stepped over: it is below the pixel); a ray whose certain interval
-        reaches t_max (or never ends: it cannot come down) has no hit.
+        At each point the height is summed coarse to fine: the hills, then the relief's first m
+        octaves, m enough that those left (|Σ_{k≥m}| ≤ 2 a_m = 2 RELIEF_SLOPE λ_m: the amplitudes
+        halve) are at most a quarter of g (m guessed from the last step, all octaves where that
+        was too few; none left is exact). g > 0 is then certain on [t, t + ahead], ahead the larger
+        of two bounds on how far the partial sum g_m can fall by its margin c = g_m − 2 a_m:
+        - Lipschitz: c / (σ_m − d_z), σ_m = (hill_slope + m · 3√2 RELIEF_SLOPE) |d_xy| + φ, an
+          octave's slope being at most a_k / λ_k · max|∇n| (max|∂n/∂x| = 1.5 · 2 for the smoothstep
+          value noise) and φ = 8 RELIEF_SLOPE f ≤ 0.1 f per metre the fade of the one octave in
+          its footprint band;
+        - second order: the first root of c + (g_m' − φ) Δ − ½ B Δ² (for Δ ≤ t), g_m' the slope
+          along the ray at t and B a bound on its change per metre: (hill curvature + 21
+          RELIEF_SLOPE Σ_{k<m} 1/λ_k) |d_xy|² (|∂²n| ≤ 12 + 9 per lattice unit²) plus the change
+          of the fading octaves' weights (2 octaves · 4/t · 3√2 RELIEF_SLOPE |d_xy|).
+        Far from the ground only the hills and the coarse octaves are summed and steps are long;
+        near it g is exact and the second-order bound keeps steps a fixed fraction of g at any
+        zoom. A floor of MARCH_FLOOR_PX footprints keeps grazing rays moving (a bump narrower than
+        that can be stepped over: it is below the pixel); a ray whose certain interval reaches
+        t_max (or never ends: it cannot come down) has no hit.
         """
-        lam0, amp, omega = self.RELIEF_LAMBDA0, self.RELIEF_SLOPE, self.MARCH_RELAX
+        lam0, amp = self.RELIEF_LAMBDA0, self.RELIEF_SLOPE
         octave_slope = amp * 3.0 * np.sqrt(2.0)
         fade = 0.1 * foot_per_m
         dxy = np.hypot(d[:, 0], d[:, 1])
         found = [[idx[:0]], [t[:0]], [t[:0]], [t[:0]]]  # (ray, a, b, g(a)) of the brackets
         last = t.copy()                      # the last point where g > 0 was proven
         g_last = np.full(t.size, np.nan)     # g there where it was summed to the end, else nan
-        frontier = t.copy()                  # g ≥ 0 is proven on [last, frontier]
-        probe = np.zeros(t.size, bool)       # t is an over-relaxed probe beyond the frontier
-        for step_no in range(self.MARCH_STEPS):
+        hint = np.full(t.size, np.inf)       # the g expected at t (how many octaves to sum)
+        for _ in range(self.MARCH_STEPS):
             if idx.size == 0:
                 break
             dd = d[idx]
             p = o + t[:, None] * dd
-            g = p[:, 2] - self.hills_height(p[:, 0], p[:, 1])
+            h, hx, hy = self.hills(p[:, 0], p[:, 1])
+            g = p[:, 2] - h
+            gs = dd[:, 2] - hx * dd[:, 0] - hy * dd[:, 1]     # dg/dt of the partial sum
             foot = np.maximum(foot_per_m * t, LAMBDA_MIN / 4)
             count = octave_count(lam0, foot)
-            ahead, behind = np.empty(idx.size), np.empty(idx.size)
-            exact = np.zeros(idx.size, bool)
-            act, m = np.arange(idx.size), 0
-            tiers = self.RELIEF_TIERS if step_no < self.TIERED_STEPS else ()
-            for tier in (0,) + tiers + (None,):
-                if tier != 0:                # add octaves [m_prev, m) to the rays still going
-                    m_prev, m = m, (int(count[act].max()) if tier is None else tier)
-                    g[act] -= fbm2(p[act, 0], p[act, 1], foot[act], self.relief_seed, lam0,
-                                   lambda lam: amp * lam, m_prev, m)[0]
-                full = count[act] <= m
-                left = np.where(full, 0.0, 2.0 * amp * lam0 * 2.0 ** -m)
-                slope = (self.hill_slope + np.minimum(count[act], m) * octave_slope) * dxy[idx[act]] + fade
-                stop = full | (left <= 0.25 * g[act])
-                s = act[stop]
-                exact[s] = full[stop]
-                margin = g[s] - left[stop]   # g ≥ margin − (how far g can have moved)
-                for out, rate in ((ahead, slope[stop] - dd[s, 2]),
-                                  (behind, slope[stop] + dd[s, 2])):
-                    out[s] = np.where(rate > 0, margin / np.maximum(rate, 1e-300), np.inf)
-                act = act[~stop]
-                if act.size == 0:
-                    break
-            proven = (g > 0) & (ahead >= 0)
-            # a probe counts only if its own certain interval reaches back to the frontier
-            bad = probe & ~(proven & (t - behind <= frontier))
-            hit = ~probe & exact & (g <= 0)
+            with np.errstate(divide="ignore"):
+                m = np.minimum(np.ceil(np.log2(16.0 * amp * lam0 / np.maximum(hint, 1e-300))), count)
+            m = np.maximum(m, 0).astype(np.int64)
+            for again in (False, True):
+                if not again:
+                    j = np.flatnonzero(m > 0)
+                    lo, hi = 0, m[j]
+                else:                        # too few for these: sum them all
+                    j = np.flatnonzero(~(full | (left <= 0.25 * g)))
+                    lo, hi = m[j], count[j]
+                if j.size:
+                    r, rx, ry = fbm2(p[j, 0], p[j, 1], foot[j], self.relief_seed, lam0,
+                                     lambda lam: amp * lam, lo, hi)
+                    g[j] -= r
+                    gs[j] -= rx * dd[j, 0] + ry * dd[j, 1]
+                    if again:
+                        m[j] = count[j]
+                full = count <= m
+                left = np.where(full, 0.0, 2.0 * amp * lam0 * np.exp2(-m.astype(np.float64)))
+            margin = g - left
+            u = dxy[idx]
+            fall = (self.hill_slope + m * octave_slope) * u + fade - dd[:, 2]
+            ahead = np.where(fall > 0, margin / np.maximum(fall, 1e-300), np.inf)
+            bend = ((self.hill_curvature + 21.0 * amp * (np.exp2(m.astype(np.float64)) - 1.0) / lam0) * u * u
+                    + 34.0 * amp * u / np.maximum(t, 1e-300))
+            b = gs - fade
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                second = 2.0 * margin / (np.sqrt(b * b + 2.0 * bend * np.maximum(margin, 0.0)) - b)
+            second = np.where(margin > 0, np.minimum(np.nan_to_num(second, nan=0.0, posinf=np.inf), t), 0.0)
+            ahead = np.maximum(ahead, second)
+            hit = full & (g <= 0)
             for acc, v in zip(found, (idx, last, t, g_last)):
                 acc.append(v[hit])
-            good = ~bad & ~hit
-            floor = self.MARCH_FLOOR_PX * foot
-            relax = good & (ahead > floor) & np.isfinite(ahead)
             t_max_i = t_max[idx]
-            new_frontier = np.where(good, np.minimum(t + np.maximum(ahead, floor), t_max_i), frontier)
-            t_next = np.where(relax, np.minimum(t + omega * ahead, t_max_i), new_frontier)
-            t_next = np.where(bad, frontier, t_next)
-            last = np.where(good, t, last)
-            g_last = np.where(good, np.where(exact, g, np.nan), g_last)
-            done = good & (t + ahead >= t_max_i)     # proven clear up to t_max (or forever)
-            going = ~hit & ~done & ((t < t_max_i) | bad)
-            probe = relax & (t_next > new_frontier)
-            idx, last, g_last, frontier, probe, t = (
-                v[going] for v in (idx, last, g_last, new_frontier, probe, t_next))
+            t_next = np.minimum(t + np.maximum(ahead, self.MARCH_FLOOR_PX * foot), t_max_i)
+            going = ~hit & (t + ahead < t_max_i) & (t < t_max_i)   # else clear up to t_max
+            last, g_last, hint = t, np.where(full, g, np.nan), 0.5 * np.maximum(margin, 0.0)
+            idx, last, g_last, hint, t = (v[going] for v in (idx, last, g_last, hint, t_next))
         return tuple(np.concatenate(v) for v in found)
 
     def _refine_hit(self, o, d, ii, a, b, ga, foot_per_m):
