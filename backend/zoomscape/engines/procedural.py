@@ -145,7 +145,8 @@ def octave_weight(lam: float, footprint: np.ndarray) -> np.ndarray:
 
     w = clip(λ / 2f − 1, 0, 1): full down to 4 pixels per wavelength, gone at 2 (Nyquist).
     """
-    return np.clip(lam / (2.0 * footprint) - 1.0, 0.0, 1.0)
+    with np.errstate(divide="ignore"):           # f = 0 (a hit at the eye): every octave
+        return np.clip(lam / (2.0 * footprint) - 1.0, 0.0, 1.0)
 
 
 def _octaves(lam0: float, footprint: np.ndarray):
