@@ -33,6 +33,7 @@ traced are memoised (FrameMemo: FRAMES, DEPTHS), which spares a second trace and
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -40,7 +41,6 @@ import struct
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -183,10 +183,10 @@ def fbm2(x, y, footprint, seed: int, lam0: float, amp_of, k_lo=0, k_hi=None):
 
     Σ_k w_k · a_k · n(R_k (x, y) / λ_k + o_k), a_k = amp_of(λ_k) (λ_k an array), rotation R_k and
     offset o_k from the seed, over the octaves k_lo ≤ k < k_hi (each an int or [N]; k_hi None:
-    all) the footprint
-    resolves. Returns (value, ∂/∂x, ∂/∂y), each [N]. Below FBM_RAGGED_MAX points every (point,
-    octave) pair is one element of a single vectorised evaluation (no per-octave overhead); above
-    it the octaves are summed one by one (arrays that stay in cache). Both give the same sums.
+    all) the footprint resolves. Returns (value, ∂/∂x, ∂/∂y), each [N]. Below FBM_RAGGED_MAX
+    points every (point, octave) pair is one element of a single vectorised evaluation (no
+    per-octave overhead); above it the octaves are summed one by one (arrays that stay in cache).
+    Both give the same sums.
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     footprint = np.broadcast_to(np.asarray(footprint, np.float64), x.shape)
@@ -252,7 +252,7 @@ def hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
     return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i])
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Palette:
     """Colours (RGB [3] in [0, 1]) and the sun direction [3] of a world, from the prompt."""
 
@@ -306,7 +306,7 @@ def _trace_pool() -> ThreadPoolExecutor:
         return _POOL[0]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Hits:
     """Nearest surface along N rays: t z-depth [N], point [N, 3], normal [N, 3] (unit),
     kind [N] (SKY, GROUND, OBJECT), obj [N] (object index or -1), footprint [N] (m per pixel)."""
@@ -462,22 +462,21 @@ class World:
             with np.errstate(divide="ignore"):
                 m = np.minimum(np.ceil(np.log2(16.0 * amp * lam0 / np.maximum(hint, 1e-300))), count)
             m = np.maximum(m, 0).astype(np.int64)
-            for again in (False, True):
-                if not again:
-                    j = np.flatnonzero(m > 0)
-                    lo, hi = 0, m[j]
-                else:                        # too few for these: sum them all
-                    j = np.flatnonzero(~(full | (left <= 0.25 * g)))
-                    lo, hi = m[j], count[j]
+
+            def add_octaves(j, lo, hi):      # octaves [lo, hi) of rays j into g and its slope
                 if j.size:
                     r, rx, ry = fbm2(p[j, 0], p[j, 1], foot[j], self.relief_seed, lam0,
                                      lambda lam: amp * lam, lo, hi)
                     g[j] -= r
                     gs[j] -= rx * dd[j, 0] + ry * dd[j, 1]
-                    if again:
-                        m[j] = count[j]
-                full = count <= m
-                left = np.where(full, 0.0, 2.0 * amp * lam0 * np.exp2(-m.astype(np.float64)))
+
+            add_octaves(np.flatnonzero(m > 0), 0, m[m > 0])
+            left = 2.0 * amp * lam0 * np.exp2(-m.astype(np.float64))
+            few = np.flatnonzero((m < count) & (left > 0.25 * g))   # too few for these: all
+            add_octaves(few, m[few], count[few])
+            m[few] = count[few]
+            full = count <= m
+            left = np.where(full, 0.0, left)
             margin = g - left
             u = dxy[idx]
             fall = (self.hill_slope + m * octave_slope) * u + fade - dd[:, 2]
@@ -580,14 +579,14 @@ class World:
         if k < 2:
             return self._trace(cam, uv)
         parts = list(_trace_pool().map(lambda i: self._trace(cam, uv[i::k]), range(k)))
-        fields = {}
-        for name in ("t", "point", "normal", "kind", "obj", "footprint"):
-            first = getattr(parts[0], name)
+        merged = {}
+        for field in dataclasses.fields(Hits):
+            first = getattr(parts[0], field.name)
             out = np.empty((len(uv),) + first.shape[1:], first.dtype)
             for i, part in enumerate(parts):
-                out[i::k] = getattr(part, name)
-            fields[name] = out
-        return Hits(**fields)
+                out[i::k] = getattr(part, field.name)
+            merged[field.name] = out
+        return Hits(**merged)
 
     def _trace(self, cam: Camera, uv: np.ndarray) -> Hits:
         """trace() on one share of the rays."""
@@ -767,7 +766,7 @@ def lie_key(seed: int, cam: Camera, role: str) -> int:
     return stable_int("depth-lie", int(seed), check_role(role), camera_key(cam))
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class DepthLie:
     """What estimate_depth(…, cam, seed=…, role=…) tells: D̂ = scale · D · (1 + w + ε) + shift,
     ε ~ N(0, noise²), w = depth_warp_field(key, H, W, warp). camera: cam's name; key:
